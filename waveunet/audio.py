@@ -1,0 +1,133 @@
+"""Audio I/O, resampling and channel conversion: the one place the project touches audio files.
+
+Arrays are ``(channels, samples)`` float32 throughout. Reading goes through
+soundfile (libsndfile: WAV, FLAC, OGG, MP3) and falls back to an ffmpeg
+subprocess for containers libsndfile cannot open (m4a, mp4, ...). Writing is
+atomic so an interrupted run never leaves a truncated file under a final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .errors import DataError
+
+_WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read a whole file as float32 ``(channels, samples)`` and its sample rate in Hz."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"audio file not found: {path}")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        audio = np.ascontiguousarray(data.T)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as sf_exc:
+        try:
+            audio, rate = _read_with_ffmpeg(path)
+        except DataError as ff_exc:
+            raise DataError(
+                f"cannot read audio file {path}: {sf_exc}; ffmpeg fallback: {ff_exc}"
+            ) from sf_exc
+    if audio.shape[1] == 0:
+        raise DataError(f"audio file is empty (0 samples): {path}")
+    return audio, int(rate)
+
+
+def _read_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream with ffmpeg to 32-bit float PCM."""
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        raise DataError("ffmpeg/ffprobe not installed")
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "a:0",
+         "-show_entries", "stream=sample_rate,channels", "-of", "json", str(path)],
+        capture_output=True, text=True, check=False,
+    )
+    try:
+        stream = json.loads(probe.stdout)["streams"][0]
+        rate, channels = int(stream["sample_rate"]), int(stream["channels"])
+    except (ValueError, KeyError, IndexError):
+        raise DataError(f"no audio stream found ({probe.stderr.strip() or 'ffprobe failed'})") from None
+    decoded = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+         "-f", "f32le", "-acodec", "pcm_f32le", "-"],
+        capture_output=True, check=False,
+    )
+    if decoded.returncode != 0:
+        raise DataError(decoded.stderr.decode(errors="replace").strip() or "ffmpeg failed")
+    samples = np.frombuffer(decoded.stdout, dtype="<f4")
+    audio = samples[: samples.size // channels * channels].reshape(-1, channels).T
+    return np.ascontiguousarray(audio, dtype=np.float32), rate
+
+
+def write_audio(
+    path: str | os.PathLike,
+    audio: np.ndarray | torch.Tensor,
+    sample_rate_hz: int,
+    *,
+    subtype: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``(channels, samples)`` audio; the format follows the extension (.wav, .flac).
+
+    The file is written under a temporary name in the same directory and then
+    renamed, so readers never see a half-written file.
+    """
+    path = Path(path)
+    fmt = _WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"cannot write {path}: unsupported extension (use {', '.join(_WRITE_FORMATS)})")
+    if path.exists() and not overwrite:
+        raise DataError(f"refusing to overwrite existing file {path} (pass overwrite=True)")
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu().numpy()
+    audio = np.asarray(audio)
+    if audio.ndim != 2:
+        raise DataError(f"cannot write {path}: expected (channels, samples), got shape {audio.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp_name, np.ascontiguousarray(audio.T), int(sample_rate_hz), subtype=subtype, format=fmt)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def resample(audio: torch.Tensor | np.ndarray, from_hz: int, to_hz: int) -> torch.Tensor | np.ndarray:
+    """Resample along the last axis; returns the input's type (tensor or array)."""
+    if int(from_hz) == int(to_hz):
+        return audio
+    import torchaudio.functional as AF
+
+    is_numpy = isinstance(audio, np.ndarray)
+    tensor = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)) if is_numpy else audio
+    # The gcd-reduced ratio keeps the polyphase filter small (44100 -> 22050 is 2 -> 1).
+    out = AF.resample(tensor, int(from_hz), int(to_hz))
+    return out.numpy() if is_numpy else out
+
+
+def convert_channels(audio: torch.Tensor | np.ndarray, channels: int) -> torch.Tensor | np.ndarray:
+    """Match the channel count (axis -2): average to mono, repeat mono to many."""
+    have = audio.shape[-2]
+    if have == channels:
+        return audio
+    if channels == 1:
+        return audio.mean(-2, keepdims=True) if isinstance(audio, np.ndarray) else audio.mean(-2, keepdim=True)
+    if have == 1:
+        reps = [1] * audio.ndim
+        reps[-2] = channels
+        return np.tile(audio, reps) if isinstance(audio, np.ndarray) else audio.repeat(*reps)
+    raise DataError(f"cannot convert {have}-channel audio to {channels} channels (only to/from mono)")

@@ -1,0 +1,61 @@
+"""The ``waveunet`` console command: one entry point, one module per subcommand.
+
+Each subcommand module exposes ``main(argv: list[str]) -> int``; modules are
+imported only when their command runs, so ``waveunet info`` does not pay for
+TensorBoard or museval imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from .errors import WaveUNetError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("waveunet.info", "print a model preset's shapes and parameter count as JSON"),
+    "synth": ("waveunet.synth", "write a generated MUSDB18-HQ-layout dataset"),
+    "train": ("waveunet.train", "train a separation model (Hydra overrides)"),
+    "evaluate": ("waveunet.evaluate", "score a checkpoint or estimates: SDR, clipping statistics, report"),
+    "separate": ("waveunet.separate", "separate songs into stems with a trained checkpoint"),
+    "compare": ("waveunet.compare", "train and evaluate several output modes side by side"),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: waveunet <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'waveunet <command> --help' for a command's own options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"waveunet: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        return 2
+    module_name, _ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            print(f"waveunet: command '{name}' is not available in this version", file=sys.stderr)
+            return 2
+        raise
+    try:
+        return int(module.main(rest) or 0)
+    except WaveUNetError as exc:
+        print(f"waveunet {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"waveunet {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

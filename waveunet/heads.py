@@ -1,0 +1,284 @@
+"""Bounded output heads: how the network turns its last features into stems.
+
+Audio lives in a bounded interval, [-1, 1] by default, and the last layer has to
+respect that somehow. The choices here, and why they matter
+(Stoller, "Bounded output regression with neural networks"):
+
+* ``tanh`` squashes the pre-activation ``a`` into (low, high). The bounds are
+  never reached, so a target at full scale pushes ``a`` towards infinity, and
+  ``tanh'(a)`` vanishes as it saturates: a network whose outputs all saturate
+  gets (almost) no gradient and may never recover. Loud targets also come out
+  attenuated.
+* ``clip`` is a hard clamp to [low, high] in training too: the bounds are
+  reachable, but the gradient outside them is exactly zero, so an output that
+  overshoots cannot be pulled back.
+* ``linear`` is the proposal: the identity while training (the loss always has
+  a gradient of slope 1, so an overshoot of 1.4 towards a target of 1.0 is
+  corrected), and a clip to [low, high] only at evaluation / inference.
+* ``sin`` and a scaled ``sigmoid`` also squash into the interval; ``sin`` can
+  reach the bounds but is periodic, ``sigmoid`` behaves like tanh.
+* ``relu`` and ``softplus`` bound one side only (outputs >= low), as asked for
+  positive-valued targets; ``relu``'s gradient is zero below the bound,
+  ``softplus``'s only decays.
+
+Output *types*: ``direct`` predicts every source with its own output
+convolution; ``difference`` predicts all but the last source and sets the last
+to ``mixture - sum(others)`` (the original Wave-U-Net's vocals =
+mixture - accompaniment). The difference source is clipped to the bounds at
+evaluation time, as in the original.
+
+Training vs. evaluation follows ``nn.Module.training``: ``model.eval()`` turns
+on the test-time clip.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+OUTPUT_TYPES = ("direct", "difference")
+
+
+class OutputBounds(NamedTuple):
+    low: float
+    high: float | None  # None: bounded below only
+
+    @property
+    def centre(self) -> float:
+        assert self.high is not None
+        return 0.5 * (self.low + self.high)
+
+    @property
+    def half_range(self) -> float:
+        assert self.high is not None
+        return 0.5 * (self.high - self.low)
+
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=self.low, max=self.high)
+
+
+class Activation(nn.Module):
+    """Maps the pre-activation ``a`` to an output; subclasses say how in each mode."""
+
+    name: str = ""
+    two_sided: bool = True  # needs both bounds
+    clips_at_eval: bool = False  # identity-like in training, clamped in eval
+
+    def __init__(self, bounds: OutputBounds):
+        super().__init__()
+        self.bounds = bounds
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        y = self.train_output(a)
+        if not self.training and self.clips_at_eval:
+            y = self.bounds.clamp(y)
+        return y
+
+    def train_output(self, a: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logits(self, a: torch.Tensor) -> torch.Tensor:
+        """Logits z with ``(y - low) / (high - low) == sigmoid(z)``, for a cross-entropy loss."""
+        raise ConfigError(
+            f"output.activation={self.name!r} has no logit form; the cross-entropy loss "
+            "needs 'tanh' or 'sigmoid'"
+        )
+
+    def extra_repr(self) -> str:
+        return f"low={self.bounds.low}, high={self.bounds.high}"
+
+
+class Tanh(Activation):
+    name = "tanh"
+
+    def train_output(self, a):
+        return self.bounds.centre + self.bounds.half_range * torch.tanh(a)
+
+    def logits(self, a):
+        # (tanh(a) + 1) / 2 == sigmoid(2a)
+        return 2.0 * a
+
+
+class Sigmoid(Activation):
+    name = "sigmoid"
+
+    def train_output(self, a):
+        return self.bounds.low + 2.0 * self.bounds.half_range * torch.sigmoid(a)
+
+    def logits(self, a):
+        return a
+
+
+class Sin(Activation):
+    name = "sin"
+
+    def train_output(self, a):
+        return self.bounds.centre + self.bounds.half_range * torch.sin(a)
+
+
+class Linear(Activation):
+    name = "linear"
+    clips_at_eval = True
+
+    def train_output(self, a):
+        return a
+
+
+class Clip(Activation):
+    name = "clip"
+
+    def train_output(self, a):
+        return self.bounds.clamp(a)
+
+
+class ReLU(Activation):
+    name = "relu"
+    two_sided = False
+    clips_at_eval = True  # applies the upper bound, if one is set, at evaluation
+
+    def train_output(self, a):
+        return self.bounds.low + torch.relu(a - self.bounds.low)
+
+
+class Softplus(Activation):
+    name = "softplus"
+    two_sided = False
+    clips_at_eval = True
+
+    def train_output(self, a):
+        # shifted so that a == low maps to low + ln 2, like softplus(0)
+        return self.bounds.low + nn.functional.softplus(a - self.bounds.low)
+
+
+ACTIVATIONS: dict[str, type[Activation]] = {
+    cls.name: cls for cls in (Tanh, Linear, Clip, Sin, Sigmoid, ReLU, Softplus)
+}
+
+
+@dataclass(frozen=True)
+class OutputMode:
+    """What the output head is: ``type`` x ``activation`` on [low, high]."""
+
+    type: str = "difference"
+    activation: str = "tanh"
+    low: float = -1.0
+    high: float | None = 1.0
+
+    def __post_init__(self):
+        if self.type not in OUTPUT_TYPES:
+            raise ConfigError(
+                f"output.type: unknown {self.type!r}; choose from {', '.join(OUTPUT_TYPES)}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"output.activation: unknown {self.activation!r}; "
+                f"choose from {', '.join(ACTIVATIONS)}"
+            )
+        if not math.isfinite(self.low):
+            raise ConfigError(f"output.low must be a finite number, got {self.low}")
+        if self.high is None:
+            if ACTIVATIONS[self.activation].two_sided:
+                raise ConfigError(
+                    f"output.high is null, but output.activation={self.activation!r} needs both "
+                    "bounds (only 'relu' and 'softplus' are one-sided)"
+                )
+        elif not (math.isfinite(self.high) and self.low < self.high):
+            raise ConfigError(f"output.low ({self.low}) must be below output.high ({self.high})")
+
+    @property
+    def bounds(self) -> OutputBounds:
+        return OutputBounds(float(self.low), None if self.high is None else float(self.high))
+
+    @property
+    def name(self) -> str:
+        return f"{self.activation}_{self.type}"
+
+    @classmethod
+    def from_config(cls, cfg) -> OutputMode:
+        known = {"type", "activation", "low", "high", "name"}
+        unknown = sorted(set(cfg.keys()) - known)
+        if unknown:
+            raise ConfigError(f"output: unknown key(s) {', '.join(unknown)}")
+        high = cfg.get("high", 1.0)
+        return cls(
+            type=str(cfg.get("type", "difference")),
+            activation=str(cfg.get("activation", "tanh")),
+            low=float(cfg.get("low", -1.0)),
+            high=None if high is None else float(high),
+        )
+
+    def predicted_sources(self, num_sources: int) -> int:
+        """How many sources get their own output convolution."""
+        return num_sources - 1 if self.type == "difference" else num_sources
+
+
+class ModelOutput(NamedTuple):
+    """Everything a head produces; ``estimates`` is what users get.
+
+    estimates: (B, S, C, T) the stems (clipped to the bounds in eval mode where
+        the activation or the difference source asks for it).
+    unclipped: (B, S, C, T) the same stems without any test-time clip (equal to
+        ``estimates`` in training); clipping statistics compare the two.
+    pre_activation: (B, P, C, T) the output convolutions' values for the P
+        predicted sources, before the activation.
+    """
+
+    estimates: torch.Tensor
+    unclipped: torch.Tensor
+    pre_activation: torch.Tensor
+
+
+class OutputHead(nn.Module):
+    """One kernel-``k`` convolution per predicted source, then the bounded activation."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        num_sources: int,
+        mode: OutputMode,
+        kernel_size: int = 1,
+        padding: int = 0,
+    ):
+        super().__init__()
+        if num_sources < 1 or (mode.type == "difference" and num_sources < 2):
+            raise ConfigError(
+                f"model.sources: output.type={mode.type!r} needs at least "
+                f"{2 if mode.type == 'difference' else 1} source(s), got {num_sources}"
+            )
+        self.mode = mode
+        self.channels = channels
+        self.num_sources = num_sources
+        self.convs = nn.ModuleList(
+            nn.Conv1d(in_channels, channels, kernel_size, padding=padding)
+            for _ in range(mode.predicted_sources(num_sources))
+        )
+        self.activation = ACTIVATIONS[mode.activation](mode.bounds)
+
+    def forward(self, features: torch.Tensor, mixture: torch.Tensor) -> ModelOutput:
+        """features (B, F, T) and the mixture cropped to T, (B, C, T)."""
+        pre = torch.stack([conv(features) for conv in self.convs], dim=1)  # (B, P, C, T)
+        predicted_unclipped = self.activation.train_output(pre)
+        test_time = not self.training
+        if test_time and self.activation.clips_at_eval:
+            predicted = self.activation.bounds.clamp(predicted_unclipped)
+        else:
+            predicted = predicted_unclipped
+        if self.mode.type == "direct":
+            return ModelOutput(predicted, predicted_unclipped, pre)
+        # The difference source comes from the (clipped) other estimates, as in
+        # the original, and is clipped itself at test time; its unclipped twin
+        # comes from the unclipped others, so unclipped stems sum to the mixture.
+        last = mixture - predicted.sum(dim=1)
+        if test_time:
+            last = self.activation.bounds.clamp(last)
+        last_unclipped = mixture - predicted_unclipped.sum(dim=1)
+        estimates = torch.cat([predicted, last.unsqueeze(1)], dim=1)
+        unclipped = torch.cat([predicted_unclipped, last_unclipped.unsqueeze(1)], dim=1)
+        return ModelOutput(estimates, unclipped, pre)
