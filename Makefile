@@ -1,0 +1,40 @@
+# One-command set-up: every target installs what it needs first.
+#   make demo   - train the tiny preset on generated data (CPU is fine)
+#   make test   - run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install ffmpeg test demo lint bench compare clean-venv
+
+install: $(STAMP) ffmpeg
+
+# Reinstalled when the dependency pins or the package metadata change.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+ffmpeg:
+	@bash scripts/ensure_ffmpeg.sh
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(VENV)/bin/waveunet train experiment=demo
+
+lint: install
+	$(VENV)/bin/ruff check waveunet scripts tests
+
+bench: install
+	$(PY) scripts/bench.py
+
+compare: install
+	$(VENV)/bin/waveunet compare experiment=compare_quick
+
+clean-venv:
+	rm -rf $(VENV)
