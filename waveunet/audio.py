@@ -113,7 +113,7 @@ def resample(audio: torch.Tensor | np.ndarray, from_hz: int, to_hz: int) -> torc
     import torchaudio.functional as AF
 
     is_numpy = isinstance(audio, np.ndarray)
-    tensor = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)) if is_numpy else audio
+    tensor = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)) if is_numpy else audio.contiguous()
     # The gcd-reduced ratio keeps the polyphase filter small (44100 -> 22050 is 2 -> 1).
     out = AF.resample(tensor, int(from_hz), int(to_hz))
     return out.numpy() if is_numpy else out

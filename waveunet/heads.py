@@ -282,3 +282,42 @@ class OutputHead(nn.Module):
         estimates = torch.cat([predicted, last.unsqueeze(1)], dim=1)
         unclipped = torch.cat([predicted_unclipped, last_unclipped.unsqueeze(1)], dim=1)
         return ModelOutput(estimates, unclipped, pre)
+
+
+@torch.no_grad()
+def output_health(output: ModelOutput, targets: torch.Tensor, head: OutputHead) -> dict[str, float]:
+    """How hard the network is fighting its output range, on one batch.
+
+    saturated: fraction of predicted outputs within 1% of a bound (tanh-like
+        heads: |y| > 0.99 on [-1, 1]) or beyond a bound (heads that clip only
+        at test time: the fraction the test-time clip will change).
+    pre_activation_mean_abs: mean |a| of the output convolutions.
+    vanishing_gradient: fraction of predicted outputs whose activation slope
+        dy/da is below 1% of its slope at the interval's centre.
+    peak_ratio: max |estimate| / max |target| (tanh output below 1 shows its
+        attenuation).
+    """
+    act = head.activation
+    pre = output.pre_activation.float()
+    predicted = pre.shape[1]
+    y = act.train_output(pre)
+    bounds = act.bounds
+    with torch.enable_grad():
+        a = pre.detach().requires_grad_(True)
+        (slope,) = torch.autograd.grad(act.train_output(a).sum(), a)
+    centre_slope = {"tanh": 1.0, "sin": 1.0, "sigmoid": 0.5}.get(act.name, 1.0)
+    scale = bounds.half_range if bounds.high is not None else 1.0
+    if act.clips_at_eval or act.name == "clip":
+        beyond = y < bounds.low
+        if bounds.high is not None:
+            beyond |= y > bounds.high
+        saturated = beyond.float().mean()
+    else:
+        saturated = ((y - bounds.centre).abs() > 0.99 * bounds.half_range).float().mean()
+    target_peak = targets[:, :predicted].abs().max().clamp_min(1e-8)
+    return {
+        "saturated": saturated.item(),
+        "pre_activation_mean_abs": pre.abs().mean().item(),
+        "vanishing_gradient": (slope.abs() < 0.01 * centre_slope * scale).float().mean().item(),
+        "peak_ratio": (output.estimates[:, :predicted].float().abs().max() / target_peak).item(),
+    }

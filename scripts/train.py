@@ -1,0 +1,9 @@
+#!/usr/bin/env python
+"""Train a Wave-U-Net: the same Hydra app as `waveunet train` (usable with torchrun)."""
+
+import sys
+
+from waveunet.train import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

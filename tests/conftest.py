@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny generated datasets built under pytest's tmp folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from waveunet.synth import generate_dataset
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated MUSDB18-HQ-layout dataset: 3 train + 1 test tracks of 2 s, 44.1 kHz stereo.
+
+    Session-scoped and shared: tests must not modify it (copy it first).
+    """
+    return generate_dataset(tmp_path_factory.mktemp("synth") / "dataset", tracks=3, seconds=2.0,
+                            seed=1, test_tracks=1)
+
+
+@pytest.fixture
+def make_data_cfg(tmp_path: Path):
+    """Build a data config like configs/data/*.yaml, with the cache under this test's tmp_path."""
+
+    def make(format: str = "musdb_hq", root: Path | str | None = None, **overrides) -> DictConfig:
+        cfg = {"name": format, "format": format, "root": None if root is None else str(root),
+               "cache_dir": str(tmp_path / "cache"), "valid_tracks": None, "valid_fraction": 0.0,
+               "augmentations": [], "workers": 0}
+        cfg.update(overrides)
+        return OmegaConf.create(cfg)
+
+    return make

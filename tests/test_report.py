@@ -1,0 +1,123 @@
+"""waveunet.report: files written, their content, and never clobbering foreign files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from waveunet.metrics import clipping_stats, difference_error_share, framewise_sdr
+from waveunet.report import TrackResult, WaveformSpec, loudest_passage, write_report
+
+RATE = 4000
+SOURCES = ["accompaniment", "vocals"]
+
+
+def _track(name: str, seed: int) -> tuple[TrackResult, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ref = (0.4 * rng.standard_normal((2, 2, 5 * RATE))).clip(-0.99, 0.99)
+    ref[1, :, RATE : 2 * RATE] = 0.0  # a silent vocal second -> NaN frame
+    raw = 1.3 * ref  # a linear output that overshoots on loud samples
+    est = np.clip(raw, -1.0, 1.0)
+    res = TrackResult(
+        name=name,
+        source_names=SOURCES,
+        sdr_frames=framewise_sdr(ref, est, win=RATE, hop=RATE),
+        clipping=dict(zip(SOURCES, clipping_stats(est, ref, raw=raw, activation="linear"), strict=True)),
+        difference=difference_error_share(est, ref),
+    )
+    return res, ref, est, raw
+
+
+def _strict_load(path) -> dict:
+    def reject(token: str) -> None:
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    with open(path) as f:
+        return json.load(f, parse_constant=reject)
+
+
+def test_write_report_files_and_content(tmp_path) -> None:
+    (a, ref, est, raw), (b, *_) = _track("Song A", 1), _track("Song/B", 2)
+    (tmp_path / "notes.txt").write_text("mine")
+    summary = write_report(
+        tmp_path,
+        [a, b],
+        meta={"checkpoint": "m.pt", "output_mode": "linear_clip"},
+        waveform=WaveformSpec("Song A", ref, est, RATE, raw=raw),
+    )
+    doc = _strict_load(tmp_path / "summary.json")
+    assert doc == summary
+    assert doc["meta"]["output_mode"] == "linear_clip" and doc["sources"] == SOURCES
+    for s in SOURCES:
+        frames = np.concatenate([a.frames()[SOURCES.index(s)], b.frames()[SOURCES.index(s)]])
+        pooled = doc["aggregates"]["SDR"][s]["pooled_frames"]
+        assert pooled["median"] == pytest.approx(np.nanmedian(frames))
+        assert pooled["n_frames"] == np.isfinite(frames).sum() == 8
+        tr = doc["aggregates"]["SDR"][s]["median_of_track_medians"]
+        meds = [np.nanmedian(t.frames()[SOURCES.index(s)]) for t in (a, b)]
+        assert tr["median"] == pytest.approx(np.median(meds))
+        assert tr["track_medians"] == pytest.approx(meds)
+    track_a = doc["tracks"][0]
+    assert track_a["metrics"]["SDR"]["vocals"]["frames"][1] is None  # NaN frame -> null
+    assert track_a["clipping"]["vocals"]["fraction_clipped"] == pytest.approx(
+        a.clipping["vocals"]["fraction_clipped"]
+    )
+    # fractions over tracks are sample-weighted; equal lengths -> the plain mean
+    assert doc["clipping"]["accompaniment"]["fraction_clipped"] == pytest.approx(
+        (a.clipping["accompaniment"]["fraction_clipped"] + b.clipping["accompaniment"]["fraction_clipped"]) / 2
+    )
+    assert doc["clipping"]["accompaniment"]["fraction_clipped"] > 0
+    assert track_a["difference"]["explained_share"] is not None
+
+    md = (tmp_path / "report.md").read_text()
+    assert "## SDR (dB)" in md and "pooled median" in md and "median of track medians" in md
+    assert "## Clipping" in md and "| accompaniment |" in md and "| vocals |" in md
+    assert "| Song/B |" in md
+    for png in ("sdr_boxplot.png", "waveform_Song A.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert set(doc["files"].values()) == {"summary.json", "report.md", "sdr_boxplot.png", "waveform_Song A.png"}
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert not list(tmp_path.glob(".tmp-*"))
+    # rerun into the same directory replaces our own files
+    write_report(tmp_path, [b], meta={})
+    assert len(_strict_load(tmp_path / "summary.json")["tracks"]) == 1
+
+
+def test_bss_metrics_are_aggregated_when_present(tmp_path) -> None:
+    a, *_ = _track("x", 3)
+    f = a.frames()
+    a.bss = {"SDR": f, "ISR": f + 1, "SIR": f + 2, "SAR": f + 3}
+    doc = write_report(tmp_path, [a])
+    assert doc["metrics"] == ["SDR", "ISR", "SIR", "SAR"]
+    assert doc["aggregates"]["SIR"]["vocals"]["pooled_frames"]["median"] == pytest.approx(
+        doc["aggregates"]["SDR"]["vocals"]["pooled_frames"]["median"] + 2
+    )
+    assert "## SIR (dB)" in (tmp_path / "report.md").read_text()
+
+
+def test_refuses_to_overwrite_foreign_files(tmp_path) -> None:
+    a, *_ = _track("x", 4)
+    (tmp_path / "report.md").write_text("user's own report")
+    with pytest.raises(FileExistsError, match="report.md"):
+        write_report(tmp_path, [a])
+    assert (tmp_path / "report.md").read_text() == "user's own report"
+    assert not (tmp_path / "summary.json").exists()
+    write_report(tmp_path, [a], overwrite=True)
+    assert (tmp_path / "report.md").read_text().startswith("<!-- generated by waveunet.report")
+
+
+def test_loudest_passage_finds_the_burst() -> None:
+    ref = np.full((2, 2, 10_000), 0.01)
+    ref[0, :, 6000:6500] = 0.9
+    start = loudest_passage(ref, 500)
+    assert start == 6000
+
+
+def test_bad_frames_shape_is_reported(tmp_path) -> None:
+    a, *_ = _track("x", 5)
+    a.sdr_frames = a.frames()[:1]
+    with pytest.raises(ValueError, match="frames have shape"):
+        write_report(tmp_path, [a])

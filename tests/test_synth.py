@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from waveunet.audio import read_audio
+from waveunet.errors import DataError
+from waveunet.synth import STEMS, generate_dataset, generate_track, main
+
+
+def _read_track(folder: Path) -> dict[str, np.ndarray]:
+    return {name: read_audio(folder / f"{name}.wav")[0] for name in (*STEMS, "mixture")}
+
+
+def test_layout_format_and_exact_sums(synth_root: Path) -> None:
+    folders = sorted((synth_root / "train").iterdir()) + sorted((synth_root / "test").iterdir())
+    assert [f.parent.name for f in folders] == ["train"] * 3 + ["test"]
+    peaks = []
+    for folder in folders:
+        info = sf.info(str(folder / "mixture.wav"))
+        assert (info.samplerate, info.channels, info.frames, info.subtype) == (44100, 2, 88200, "FLOAT")
+        audio = _read_track(folder)
+        stem_sum = np.sum([audio[s].astype(np.float64) for s in STEMS], axis=0)
+        assert np.max(np.abs(audio["mixture"] - stem_sum)) < 1e-6
+        assert np.max(np.abs(audio["mixture"])) <= 1.0
+        for stem in STEMS:
+            assert np.sqrt(np.mean(audio[stem] ** 2)) > 1e-3, (folder, stem)
+        peaks.append(np.max(np.abs(audio["mixture"])))
+    assert max(peaks) >= 0.98  # near-full-scale mixtures are included
+    assert min(peaks) < 0.9
+
+
+def test_accompaniment_only_passages() -> None:
+    audio = generate_track([3, 0, 0], 4.0, 44100, loud=True)
+    silent_vocals = np.all(audio["vocals"] == 0, axis=0)
+    # The intro (20-35 % of the track) and rests have no voice: there mixture == accompaniment.
+    assert silent_vocals[: int(0.2 * 4 * 44100)].all()
+    assert 0.2 < silent_vocals.mean() < 0.8
+    accompaniment = audio["drums"] + audio["bass"] + audio["other"]
+    assert np.max(np.abs(audio["mixture"][:, silent_vocals] - accompaniment[:, silent_vocals])) < 1e-6
+    assert np.max(np.abs(audio["mixture"])) == pytest.approx(0.99, abs=1e-6)
+
+
+def test_stems_sound_like_their_instruments() -> None:
+    audio = generate_track([5, 0, 0], 3.0, 44100, loud=False)
+    freqs = np.fft.rfftfreq(3 * 44100, 1 / 44100)
+
+    def centroid(x: np.ndarray) -> float:
+        spectrum = np.abs(np.fft.rfft(x.mean(0)))
+        return float(np.sum(freqs * spectrum) / np.sum(spectrum))
+
+    assert centroid(audio["bass"]) < centroid(audio["other"]) < centroid(audio["drums"])
+    # Drums are percussive: a high crest factor.
+    drums = audio["drums"].mean(0)
+    assert np.max(np.abs(drums)) / np.sqrt(np.mean(drums**2)) > 4
+
+
+def test_deterministic_for_a_seed(tmp_path: Path) -> None:
+    a = generate_dataset(tmp_path / "a", tracks=1, seconds=1.0, seed=7, test_tracks=1)
+    b = generate_dataset(tmp_path / "b", tracks=1, seconds=1.0, seed=7, test_tracks=1)
+    c = generate_dataset(tmp_path / "c", tracks=1, seconds=1.0, seed=8, test_tracks=1)
+    for rel in ("train/track_000/mixture.wav", "test/track_000/vocals.wav"):
+        assert (a / rel).read_bytes() == (b / rel).read_bytes()
+        assert (a / rel).read_bytes() != (c / rel).read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folders left
+
+
+def test_cli_refuses_non_empty_dir_unless_forced(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "data"
+    assert main(["--out", str(out), "--tracks", "1", "--seconds", "0.5", "--seed", "0", "--test-tracks", "1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["synth.json", "test", "train"]
+    keep = out / "notes.txt"
+    keep.write_text("mine")
+    with pytest.raises(DataError, match="non-empty"):
+        main(["--out", str(out), "--tracks", "1", "--seconds", "0.5", "--seed", "1"])
+    assert main(["--out", str(out), "--tracks", "1", "--seconds", "0.5", "--seed", "1", "--force"]) == 0
+    assert keep.read_text() == "mine"
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_generates_into_existing_empty_dir(tmp_path: Path) -> None:
+    out = tmp_path / "empty"
+    out.mkdir()
+    generate_dataset(out, tracks=1, seconds=0.5, seed=0)
+    assert (out / "train" / "track_000" / "mixture.wav").is_file()

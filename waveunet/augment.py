@@ -1,0 +1,123 @@
+"""Training augmentations: small named ``nn.Module``s on the stem batch ``(B, S, C, T)``.
+
+They run on the training device after the DataLoader (Demucs style), before
+:func:`waveunet.data.split_batch` re-sums the mixture, so mixture and targets
+always agree. Every module is the identity in eval mode. Randomness comes from
+torch's generator on the batch's device (seed it with ``torch.manual_seed``).
+
+Config (``configs/data/*.yaml``)::
+
+    augmentations: [gain, channelswap]
+    augmentation_params: {gain: {low: 0.7, high: 1.0}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+
+def _per_example(stems: torch.Tensor) -> tuple[int, int]:
+    if stems.dim() != 4:
+        raise ValueError(f"augmentations expect (batch, sources, channels, samples), got shape {tuple(stems.shape)}")
+    return stems.shape[0], stems.shape[1]
+
+
+class Gain(nn.Module):
+    """Scale each source of each example by U(low, high) (the original Wave-U-Net: 0.7..1.0)."""
+
+    def __init__(self, low: float = 0.7, high: float = 1.0):
+        super().__init__()
+        if not 0 <= low <= high:
+            raise ConfigError(f"gain augmentation needs 0 <= low <= high (got low={low}, high={high})")
+        self.low, self.high = float(low), float(high)
+
+    def forward(self, stems: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return stems
+        b, s = _per_example(stems)
+        gain = torch.empty(b, s, 1, 1, device=stems.device, dtype=stems.dtype).uniform_(self.low, self.high)
+        return stems * gain
+
+
+class ChannelSwap(nn.Module):
+    """Swap left and right of each source with probability ``p`` (no-op for mono)."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, stems: torch.Tensor) -> torch.Tensor:
+        if not self.training or stems.shape[2] != 2:
+            return stems
+        b, s = _per_example(stems)
+        swap = torch.rand(b, s, 1, 1, device=stems.device) < self.p
+        return torch.where(swap, stems.flip(2), stems)
+
+
+class SignFlip(nn.Module):
+    """Negate each source with probability ``p``: the waveform's sign is inaudible."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, stems: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return stems
+        b, s = _per_example(stems)
+        flip = torch.rand(b, s, 1, 1, device=stems.device) < self.p
+        return torch.where(flip, -stems, stems)
+
+
+class Remix(nn.Module):
+    """Shuffle each source independently across the batch: new mixtures from other tracks' stems (Demucs)."""
+
+    def forward(self, stems: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return stems
+        b, s = _per_example(stems)
+        order = torch.argsort(torch.rand(b, s, device=stems.device), dim=0)  # a permutation per source
+        return torch.gather(stems, 0, order[:, :, None, None].expand_as(stems))
+
+
+AUGMENTATIONS: dict[str, type[nn.Module]] = {
+    "gain": Gain,
+    "channelswap": ChannelSwap,
+    "signflip": SignFlip,
+    "remix": Remix,
+}
+
+
+def build_augmentation(names: Sequence[str], **params: Mapping[str, Any]) -> nn.Module:
+    """Compose named augmentations in order; ``params[name]`` holds that module's keyword arguments.
+
+    ``build_augmentation(["gain", "remix"], gain={"low": 0.5})``. An empty list gives the identity.
+    """
+    names = [str(n) for n in (names or [])]
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    unknown += [f"{k} (in params)" for k in params if k not in AUGMENTATIONS]
+    if unknown:
+        raise ConfigError(
+            f"unknown augmentation {', '.join(unknown)} (valid: {', '.join(AUGMENTATIONS)})"
+        )
+    modules = []
+    for name in names:
+        kwargs = dict(params.get(name) or {})
+        try:
+            modules.append(AUGMENTATIONS[name](**kwargs))
+        except TypeError as exc:
+            raise ConfigError(f"bad parameters for augmentation '{name}': {kwargs} ({exc})") from exc
+    return nn.Sequential(*modules)
+
+
+def augmentation_from_config(data_cfg: Any) -> nn.Module:
+    """``build_augmentation`` from a data config's ``augmentations`` and ``augmentation_params``."""
+    names = data_cfg.get("augmentations") or []
+    params = data_cfg.get("augmentation_params") or {}
+    return build_augmentation(list(names), **{str(k): dict(v or {}) for k, v in dict(params).items()})

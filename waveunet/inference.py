@@ -1,0 +1,431 @@
+"""Separating whole songs with a trained model: the tiling engine behind ``waveunet separate``.
+
+A song is cut into output chunks; each chunk is computed from its exact input
+context (zeros beyond the song's ends), chunks are batched, and their outputs
+are written into the song-length result. Memory is bounded by the chunk size
+and the batch, not by the song: only the song itself and its stems are held
+whole, never the activations of the whole padded song.
+
+Why chunk steps are multiples of ``2 ** levels`` (``context=True`` models):
+the network decimates by 2 at each of its L levels, so it is shift-equivariant
+only for shifts that are multiples of ``2 ** L``. A valid output chunk has
+``2 ** L * m + K_up`` samples. Chunk k takes its input from song position
+``k * step - context`` with ``step = 2 ** L * m`` and keeps its first ``step``
+outputs (the last ``K_up`` are dropped). Every chunk then sees its input on the
+same decimation grid as one forward pass over the whole zero-padded song does,
+so the tiled result is *identical* (to float rounding) to that single pass, for
+any chunk size. An unaligned step (e.g. using all ``2 ** L * m + K_up`` outputs)
+would put every chunk on a different grid and leave audible seams.
+
+``context=False`` models (M1, M2: "same" padding, input length == output
+length) have no exact context: the zero padding of every convolution sees the
+chunk's own edges. They are tiled into non-overlapping chunks, as the original
+Wave-U-Net did, and their output depends (slightly, near chunk edges) on the
+chunk size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .audio import convert_channels, resample
+from .checkpoint import load_model, unwrap
+from .errors import ConfigError, DataError
+from .model import WaveUNet
+
+GIB = 1024**3
+DEFAULT_CPU_BUDGET_BYTES = 2 * GIB
+# On a GPU: this share of its memory (6 GiB on an 8 GB card) ...
+DEFAULT_GPU_BUDGET_FRACTION = 0.75
+# ... but chunks no longer than this many output samples (~95 s at 44.1 kHz):
+# beyond it the context overhead is already < 4 % and larger chunks only waste
+# work at the song's end.
+MAX_CHUNK_OUTPUT_SAMPLES = 2**22
+DEFAULT_GPU_BATCH = 4
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``'auto'``: CUDA when available, else the CPU; ``'cuda'`` without a GPU is an error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"device: unknown {device!r} (use auto, cpu or cuda)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' asked for, but no CUDA GPU is available (use -d cpu)")
+    return dev
+
+
+def default_memory_budget_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return int(DEFAULT_GPU_BUDGET_FRACTION * total)
+    return DEFAULT_CPU_BUDGET_BYTES
+
+
+def estimate_activation_bytes(
+    model: WaveUNet, output_samples: int, batch_size: int = 1, bytes_per_value: int = 4
+) -> int:
+    """Peak memory of one inference forward pass, from the architecture alone.
+
+    Walks the forward pass of ``WaveUNet.forward`` with the real lengths and
+    counts the float32 values alive at each step, taking the maximum:
+
+    * the input batch (C x n_in) is alive throughout;
+    * every down level's activation (F(i+1) x n_i) is kept as a skip until the
+      end, so the skips add up to about ``4 F n_in`` values (sum (i+1)/2^i);
+    * a convolution step holds its input, the convolution's output and the
+      LeakyReLU's output at once (``x = leaky_relu(conv(x))``), plus a
+      contiguous copy of a decimated (strided) input;
+    * an up level holds the upsampled tensor (and the interpolation's temporaries:
+      ``left - right``, its product with w, the middle samples, the interleaved
+      stack), then the concatenation [skip, upsampled] (C_skip + C_in) x n;
+    * the head: the concatenated features, the pre-activations, and the
+      estimates / unclipped stems (S x C x n_out each).
+
+    Checked against measurement (``scripts/bench_separate.py --check-memory``:
+    peak RSS growth of a fresh process during one forward, CPU, float32): the
+    estimate is within ~15 % for the 12-level presets; callers compare it with
+    a budget, so it errs high (a 10 % allowance for allocator slack is added).
+    """
+    cfg = model.config
+    shapes = model.shapes
+    n_out = shapes.output_samples_for(output_samples)
+    n = shapes.input_samples_for(n_out)
+    f, c, levels = cfg.initial_filters, cfg.channels, cfg.levels
+    shrink_down = cfg.down_kernel - 1 if cfg.context else 0
+    shrink_up = cfg.up_kernel - 1 if cfg.context else 0
+
+    base = c * n  # the input batch
+    peak = base
+    skips = 0
+    ch, length = c, n
+    for i in range(levels):
+        out_ch, out_len = f * (i + 1), length - shrink_down
+        copy = ch * length if i > 0 else 0  # contiguous copy of the strided input
+        peak = max(peak, base + skips + copy + 2 * out_ch * out_len)
+        skips += out_ch * out_len
+        ch, length = out_ch, (out_len + 1) // 2
+    out_ch, out_len = f * (levels + 1), length - shrink_down
+    peak = max(peak, base + skips + ch * length + 2 * out_ch * out_len)
+    ch, length = out_ch, out_len
+    for i in range(levels):
+        up_len = 2 * length - 1 if cfg.context else 2 * length
+        # interpolation: x, 3 temporaries of (length - 1), the stack and the result
+        peak = max(peak, base + skips + ch * (length + 3 * length + 2 * up_len))
+        skip_ch, out_ch = f * (levels - i), f * (levels - i)
+        cat = (skip_ch + ch) * up_len
+        out_len = up_len - shrink_up
+        peak = max(peak, base + skips + ch * up_len + cat)
+        peak = max(peak, base + skips + cat + 2 * out_ch * out_len)
+        ch, length = out_ch, out_len
+    n_sources = len(cfg.sources)
+    predicted = model.output_mode.predicted_sources(n_sources)
+    features = (ch + c) * length
+    stems = n_sources * c * length
+    head = features + 3 * predicted * c * length + 2 * stems + 2 * c * length
+    peak = max(peak, base + skips + ch * length + head)
+    return int(1.1 * peak * batch_size * bytes_per_value)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How one song of ``num_samples`` is tiled (lengths in the model's samples)."""
+
+    num_samples: int
+    output_samples: int  # valid output length of one chunk
+    step_samples: int  # outputs kept per chunk (a multiple of 2**levels with context)
+    input_samples: int  # input length of one chunk
+    context_samples: int  # input samples before the first kept output
+    num_chunks: int
+
+
+@dataclass
+class SeparationResult:
+    """Stems of one song: ``stems`` and ``unclipped`` are (S, C, T) float32 CPU tensors.
+
+    ``stems`` are what users get (clipped to the output bounds as the model does
+    at evaluation); ``unclipped`` are the same without any test-time clip (for
+    a ``difference`` model they sum to the mixture).
+    """
+
+    stems: torch.Tensor
+    unclipped: torch.Tensor
+    sources: tuple[str, ...]
+    sample_rate_hz: int
+    bounds: tuple[float, float | None] = (-1.0, 1.0)
+
+    def __getitem__(self, source: str) -> torch.Tensor:
+        return self.stems[self.sources.index(source)]
+
+    def as_numpy(self) -> dict[str, np.ndarray]:
+        """``{source: (C, T) float32 array}``."""
+        return {name: self.stems[i].numpy() for i, name in enumerate(self.sources)}
+
+    def clip_report(self, low: float | None = None, high: float | None = None) -> dict[str, dict]:
+        """Per source: how many stem samples sit at a bound, and how far the raw output overshot.
+
+        ``clipped_count`` / ``clipped_fraction``: samples of the stem at or beyond a
+        bound (the test-time clip hit them, or a squashing activation saturated to
+        the bound in float32). ``overshoot_count`` / ``overshoot_fraction``:
+        unclipped samples strictly beyond a bound; ``overshoot_max`` /
+        ``overshoot_mean``: by how much (signal units), None when there are none.
+        A model with many of either is fighting its output range. Bounds default to
+        the model's; ``high=None`` means bounded below only.
+        """
+        low = self.bounds[0] if low is None else low
+        high = self.bounds[1] if high is None else high
+        report = {}
+        for i, name in enumerate(self.sources):
+            est, raw = self.stems[i], self.unclipped[i]
+            n = est.numel()
+            at_bound = est <= low
+            over = (low - raw).clamp_min(0)
+            if high is not None:
+                at_bound |= est >= high
+                over = torch.maximum(over, (raw - high).clamp_min(0))
+            beyond = over > 0
+            k = int(beyond.sum())
+            report[name] = {
+                "n_samples": n,
+                "clipped_count": int(at_bound.sum()),
+                "clipped_fraction": int(at_bound.sum()) / n if n else 0.0,
+                "overshoot_count": k,
+                "overshoot_fraction": k / n if n else 0.0,
+                "overshoot_max": float(over.max()) if k else None,
+                "overshoot_mean": float(over.sum()) / k if k else None,
+            }
+        return report
+
+
+class Separator:
+    """A model ready to separate songs: load once, separate many arrays.
+
+    Args:
+        model: a ``WaveUNet`` (or a DDP / compiled wrapper of one).
+        device: ``'auto'`` (CUDA if available), ``'cpu'``, ``'cuda'`` or a torch.device.
+        chunk_output_samples: output samples per chunk (rounded up to a valid,
+            aligned length). None: the largest chunk whose estimated activation
+            memory for ``batch_size`` chunks fits ``memory_budget_bytes``.
+        batch_size: chunks per forward pass; None: 4 on a GPU, 1 on the CPU (where
+            batching gains nothing and one longer chunk wastes less on context).
+        memory_budget_bytes: see above; default 2 GiB on the CPU, 75 % of a GPU's memory.
+        progress: show a tqdm bar per song.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: str | torch.device = "auto",
+        chunk_output_samples: int | None = None,
+        batch_size: int | None = None,
+        memory_budget_bytes: int | None = None,
+        progress: bool = False,
+    ):
+        self.device = resolve_device(device)
+        if batch_size is None:
+            batch_size = DEFAULT_GPU_BATCH if self.device.type == "cuda" else 1
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.model: WaveUNet = unwrap(model).to(self.device).eval()
+        self.batch_size = batch_size
+        self.progress = progress
+        cfg = self.model.config
+        self.scale = 2**cfg.levels
+        self.context = cfg.context
+        self.context_samples = self.model.context_samples if cfg.context else 0
+        if memory_budget_bytes is None:
+            memory_budget_bytes = default_memory_budget_bytes(self.device)
+        self.memory_budget_bytes = int(memory_budget_bytes)
+        if chunk_output_samples is None:
+            blocks = self._blocks_for_budget(self.memory_budget_bytes)
+        else:
+            if chunk_output_samples < 1:
+                raise ConfigError(f"chunk_output_samples must be >= 1, got {chunk_output_samples}")
+            blocks = self._blocks_for_output(chunk_output_samples)
+        self.blocks = blocks  # the step in units of 2**levels
+        self.step_samples = blocks * self.scale
+        self.chunk_output_samples = self._output_for_blocks(blocks)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> Separator:
+        """Rebuild the model a checkpoint describes (CheckpointError if it cannot)."""
+        return cls(load_model(path, "cpu"), **kwargs)
+
+    # -- what the model is ------------------------------------------------
+    @property
+    def sample_rate_hz(self) -> int:
+        return self.model.sample_rate_hz
+
+    @property
+    def channels(self) -> int:
+        return self.model.config.channels
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self.model.sources)
+
+    @property
+    def bounds(self) -> tuple[float, float | None]:
+        return tuple(self.model.output_mode.bounds)
+
+    # -- chunk arithmetic -------------------------------------------------
+    def _output_for_blocks(self, blocks: int) -> int:
+        """Valid output length whose aligned step is ``blocks * 2**levels``."""
+        if not self.context:
+            return blocks * self.scale
+        return blocks * self.scale + self.model.config.up_kernel
+
+    def _blocks_for_output(self, output_samples: int) -> int:
+        valid = self.model.output_samples_for(output_samples)
+        if self.context:
+            valid -= self.model.config.up_kernel
+        return max(1, valid // self.scale)
+
+    def _blocks_for_budget(self, budget: int) -> int:
+        def fits(blocks: int) -> bool:
+            n = self._output_for_blocks(blocks)
+            return estimate_activation_bytes(self.model, n, self.batch_size) <= budget
+
+        hi = max(1, MAX_CHUNK_OUTPUT_SAMPLES // self.scale)
+        if fits(hi):
+            return hi
+        lo = 1  # used even if it does not fit: the smallest chunk there is
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return lo
+
+    def plan(self, num_samples: int) -> ChunkPlan:
+        """Tile ``num_samples`` (model rate): as few chunks as the chunk size allows, evenly sized.
+
+        With context the result does not depend on the chunk size, so chunks are
+        shrunk (in aligned steps) to cover the song with the least padding; a
+        song shorter than one chunk is one smaller chunk. Without context the
+        configured chunk is used as is, except for a song shorter than it.
+        """
+        if num_samples < 1:
+            raise DataError("cannot separate zero-length audio")
+        needed = math.ceil(num_samples / self.scale)
+        if self.context:
+            num_chunks = math.ceil(needed / self.blocks)
+            blocks = math.ceil(needed / num_chunks)
+        else:
+            blocks = min(self.blocks, needed)
+            num_chunks = math.ceil(needed / blocks)
+        output = self._output_for_blocks(blocks)
+        input_ = self.model.input_samples_for(output)
+        assert input_ == output + 2 * self.context_samples
+        return ChunkPlan(num_samples, output, blocks * self.scale, input_,
+                         self.context_samples, num_chunks)
+
+    # -- separation ---------------------------------------------------------
+    def separate_tensor(self, mixture: torch.Tensor, *, desc: str | None = None) -> SeparationResult:
+        """Separate a mixture (C, T) at the model's sample rate and channel count.
+
+        Returns stems and unclipped stems (S, C, T) as float32 CPU tensors, equal
+        (with context) to one forward pass over the whole zero-padded song.
+        """
+        if not isinstance(mixture, torch.Tensor):
+            mixture = torch.as_tensor(mixture)
+        if mixture.dim() != 2 or mixture.shape[0] != self.channels:
+            raise DataError(
+                f"expected a mixture of shape ({self.channels}, samples), got {tuple(mixture.shape)}"
+            )
+        song = mixture.detach().to("cpu", torch.float32).contiguous()
+        if not torch.isfinite(song).all():
+            raise DataError("the mixture contains NaN or infinite samples")
+        total = song.shape[-1]
+        plan = self.plan(total)
+        n_sources = len(self.sources)
+        stems = torch.empty(n_sources, self.channels, total)
+        unclipped = torch.empty(n_sources, self.channels, total)
+        step, n_in = plan.step_samples, plan.input_samples
+        with torch.inference_mode(), tqdm(
+            total=plan.num_chunks, desc=desc, unit="chunk", disable=not self.progress, leave=False
+        ) as bar:
+            for first in range(0, plan.num_chunks, self.batch_size):
+                chunks = range(first, min(first + self.batch_size, plan.num_chunks))
+                batch = torch.zeros(len(chunks), self.channels, n_in)
+                for j, k in enumerate(chunks):
+                    start = k * step - plan.context_samples  # song position of input sample 0
+                    lo, hi = max(start, 0), min(start + n_in, total)
+                    batch[j, :, lo - start:hi - start] = song[:, lo:hi]
+                out = self.model(batch.to(self.device))
+                estimates = out.estimates[..., :step].float().cpu()
+                raw = out.unclipped[..., :step].float().cpu()
+                for j, k in enumerate(chunks):
+                    lo, hi = k * step, min((k + 1) * step, total)
+                    stems[..., lo:hi] = estimates[j, ..., :hi - lo]
+                    unclipped[..., lo:hi] = raw[j, ..., :hi - lo]
+                bar.update(len(chunks))
+        return SeparationResult(stems, unclipped, self.sources, self.sample_rate_hz, self.bounds)
+
+    def separate(
+        self, audio: np.ndarray | torch.Tensor, sample_rate_hz: int, *, desc: str | None = None
+    ) -> SeparationResult:
+        """Separate (C, T) audio at any sample rate and channel count.
+
+        The audio is resampled to the model's rate and mixed to its channels for
+        the network; the stems come back at ``sample_rate_hz`` with the input's
+        channel count and length. After resampling back the stems are clamped to
+        the output bounds again (resampling rings slightly past a clipped peak);
+        ``unclipped`` is resampled as is. Content above the model's Nyquist
+        frequency is in no stem.
+        """
+        if isinstance(audio, torch.Tensor):
+            audio = audio.detach().cpu().numpy()
+        audio = np.asarray(audio)
+        if audio.ndim != 2 or audio.shape[0] < 1:
+            raise DataError(f"expected audio of shape (channels, samples), got {audio.shape}")
+        if audio.shape[1] == 0:
+            raise DataError("cannot separate zero-length audio")
+        if not isinstance(sample_rate_hz, (int, np.integer)) or sample_rate_hz < 1:
+            raise DataError(f"sample rate must be a positive integer, got {sample_rate_hz!r}")
+        in_channels, length = audio.shape
+        mix = _mix_channels(audio.astype(np.float32, copy=False), self.channels)
+        mix = resample(mix, int(sample_rate_hz), self.sample_rate_hz)
+        if mix.shape[-1] == 0:
+            raise DataError(
+                f"audio of {length} samples at {sample_rate_hz} Hz is shorter than one sample "
+                f"at the model's {self.sample_rate_hz} Hz"
+            )
+        result = self.separate_tensor(torch.from_numpy(np.ascontiguousarray(mix)), desc=desc)
+
+        def back(x: torch.Tensor) -> torch.Tensor:
+            x = resample(x, self.sample_rate_hz, int(sample_rate_hz))
+            x = _fit_length(x, length)
+            return _mix_channels(x, in_channels).contiguous()
+
+        low, high = self.bounds
+        stems = back(result.stems)
+        if int(sample_rate_hz) != self.sample_rate_hz:
+            stems = stems.clamp(min=low, max=high)
+        return SeparationResult(stems, back(result.unclipped), self.sources,
+                                int(sample_rate_hz), self.bounds)
+
+
+def _mix_channels(audio, channels: int):
+    """Down- or up-mix along axis -2; counts other than to/from mono go through mono."""
+    have = audio.shape[-2]
+    if have == channels or have == 1 or channels == 1:
+        return convert_channels(audio, channels)
+    return convert_channels(convert_channels(audio, 1), channels)
+
+
+def _fit_length(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Truncate or zero-pad the last axis (resampling rounds the length up)."""
+    if x.shape[-1] >= length:
+        return x[..., :length]
+    return torch.nn.functional.pad(x, (0, length - x.shape[-1]))

@@ -1,0 +1,463 @@
+"""Evaluation outputs: summary.json, report.md and figures, from per-track results.
+
+The evaluation command separates tracks, measures them with :mod:`waveunet.metrics`, and hands
+a list of :class:`TrackResult` to :func:`write_report`. Files are written atomically (temp file
++ ``os.replace``) and only under fixed names; an existing file of that name is replaced only if
+a previous report in the same directory listed it as its own (``overwrite=True`` forces).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from waveunet.metrics import (
+    ArrayLike,
+    _safe_filename,
+    aggregate_pooled,
+    aggregate_tracks,
+    dumps_json,
+    to_jsonable,
+)
+
+GENERATOR = "waveunet.report"
+SUMMARY_NAME = "summary.json"
+REPORT_NAME = "report.md"
+BOXPLOT_NAME = "sdr_boxplot.png"
+
+
+@dataclass
+class TrackResult:
+    """Everything measured on one track.
+
+    Attributes:
+        name: track name.
+        source_names: sources in the order of the first axis of the arrays.
+        sdr_frames: (S, F) framewise SDR in dB (:func:`waveunet.metrics.framewise_sdr`).
+        clipping: {source name: :func:`waveunet.metrics.clipping_stats` dict}.
+        bss: optional {"SDR"|"ISR"|"SIR"|"SAR": (S, F)} from :func:`waveunet.metrics.bss_eval`.
+        difference: optional :func:`waveunet.metrics.difference_error_share` dict.
+    """
+
+    name: str
+    source_names: Sequence[str]
+    sdr_frames: ArrayLike
+    clipping: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bss: dict[str, ArrayLike] | None = None
+    difference: dict[str, Any] | None = None
+
+    def frames(self, metric: str = "SDR") -> np.ndarray:
+        """(S, F) float64 frames of a metric; SDR comes from ``sdr_frames``."""
+        src: Any = self.sdr_frames if metric == "SDR" else (self.bss or {}).get(metric)
+        if src is None:
+            raise KeyError(f"track {self.name!r}: no {metric} frames")
+        arr = src.detach().cpu().numpy() if hasattr(src, "detach") else np.asarray(src)
+        arr = arr.astype(np.float64)
+        if arr.ndim != 2 or arr.shape[0] != len(self.source_names):
+            raise ValueError(
+                f"track {self.name!r}: {metric} frames have shape {arr.shape}, expected "
+                f"({len(self.source_names)}, frames)"
+            )
+        return arr
+
+
+@dataclass
+class WaveformSpec:
+    """Audio for the waveform figure: one track's (S, C, T) arrays at ``sample_rate_hz``."""
+
+    track_name: str
+    references: ArrayLike
+    estimates: ArrayLike
+    sample_rate_hz: int
+    raw: ArrayLike | None = None
+    passage_seconds: float = 2.0
+    bounds: tuple[float, float] = (-1.0, 1.0)
+    channel: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------------
+
+# How each clipping statistic is combined over tracks: fractions weighted by sample count,
+# maxima by max, everything else by the median over tracks.
+def _aggregate_clipping(per_track: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not per_track:
+        return out
+    weights = np.array([d.get("n_samples", 1) for d in per_track], dtype=np.float64)
+    keys = [k for k, v in per_track[0].items() if isinstance(v, int | float) and k != "n_samples"]
+    for k in keys:
+        vals = np.array(
+            [d.get(k) if d.get(k) is not None else np.nan for d in per_track], dtype=np.float64
+        )
+        ok = np.isfinite(vals)
+        if not ok.any():
+            out[k] = None
+        elif k.startswith("fraction_"):
+            out[k] = float(np.sum(vals[ok] * weights[ok]) / np.sum(weights[ok]))
+        elif k.endswith("_max"):
+            out[k] = float(vals[ok].max())
+        else:
+            out[k] = float(np.median(vals[ok]))
+    out["n_samples"] = int(weights.sum())
+    out["n_tracks"] = len(per_track)
+    return out
+
+
+def _source_order(results: Sequence[TrackResult]) -> list[str]:
+    order: list[str] = []
+    for r in results:
+        for s in r.source_names:
+            if s not in order:
+                order.append(s)
+    return order
+
+
+def build_summary(results: Sequence[TrackResult], meta: dict[str, Any]) -> dict[str, Any]:
+    """The machine-readable summary (plain JSON types; NaN/inf as None)."""
+    if not results:
+        raise ValueError("results: no tracks to report")
+    sources = _source_order(results)
+    metrics = ["SDR"] + [m for m in ("ISR", "SIR", "SAR") if all(r.bss and m in r.bss for r in results)]
+    aggregates: dict[str, Any] = {}
+    for m in metrics:
+        aggregates[m] = {}
+        for s in sources:
+            per_track = [r.frames(m)[list(r.source_names).index(s)] for r in results if s in r.source_names]
+            aggregates[m][s] = {
+                "pooled_frames": aggregate_pooled(per_track),
+                "median_of_track_medians": aggregate_tracks(per_track),
+            }
+    clipping = {
+        s: _aggregate_clipping([r.clipping[s] for r in results if s in r.clipping]) for s in sources
+    }
+    tracks = []
+    for r in results:
+        entry: dict[str, Any] = {"name": r.name, "sources": list(r.source_names), "metrics": {}}
+        for m in metrics:
+            fr = r.frames(m)
+            entry["metrics"][m] = {
+                s: {
+                    "frames": fr[i],
+                    "median": float(np.nanmedian(np.where(np.isfinite(fr[i]), fr[i], np.nan)))
+                    if np.isfinite(fr[i]).any()
+                    else None,
+                }
+                for i, s in enumerate(r.source_names)
+            }
+        entry["clipping"] = r.clipping
+        if r.difference is not None:
+            entry["difference"] = r.difference
+        tracks.append(entry)
+    return to_jsonable(
+        {
+            "generator": GENERATOR,
+            "meta": meta,
+            "sources": sources,
+            "metrics": metrics,
+            "aggregation_note": (
+                "pooled_frames: all 1-s frames of all tracks pooled (Wave-U-Net papers); "
+                "median_of_track_medians: median over frames per track, then over tracks "
+                "(SiSEC, Open-Unmix, Demucs). NaN (silent) and +inf (perfect) frames are dropped."
+            ),
+            "aggregates": aggregates,
+            "clipping": clipping,
+            "tracks": tracks,
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return str(v)
+
+
+def _markdown(summary: dict[str, Any], files: dict[str, str]) -> str:
+    lines = [f"<!-- generated by {GENERATOR} -->", "# Evaluation report", ""]
+    meta = summary["meta"]
+    if meta:
+        lines += ["| setting | value |", "|---|---|"]
+        lines += [f"| {k} | {json.dumps(v) if not isinstance(v, str) else v} |" for k, v in meta.items()]
+        lines.append("")
+    lines += [f"Tracks: {len(summary['tracks'])}. {summary['aggregation_note']}", ""]
+    for m in summary["metrics"]:
+        lines += [
+            f"## {m} (dB)",
+            "",
+            "| source | pooled median | pooled MAD | pooled mean | pooled SD | frames "
+            "| median of track medians | mean of track medians | tracks |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for s, agg in summary["aggregates"][m].items():
+            p, t = agg["pooled_frames"], agg["median_of_track_medians"]
+            lines.append(
+                f"| {s} | {_fmt(p['median'])} | {_fmt(p['mad'])} | {_fmt(p['mean'])} "
+                f"| {_fmt(p['std'])} | {p['n_frames']} | {_fmt(t['median'])} | {_fmt(t['mean'])} "
+                f"| {t['n_tracks']} |"
+            )
+        lines.append("")
+    if any(summary["clipping"].values()):
+        lines += [
+            "## Clipping",
+            "",
+            "Fractions are of all samples (both channels) over all tracks; overshoot is how far "
+            "the raw output went beyond the bound before the test-time clip (max: over all "
+            "tracks); ratios and the loud-passage gain are medians over tracks. Loud gain g > 1 "
+            "means loud passages of the estimate are attenuated.",
+            "",
+            "| source | clipped | beyond bound (raw) | overshoot mean | overshoot max | saturated "
+            "| peak ratio (dB) | RMS ratio (dB) | loud gain | loud gain (dB) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for s, c in summary["clipping"].items():
+            if not c:
+                continue
+            lines.append(
+                f"| {s} | {_fmt(c.get('fraction_clipped'), 4)} | {_fmt(c.get('fraction_overshoot'), 4)} "
+                f"| {_fmt(c.get('overshoot_mean'), 3)} | {_fmt(c.get('overshoot_max'), 3)} "
+                f"| {_fmt(c.get('fraction_saturated'), 4)} | {_fmt(c.get('peak_ratio_db'))} "
+                f"| {_fmt(c.get('rms_ratio_db'))} | {_fmt(c.get('loud_gain'), 3)} "
+                f"| {_fmt(c.get('loud_gain_db'))} |"
+            )
+        lines.append("")
+    diffs = [(t["name"], t["difference"]) for t in summary["tracks"] if t.get("difference")]
+    if diffs:
+        lines += [
+            "## Difference source: error from the predicted sources' gain",
+            "",
+            "Share of the difference source's error energy removed by a least-squares gain per "
+            "predicted source (see `waveunet.metrics.difference_error_share`).",
+            "",
+            "| track | explained share | SDR (dB) | SDR after gain correction (dB) | gains |",
+            "|---|---|---|---|---|",
+        ]
+        for name, d in diffs:
+            gains = ", ".join(_fmt(g, 3) for g in d.get("gains", []))
+            lines.append(
+                f"| {name} | {_fmt(d.get('explained_share'), 3)} | {_fmt(d.get('sdr_db'))} "
+                f"| {_fmt(d.get('sdr_gain_corrected_db'))} | {gains} |"
+            )
+        lines.append("")
+    sources = summary["sources"]
+    lines += [
+        "## Per-track median SDR (dB)",
+        "",
+        "| track | " + " | ".join(sources) + " |",
+        "|---|" + "---|" * len(sources),
+    ]
+    for t in summary["tracks"]:
+        sdr = t["metrics"]["SDR"]
+        lines.append(
+            f"| {t['name']} | " + " | ".join(_fmt(sdr[s]["median"]) if s in sdr else "-" for s in sources) + " |"
+        )
+    lines.append("")
+    figs = [f for k, f in files.items() if f.endswith(".png")]
+    if figs:
+        lines += ["## Figures", ""] + [f"![{f}](<{f}>)" for f in figs] + [""]  # <> allows spaces
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless; must precede the pyplot import in a fresh process
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _boxplot(summary: dict[str, Any], results: Sequence[TrackResult]) -> Callable[[str], None]:
+    def draw(path: str) -> None:
+        plt = _pyplot()
+        sources = summary["sources"]
+        data = []
+        for s in sources:
+            vals = np.concatenate(
+                [r.frames("SDR")[list(r.source_names).index(s)] for r in results if s in r.source_names]
+            )
+            data.append(vals[np.isfinite(vals)])
+        fig, ax = plt.subplots(figsize=(1.6 * len(sources) + 2, 4))
+        ax.boxplot(data, showfliers=False)
+        ax.set_xticks(range(1, len(sources) + 1), sources)
+        ax.set_ylabel("SDR (dB), 1-s frames pooled over tracks")
+        ax.set_title(f"SDR per source ({len(results)} tracks)")
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, format="png", dpi=100)
+        plt.close(fig)
+
+    return draw
+
+
+def _np(x: ArrayLike) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def loudest_passage(references: np.ndarray, length: int) -> int:
+    """Start sample of the ``length``-sample window with the most energy in the sum of references."""
+    mix = references.sum(axis=0)
+    energy = np.square(mix).sum(axis=0)
+    if length >= energy.size:
+        return 0
+    c = np.concatenate([[0.0], np.cumsum(energy)])
+    return int(np.argmax(c[length:] - c[:-length]))
+
+
+def _waveform(spec: WaveformSpec, source_names: Sequence[str]) -> Callable[[str], None]:
+    def draw(path: str) -> None:
+        plt = _pyplot()
+        ref, est = _np(spec.references), _np(spec.estimates)
+        raw = None if spec.raw is None else _np(spec.raw)
+        low, high = spec.bounds
+        n = max(1, int(spec.passage_seconds * spec.sample_rate_hz))
+        start = loudest_passage(ref, n)
+        sl = slice(start, min(start + n, ref.shape[-1]))
+        t = np.arange(sl.start, sl.stop) / spec.sample_rate_hz
+        n_src = ref.shape[0]
+        fig, axes = plt.subplots(2 * n_src, 1, figsize=(10, 2.0 * 2 * n_src), sharex=True)
+        axes = np.atleast_1d(axes)
+        for s in range(n_src):
+            name = source_names[s] if s < len(source_names) else f"source {s}"
+            r = ref[s, spec.channel, sl]
+            e = est[s, spec.channel, sl] if est.shape[-1] >= sl.stop else np.zeros_like(r)
+            ax_r, ax_e = axes[2 * s], axes[2 * s + 1]
+            ax_r.plot(t, r, lw=0.5, color="tab:blue")
+            ax_r.set_ylabel(f"{name}\nreference", fontsize=8)
+            if raw is not None and raw.shape[-1] >= sl.stop:
+                w = raw[s, spec.channel, sl]
+                ax_e.plot(t, w, lw=0.4, color="0.7", label="raw output")
+                out = (w < low) | (w > high)
+                ax_e.scatter(t[out], w[out], s=1, color="red", label="raw beyond bound")
+            ax_e.plot(t, e, lw=0.5, color="tab:green", label="estimate")
+            hit = (e <= low) | (e >= high)
+            ax_e.scatter(t[hit], e[hit], s=1, color="red", label="at/beyond bound")
+            ax_e.set_ylabel(f"{name}\nestimate", fontsize=8)
+            for ax in (ax_r, ax_e):
+                ax.axhline(low, color="red", lw=0.3, ls="--")
+                ax.axhline(high, color="red", lw=0.3, ls="--")
+        axes[1].legend(loc="upper right", fontsize=6, markerscale=4)
+        axes[-1].set_xlabel("time (s)")
+        fig.suptitle(
+            f"{spec.track_name}: loudest {spec.passage_seconds:g} s, channel {spec.channel}; "
+            "red = samples at/beyond the bounds"
+        )
+        fig.tight_layout()
+        fig.savefig(path, format="png", dpi=100)
+        plt.close(fig)
+
+    return draw
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def _atomic(path: str, write: Callable[[str], None]) -> None:
+    """Write via ``write(tmp_path)`` then ``os.replace``: readers never see a partial file."""
+    d = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_text(text: str) -> Callable[[str], None]:
+    def write(p: str) -> None:
+        with open(p, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return write
+
+
+def _owned_files(out_dir: str) -> set[str]:
+    """Files a previous report in ``out_dir`` wrote (listed in its summary.json)."""
+    try:
+        with open(os.path.join(out_dir, SUMMARY_NAME), encoding="utf-8") as f:
+            prev = json.load(f)
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(prev, dict) or prev.get("generator") != GENERATOR:
+        return set()
+    return set(prev.get("files", {}).values()) | {SUMMARY_NAME}
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    results: Sequence[TrackResult],
+    *,
+    meta: dict[str, Any] | None = None,
+    waveform: WaveformSpec | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write summary.json, report.md, sdr_boxplot.png and (optionally) waveform_<track>.png.
+
+    Args:
+        out_dir: output directory (created if missing).
+        results: one :class:`TrackResult` per track.
+        meta: run metadata copied into the summary (checkpoint, output mode, sample rate, ...).
+        waveform: audio for the waveform figure (loudest passage of one track).
+        overwrite: replace files of the same names even if no earlier report wrote them.
+
+    Returns:
+        The summary dict as written to summary.json (``files`` maps role -> file name).
+
+    Raises:
+        FileExistsError: a target file exists that this module did not write (and not overwrite).
+    """
+    out = os.fspath(out_dir)
+    os.makedirs(out, exist_ok=True)
+    summary = build_summary(results, meta or {})
+    files = {"summary": SUMMARY_NAME, "report": REPORT_NAME, "sdr_boxplot": BOXPLOT_NAME}
+    if waveform is not None:
+        files["waveform"] = f"waveform_{_safe_filename(waveform.track_name)}.png"
+    owned = _owned_files(out)
+    clash = [f for f in files.values() if os.path.exists(os.path.join(out, f)) and f not in owned]
+    if clash and not overwrite:
+        raise FileExistsError(
+            f"out_dir {out!r}: would replace {clash}, not written by an earlier report; "
+            "choose another directory or pass overwrite=True"
+        )
+    summary["files"] = files
+    _atomic(os.path.join(out, BOXPLOT_NAME), _boxplot(summary, results))
+    if waveform is not None:
+        names = next((r.source_names for r in results if r.name == waveform.track_name), results[0].source_names)
+        _atomic(os.path.join(out, files["waveform"]), _waveform(waveform, names))
+    _atomic(os.path.join(out, REPORT_NAME), _write_text(_markdown(summary, files)))
+    # summary last: its file list marks the others as ours only once they all exist.
+    _atomic(os.path.join(out, SUMMARY_NAME), _write_text(dumps_json(summary)))
+    return summary
+
+
+__all__ = [
+    "TrackResult",
+    "WaveformSpec",
+    "build_summary",
+    "loudest_passage",
+    "write_report",
+]

@@ -1,0 +1,122 @@
+"""``waveunet train [hydra overrides]``: the Hydra app around :class:`waveunet.solver.Solver`.
+
+Examples::
+
+    waveunet train experiment=demo
+    waveunet train model=m5_highsr output=linear_direct data=musdb_hq data.root=/data/musdb18hq
+    waveunet train -m output=tanh_difference,linear_direct seed=1,2,3       # Hydra multirun
+    torchrun --nproc_per_node=4 scripts/train.py model=m5_highsr trainer.precision=bf16
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from .config import config_dir
+from .errors import WaveUNetError
+
+log = logging.getLogger("waveunet.train")
+
+
+def run_dir_for(runs_root: str, name: str, resume) -> str:
+    """Where a run writes: a new timestamped folder, or the run being resumed.
+
+    ``resume`` false: ``<runs_root>/<name>/<timestamp>``; true: the newest run of
+    that name that has a ``last.pt`` (a new folder if there is none); a path: that
+    run directory.
+    """
+    if resume in (True, "true", "True"):
+        base = Path(runs_root) / name
+        candidates = sorted(p.parent for p in base.glob("*/last.pt")) if base.is_dir() else []
+        if candidates:
+            return str(candidates[-1])
+    elif resume not in (False, None, "false", "False", ""):
+        return str(resume)
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    path = Path(runs_root) / name / stamp
+    suffix = 1
+    while path.exists():  # two runs started in the same second
+        path = Path(runs_root) / name / f"{stamp}_{suffix}"
+        suffix += 1
+    return str(path)
+
+
+if not OmegaConf.has_resolver("waveunet_run_dir"):
+    OmegaConf.register_new_resolver("waveunet_run_dir", run_dir_for, use_cache=True)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train with a composed config; the run directory is Hydra's output directory."""
+    from .solver import DistInfo, Solver
+
+    info = DistInfo.from_env()
+    if info.enabled:
+        _init_distributed(cfg, info)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if info.enabled:
+        import torch.distributed as dist
+
+        shared = [str(run_dir)]
+        dist.broadcast_object_list(shared, src=0)  # rank 0's folder holds everything
+        run_dir = Path(shared[0])
+    try:
+        solver = Solver(cfg, run_dir)
+        summary = solver.train()
+    finally:
+        if info.enabled:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if info.is_main:
+        best = summary["best_checkpoint"]
+        log.info("done: %d epochs, best validation loss %s at epoch %s", summary["epochs"],
+                 summary["best_valid_loss"], summary["best_epoch"])
+        print(
+            f"\nRun directory: {run_dir}\n"
+            f"  best checkpoint: {best}\n"
+            f"  TensorBoard:     tensorboard --logdir {summary['tensorboard']}\n"
+            f"  separate a song: waveunet separate SONG.wav -c {best} -o separated\n"
+            f"  evaluate:        waveunet evaluate checkpoint={best}"
+        )
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _init_distributed(cfg: DictConfig, info) -> None:
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() and str(cfg.trainer.device) != "cpu" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(info.local_rank)
+    dist.init_process_group(backend=backend)
+
+
+@hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except WaveUNetError as exc:
+        # SystemExit passes through Hydra's handler: one clear line, exit 2.
+        print(f"waveunet train: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point for ``waveunet train``: hands the overrides to Hydra."""
+    argv = list(argv)
+    if int(os.environ.get("RANK", 0)) > 0:
+        # Only rank 0 writes the run folder and Hydra's logs.
+        argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra.run.dir=."]
+    sys.argv = ["waveunet train", *argv]
+    hydra_main()
+    return 0
