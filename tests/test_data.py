@@ -385,6 +385,10 @@ def test_loader_workers_follow_set_epoch(synth_root: Path, make_data_cfg) -> Non
         assert batches.shape == (8, 2, 2, 1000) and torch.equal(batches, expected)
     ds.set_epoch(0)
     assert not torch.equal(torch.stack([ds[i] for i in range(8)]), batches)
+    # A plain DataLoader (default_collate) gets the same batches, only slower.
+    ds.set_epoch(1)
+    plain = torch.cat(list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=0)))
+    assert torch.equal(plain, batches)
 
 
 def test_loader_shuffle_and_distributed_samplers(tmp_path: Path) -> None:

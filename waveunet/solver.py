@@ -124,7 +124,7 @@ class TrainState:
     best_epoch: int | None = None
     epochs_without_improvement: int = 0
     rollbacks: int = 0
-    finished: bool = False
+    finished: bool = False  # early stopping ended the last round (max_epochs does not)
     history: list[dict] = field(default_factory=list)
 
 
@@ -197,8 +197,12 @@ class Solver:
 
         split = dict(sample_rate_hz=self.model.sample_rate_hz, channels=self.model.config.channels,
                      sources=list(self.model.sources))
+        if self.dist.enabled and not self.dist.is_main:
+            dist.barrier()  # rank 0 generates / decodes the dataset into the cache first
         self.train_tracks = data_lib.load_split(cfg.data, "train", **split)
         self.valid_tracks = data_lib.load_split(cfg.data, "valid", **split)
+        if self.dist.enabled and self.dist.is_main:
+            dist.barrier()
         max_tracks = cfg.trainer.validation.max_tracks
         if max_tracks is not None:
             self.valid_tracks = self.valid_tracks[: int(max_tracks)]
@@ -267,6 +271,10 @@ class Solver:
                 return
             raise ConfigError(f"trainer.resume={resume}: no last.pt in {self.run_dir}")
         self._restore(load_checkpoint(last, map_location=self.device))
+        metrics = self.run_dir / "metrics.jsonl"
+        if self.dist.is_main and metrics.is_file() and not metrics.read_bytes().endswith(b"\n"):
+            with open(metrics, "a") as f:  # the kill cut a line: start the next one cleanly
+                f.write("\n")
         log.info("resumed %s at epoch %d, step %d (global step %d)", last, self.state.epoch,
                  self.state.step_in_epoch, self.state.global_step)
 
@@ -283,7 +291,10 @@ class Solver:
         return DataLoader(
             examples, batch_size=batch // self.dist.world_size, sampler=sampler,
             num_workers=workers, pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if workers else None, drop_last=False,
+            prefetch_factor=4 if workers else None, drop_last=False, collate_fn=data_lib.collate_batch,
+            # Its own generator: a DataLoader iterator otherwise draws its base seed from the
+            # global RNG, which a resumed run (restarting mid-epoch) would draw at another time.
+            generator=torch.Generator().manual_seed(int(self.cfg.seed) + self.state.epoch),
         )
 
     def train(self) -> dict:
@@ -301,7 +312,6 @@ class Solver:
         finally:
             if self.writer is not None:
                 self.writer.flush()
-        self.state.finished = True
         if self.dist.is_main:
             self._save("last.pt")
         return self.summary()

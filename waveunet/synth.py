@@ -15,7 +15,8 @@ without clipping. Every track has:
 
 Some tracks (always the first of each subset) are mastered to a 0.99 peak: the
 loud, near-full-scale case where a tanh output's attenuation shows.
-Generation is vectorised numpy and deterministic for a seed.
+Generation is vectorised numpy and deterministic for a seed (to the last bit of
+float32, which numpy's alignment-dependent SIMD maths can rarely flip).
 """
 
 from __future__ import annotations
@@ -190,9 +191,12 @@ def generate_track(seed_seq: list[int], seconds: float, sample_rate_hz: int, lou
         "drums": 0.6 * _drums(rng, n, beat_s, sr),
         "vocals": 0.5 * _vocals(rng, n, beat_s, key_root, scale, sr),
     }
+    # numpy's SIMD sin/exp can differ in the last bit with memory alignment, i.e. between
+    # processes; rounding the gain to float32 keeps one such bit from rescaling every sample.
     peak = np.max(np.abs(sum(stems.values())))
     target = LOUD_PEAK if loud else rng.uniform(0.3, 0.8)
-    out = {name: (stems[name] * (target / peak)).astype(np.float32) for name in STEMS}
+    gain = float(np.float32(target / peak))
+    out = {name: (stems[name] * gain).astype(np.float32) for name in STEMS}
     # Sum the float32 stems as written, so mixture == sum(stems) up to float32 rounding.
     mixture = np.sum([out[name].astype(np.float64) for name in STEMS], axis=0)
     out["mixture"] = mixture.astype(np.float32)

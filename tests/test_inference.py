@@ -1,0 +1,264 @@
+"""The tiling engine: exact chunked inference, resampling/channel round trips, chunk sizing."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from waveunet.audio import resample
+from waveunet.checkpoint import save_checkpoint
+from waveunet.errors import ConfigError, DataError
+from waveunet.inference import (
+    SeparationResult,
+    Separator,
+    estimate_activation_bytes,
+    resolve_device,
+)
+from waveunet.model import build_model
+
+
+def tiny(channels=2, output="difference", activation="tanh", context=True, levels=3,
+         upsampling="linear", rate=22050, sources=("accompaniment", "vocals")):
+    torch.manual_seed(0)
+    return build_model(
+        {"levels": levels, "initial_filters": 4, "output_samples": 256, "channels": channels,
+         "sample_rate_hz": rate, "context": context, "upsampling": upsampling,
+         "sources": list(sources)},
+        {"type": output, "activation": activation},
+    ).eval()
+
+
+def noise(channels, samples, seed=1, scale=0.5):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(channels, samples, generator=g) * 2 - 1) * scale
+
+
+def whole_padded_forward(model, mixture):
+    """One forward pass over the whole song, zero-padded to a valid input: the reference."""
+    total = mixture.shape[-1]
+    n_out = model.output_samples_for(total)
+    n_in = model.input_samples_for(n_out)
+    ctx = model.context_samples
+    padded = torch.zeros(1, mixture.shape[0], n_in)
+    padded[0, :, ctx:ctx + total] = mixture
+    with torch.inference_mode():
+        out = model(padded)
+    return out.estimates[0, ..., :total], out.unclipped[0, ..., :total]
+
+
+@pytest.mark.parametrize("channels,upsampling,output", [
+    (2, "linear", "difference"), (1, "learned", "direct"),
+])
+def test_tiling_equals_one_forward_for_any_chunk_size(channels, upsampling, output):
+    model = tiny(channels=channels, upsampling=upsampling, output=output, activation="linear")
+    if upsampling == "learned":  # make the learned weights differ from 0.5
+        with torch.no_grad():
+            for p in model.upsample_logits:
+                p.normal_()
+    mixture = noise(channels, 5000)
+    ref_est, ref_raw = whole_padded_forward(model, mixture)
+    steps = set()
+    for chunk, batch in [(1, 3), (40, 1), (256, 2), (1000, 4), (10**6, 1)]:
+        sep = Separator(model, device="cpu", chunk_output_samples=chunk, batch_size=batch)
+        plan = sep.plan(mixture.shape[-1])
+        assert plan.step_samples % 2**3 == 0
+        assert plan.num_chunks * plan.step_samples >= 5000
+        steps.add(plan.step_samples)
+        result = sep.separate_tensor(mixture)
+        assert result.stems.shape == (2, channels, 5000)
+        torch.testing.assert_close(result.unclipped, ref_raw, atol=1e-5, rtol=0)
+        torch.testing.assert_close(result.stems, ref_est, atol=1e-5, rtol=0)
+    assert len(steps) == 5  # really different tilings
+
+
+def test_unaligned_step_would_not_be_exact():
+    """The reason for aligned steps: shifting the input by a non-multiple of 2**L changes outputs."""
+    model = tiny(activation="linear")
+    x = noise(2, 4000)
+    ctx = model.context_samples
+    n_in = model.input_samples_for(1005)
+    with torch.inference_mode():
+        a = model(x[None, :, 0:n_in]).unclipped[0, ..., 3:503]
+        b = model(x[None, :, 3:3 + n_in]).unclipped[0, ..., 0:500]
+        c = model(x[None, :, 8:8 + n_in]).unclipped[0, ..., 0:500]
+        d = model(x[None, :, 0:n_in]).unclipped[0, ..., 8:508]
+    assert ctx > 0
+    assert (a - b).abs().max() > 1e-3
+    torch.testing.assert_close(c, d, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("samples", [1, 7, 300, 20_000])
+def test_lengths_short_and_long(samples):
+    model = tiny()
+    sep = Separator(model, device="cpu", chunk_output_samples=500, batch_size=3)
+    result = sep.separate_tensor(noise(2, samples))
+    assert result.stems.shape == result.unclipped.shape == (2, 2, samples)
+    plan = sep.plan(samples)
+    assert plan.num_chunks == math.ceil(samples / plan.step_samples)
+    if samples < model.input_samples:
+        assert plan.num_chunks == 1 and plan.step_samples < 512 + 8
+
+
+def test_difference_stems_sum_to_the_mixture():
+    model = tiny(output="difference", activation="tanh")
+    mixture = noise(2, 3000, scale=0.9)
+    result = Separator(model, device="cpu", chunk_output_samples=200).separate_tensor(mixture)
+    torch.testing.assert_close(result.unclipped.sum(0), mixture, atol=1e-5, rtol=0)
+    assert result.stems.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("rate", [22050, 44100, 48000])
+@pytest.mark.parametrize("in_channels", [1, 2])
+@pytest.mark.parametrize("model_channels", [1, 2])
+def test_separate_any_rate_and_channels(rate, in_channels, model_channels):
+    model = tiny(channels=model_channels)
+    sep = Separator(model, device="cpu", chunk_output_samples=300)
+    length = int(0.3 * rate) + 17
+    audio = noise(in_channels, length).numpy()
+    result = sep.separate(audio, rate)
+    assert result.sample_rate_hz == rate
+    assert result.stems.shape == result.unclipped.shape == (2, in_channels, length)
+    assert result.stems.dtype == torch.float32
+    assert result.stems.abs().max() <= 1.0
+    # difference model: stems sum to the mixture as the model saw it, band-limited to its rate
+    model_mix = audio if model_channels == in_channels else (
+        audio.mean(0, keepdims=True) if model_channels == 1 else np.tile(audio, (2, 1)))
+    seen = resample(resample(model_mix, rate, 22050), 22050, rate)[..., :length]
+    if in_channels != model_channels:
+        seen = seen.mean(0, keepdims=True) if in_channels == 1 else np.tile(seen, (2, 1))
+    np.testing.assert_allclose(result.unclipped.sum(0).numpy(), seen, atol=1e-4)
+
+
+def test_separate_at_model_rate_is_separate_tensor():
+    model = tiny()
+    sep = Separator(model, device="cpu", chunk_output_samples=300)
+    audio = noise(2, 4000)
+    a = sep.separate(audio.numpy(), 22050)
+    b = sep.separate_tensor(audio)
+    torch.testing.assert_close(a.stems, b.stems)
+    torch.testing.assert_close(a.unclipped, b.unclipped)
+
+
+def test_more_channels_than_the_model_are_mixed_down():
+    sep = Separator(tiny(channels=2), device="cpu")
+    result = sep.separate(noise(6, 1000).numpy(), 22050)
+    assert result.stems.shape == (2, 6, 1000)
+
+
+def test_context_free_model_tiles_non_overlapping_chunks():
+    model = tiny(context=False, output="direct")
+    sep = Separator(model, device="cpu", chunk_output_samples=100, batch_size=2)
+    assert sep.step_samples == sep.chunk_output_samples == 104  # a multiple of 2**3
+    mixture = noise(2, 1000)
+    result = sep.separate_tensor(mixture)
+    assert result.stems.shape == (2, 2, 1000)
+    padded = torch.zeros(1, 2, 10 * 104)
+    padded[0, :, :1000] = mixture
+    with torch.inference_mode():
+        second = model(padded[..., 104:208]).estimates[0]
+    torch.testing.assert_close(result.stems[..., 104:208], second, atol=1e-6, rtol=0)
+
+
+def test_a_training_model_is_used_in_eval_mode_and_left_training():
+    model = tiny(activation="linear").train()
+    mixture = noise(2, 1000, scale=0.99)
+    with torch.no_grad():  # the difference source exceeds the bounds: clipped only in eval
+        model.head.convs[0].bias.fill_(-0.5)
+    result = Separator(model, device="cpu").separate_tensor(mixture)
+    assert model.training
+    assert result.stems.abs().max() <= 1.0 < result.unclipped.abs().max()
+
+
+def test_chunk_size_from_memory_budget():
+    model = tiny(levels=4)
+    budget = 4 * 2**20
+    sep = Separator(model, device="cpu", batch_size=2, memory_budget_bytes=budget)
+    n = sep.chunk_output_samples
+    assert sep.step_samples % 16 == 0 and sep.step_samples == n - 5
+    assert estimate_activation_bytes(model, n, 2) <= budget
+    assert estimate_activation_bytes(model, n + 16, 2) > budget
+    smaller = Separator(model, device="cpu", batch_size=2, memory_budget_bytes=budget // 4)
+    assert smaller.step_samples < sep.step_samples
+    tiny_budget = Separator(model, device="cpu", memory_budget_bytes=1)
+    assert tiny_budget.step_samples == 16  # the smallest aligned chunk, not an error
+
+
+def test_estimate_grows_with_batch_and_chunk():
+    model = tiny(levels=4)
+    one = estimate_activation_bytes(model, 10_000, 1)
+    assert estimate_activation_bytes(model, 10_000, 3) == pytest.approx(3 * one, rel=1e-6)
+    # the skips alone: sum over levels of F(i+1) x (length at level i), float32
+    n_in = model.input_samples_for(10_000)
+    skips = sum(4 * (i + 1) * n_in / 2**i for i in range(4)) * 4
+    assert skips < one < 10 * skips
+    assert estimate_activation_bytes(model, 20_000, 1) > 1.5 * one
+
+
+def test_from_checkpoint_round_trip(tmp_path):
+    model = tiny(activation="linear")
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    sep = Separator.from_checkpoint(path, device="cpu", chunk_output_samples=300)
+    assert (sep.sample_rate_hz, sep.channels, sep.sources) == (22050, 2, ("accompaniment", "vocals"))
+    mixture = noise(2, 2000)
+    expected = Separator(model, device="cpu").separate_tensor(mixture)
+    torch.testing.assert_close(sep.separate_tensor(mixture).stems, expected.stems, atol=1e-5, rtol=0)
+
+
+def test_clip_report_counts_and_overshoot():
+    model = tiny(output="direct", activation="linear")
+    with torch.no_grad():  # make the head overshoot: outputs ~ 3x the input
+        for conv in model.head.convs:
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[:, :2, 0] = 3 * torch.eye(2)
+    mixture = noise(2, 2000, scale=0.9)
+    result = Separator(model, device="cpu").separate_tensor(mixture)
+    raw = 3 * mixture
+    torch.testing.assert_close(result.unclipped[0], raw, atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.stems[0], raw.clamp(-1, 1), atol=1e-5, rtol=0)
+    report = result.clip_report(-1.0, 1.0)
+    beyond = raw.abs() > 1
+    r = report["vocals"]
+    assert r["clipped_count"] == int(beyond.sum()) and r["overshoot_count"] == int(beyond.sum())
+    assert r["clipped_fraction"] == pytest.approx(beyond.float().mean().item())
+    assert r["overshoot_max"] == pytest.approx((raw.abs() - 1).max().item(), abs=1e-5)
+    assert r["overshoot_mean"] == pytest.approx((raw.abs() - 1)[beyond].mean().item(), abs=1e-5)
+
+
+def test_clip_report_on_known_values():
+    stems = torch.tensor([[[0.5, 1.0, -1.0, 0.2]], [[0.0, 0.0, 0.0, 0.0]]])
+    raw = torch.tensor([[[0.5, 1.5, -1.25, 0.2]], [[0.0, 0.0, 0.0, 0.0]]])
+    result = SeparationResult(stems, raw, ("a", "b"), 8000)
+    report = result.clip_report()
+    assert report["a"]["clipped_count"] == 2 and report["a"]["overshoot_count"] == 2
+    assert report["a"]["overshoot_max"] == pytest.approx(0.5)
+    assert report["a"]["overshoot_mean"] == pytest.approx(0.375)
+    assert report["b"] == {"n_samples": 4, "clipped_count": 0, "clipped_fraction": 0.0,
+                           "overshoot_count": 0, "overshoot_fraction": 0.0,
+                           "overshoot_max": None, "overshoot_mean": None}
+    shifted = result.clip_report(0.0, 2.0)["a"]  # only -1.0 (raw -1.25) is out of [0, 2]
+    assert shifted["clipped_count"] == 1 and shifted["overshoot_max"] == pytest.approx(1.25)
+    assert result["b"].shape == (1, 4)
+
+
+def test_bad_inputs_are_clear_errors():
+    sep = Separator(tiny(), device="cpu")
+    with pytest.raises(DataError, match="zero-length"):
+        sep.separate(np.zeros((2, 0), np.float32), 44100)
+    with pytest.raises(DataError, match="channels, samples"):
+        sep.separate(np.zeros(100, np.float32), 44100)
+    with pytest.raises(DataError, match="NaN"):
+        sep.separate(np.full((2, 100), np.nan, np.float32), 22050)
+    with pytest.raises(DataError, match="shape"):
+        sep.separate_tensor(torch.zeros(1, 100))  # the model is stereo
+    with pytest.raises(ConfigError):
+        Separator(tiny(), device="cpu", batch_size=0)
+
+
+def test_device_choice():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA"):
+            resolve_device("cuda")
