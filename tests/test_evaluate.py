@@ -114,7 +114,7 @@ def test_mixture_as_every_estimate_gives_museval_numbers(voice_root: Path, tmp_p
     name = entry["name"]
     _, expected = _museval(voice_root, name, summary["sources"],
                            [voice_root / "test" / name / "mixture.wav"] * 2)
-    for m, exp in zip(("SDR", "ISR", "SIR", "SAR"), expected):
+    for m, exp in zip(("SDR", "ISR", "SIR", "SAR"), expected, strict=True):
         for i, s in enumerate(summary["sources"]):
             got = np.array(entry["metrics"][m][s]["frames"], dtype=float)
             # SDR is the torch path (== museval to 1e-6 dB); the rest is museval itself.
@@ -143,21 +143,22 @@ def test_mixture_as_every_estimate_gives_museval_numbers(voice_root: Path, tmp_p
 
 def test_wrong_length_estimates_are_padded_or_cut_like_museval(voice_root: Path, tmp_path: Path) -> None:
     est_dir = tmp_path / "est"
-    for track in ("song_a", "song_b"):
-        for s, n in (("vocals", int(1.7 * RATE)), ("accompaniment", int(2.9 * RATE))):
+    lengths = {"song_a": int(1.7 * RATE), "song_b": int(2.9 * RATE)}  # short, long
+    for track, n in lengths.items():
+        for s in ("vocals", "accompaniment"):
             audio, _ = read_audio(voice_root / "test" / track / f"{s}.wav")
-            if n > audio.shape[1]:
-                audio = np.concatenate([audio, 0.1 * np.ones((2, n - audio.shape[1]), np.float32)], axis=1)
-            write_audio(est_dir / track / f"{s}.wav", audio[:, :n], RATE, subtype="FLOAT")
+            extra = max(0, n - audio.shape[1])
+            audio = np.concatenate([audio, np.full((2, extra), 0.1, np.float32)], axis=1)
+            write_audio(est_dir / track / f"{s}.wav", 0.9 * audio[:, :n], RATE, subtype="FLOAT")
     with pytest.warns(UserWarning, match="zero-padded or cut"):
         summary = evaluate(_voice(voice_root, tmp_path / "cache", f"estimates={est_dir}",
                                   f"out_dir={tmp_path / 'r'}"))
     assert len(summary["meta"]["length_mismatches"]) == 4
-    entry = summary["tracks"][0]
-    _, expected = _museval(voice_root, entry["name"], ["vocals", "accompaniment"],
-                           [est_dir / entry["name"] / f"{s}.wav" for s in ("vocals", "accompaniment")])
-    got = np.array([entry["metrics"]["SDR"][s]["frames"] for s in ("vocals", "accompaniment")], float)
-    np.testing.assert_allclose(got, expected[0], atol=1e-6)
+    for entry in summary["tracks"]:
+        _, expected = _museval(voice_root, entry["name"], ["vocals", "accompaniment"],
+                               [est_dir / entry["name"] / f"{s}.wav" for s in ("vocals", "accompaniment")])
+        got = np.array([entry["metrics"]["SDR"][s]["frames"] for s in ("vocals", "accompaniment")], float)
+        np.testing.assert_allclose(got, expected[0], atol=1e-6)
 
 
 def test_estimates_dir_errors_name_the_track_or_file(voice_root: Path, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 from .audio import convert_channels, read_audio, resample
 from .errors import ConfigError, DataError
@@ -584,17 +584,17 @@ def split_batch(stems: torch.Tensor, output_samples: int) -> tuple[torch.Tensor,
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, workers: int, shuffle: bool, seed: int,
-                distributed: bool = False) -> DataLoader:
+                distributed: bool = False, sampler: Sampler | None = None) -> DataLoader:
     """A DataLoader that keeps the model fed: worker processes, prefetching, pinned memory on CUDA.
 
     :class:`TrainingExamples` is already random per index; pass ``shuffle=False``
     for it to make a resumed run's batches identical. With ``distributed`` each
     rank reads its own share of the indices (call ``loader.sampler.set_epoch``).
+    A given ``sampler`` (the trainer's resumable one) replaces both.
     """
-    sampler = None
-    if distributed:
+    if sampler is None and distributed:
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=shuffle)
-    elif shuffle:
+    elif sampler is None and shuffle:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
     return DataLoader(
         dataset,
@@ -606,4 +606,7 @@ def make_loader(dataset: Dataset, batch_size: int, *, workers: int, shuffle: boo
         prefetch_factor=4 if workers > 0 else None,
         drop_last=shuffle,
         collate_fn=collate_batch,
+        # Its own generator: an iterator otherwise draws its base seed from the global
+        # RNG, at a different moment in a run resumed mid-epoch than in the original.
+        generator=torch.Generator().manual_seed(seed),
     )

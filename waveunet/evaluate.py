@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from .audio import read_audio, resample
 from .checkpoint import load_checkpoint, load_model
 from .config import compose, config_dir
-from .data import SPLITS, Track, _dataset_stems, _find_audio, load_split
+from .data import SPLITS, Track, _dataset_stems, _find_audio, _source_plan, load_split
 from .errors import CheckpointError, ConfigError, DataError
 from .inference import GIB, Separator, resolve_device
 from .metrics import BssJob, clipping_stats, difference_error_share, evaluate_tracks, framewise_sdr
@@ -252,6 +252,9 @@ class DiskEstimates:
         self.root = s.estimates
         if not self.root.is_dir():
             raise DataError(f"estimates: no such directory {self.root}")
+        if s.sources is not None:
+            fmt = str(_getter(data_cfg)("format", ""))
+            _source_plan(s.sources, _dataset_stems(data_cfg, fmt), f"sources: data.format={fmt}")
         self.sources = s.sources or self._default_sources(data_cfg)
         self.resampled: dict[str, int] = {}
         self.length_mismatches: list[dict[str, Any]] = []
@@ -434,7 +437,7 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
             difference["difference_source"] = sources[difference["difference_source_index"]]
         timing["estimates_s"] += t1 - t0
         timing["sdr_and_clipping_s"] += time.perf_counter() - t1
-        results[track.name] = TrackResult(track.name, sources, sdr, dict(zip(sources, clip)),
+        results[track.name] = TrackResult(track.name, sources, sdr, dict(zip(sources, clip, strict=True)),
                                           difference=difference)
         est_np = est.numpy() if isinstance(est, torch.Tensor) else est
         if track.name == waveform_name:

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from . import data as data_lib
 from .augment import augmentation_from_config
-from .checkpoint import load_checkpoint, save_checkpoint, unwrap
+from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import ConfigError, WaveUNetError
 from .heads import output_health
 from .losses import check_loss, compute_loss
@@ -287,14 +287,9 @@ class Solver:
         )
         examples.set_epoch(self.state.epoch)
         sampler = ResumableSampler(len(examples), batch, self.state.step_in_epoch, self.dist)
-        workers = int(self.cfg.data.get("workers", 0))
-        return DataLoader(
-            examples, batch_size=batch // self.dist.world_size, sampler=sampler,
-            num_workers=workers, pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if workers else None, drop_last=False, collate_fn=data_lib.collate_batch,
-            # Its own generator: a DataLoader iterator otherwise draws its base seed from the
-            # global RNG, which a resumed run (restarting mid-epoch) would draw at another time.
-            generator=torch.Generator().manual_seed(int(self.cfg.seed) + self.state.epoch),
+        return data_lib.make_loader(
+            examples, batch // self.dist.world_size, workers=int(self.cfg.data.get("workers", 0)),
+            shuffle=False, seed=int(self.cfg.seed) + self.state.epoch, sampler=sampler,
         )
 
     def train(self) -> dict:
@@ -474,13 +469,13 @@ class Solver:
                                         hop=self.model.sample_rate_hz))
             if index < int(vcfg.audio_examples) and self.writer is not None:
                 seconds = int(float(vcfg.audio_seconds) * self.model.sample_rate_hz)
-                for name, stem in [("mixture", mixture)] + list(zip(sources, estimates)):
+                for name, stem in [("mixture", mixture)] + list(zip(sources, estimates, strict=True)):
                     self.writer.add_audio(f"valid/{track.name}/{name}", stem[:, :seconds].mean(0).clamp(-1, 1),
                                           self.state.global_step, sample_rate=self.model.sample_rate_hz)
         self.model.train()
         pooled = torch.cat(frames, dim=1) if frames else torch.empty(len(sources), 0)
         sdr = {}
-        for name, row in zip(sources, pooled):
+        for name, row in zip(sources, pooled, strict=True):
             row = row[torch.isfinite(row)]
             sdr[name] = float(row.median()) if row.numel() else float("nan")
         result = {"loss": squared_error / max(count, 1), "sdr": sdr}
