@@ -29,6 +29,7 @@ demo: install
 
 lint: install
 	$(VENV)/bin/ruff check waveunet scripts tests
+	$(VENV)/bin/hadolint Dockerfile
 
 bench: install
 	$(PY) scripts/bench.py

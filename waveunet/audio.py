@@ -119,8 +119,13 @@ def resample(audio: torch.Tensor | np.ndarray, from_hz: int, to_hz: int) -> torc
     return out.numpy() if is_numpy else out
 
 
-def convert_channels(audio: torch.Tensor | np.ndarray, channels: int) -> torch.Tensor | np.ndarray:
-    """Match the channel count (axis -2): average to mono, repeat mono to many."""
+def convert_channels(audio: torch.Tensor | np.ndarray, channels: int, *,
+                     via_mono: bool = False) -> torch.Tensor | np.ndarray:
+    """Match the channel count (axis -2): average to mono, repeat mono to many.
+
+    Other conversions (e.g. 6 -> 2) are an error for dataset stems, where they
+    hint at a wrong file; with ``via_mono`` (a user's song) they go through mono.
+    """
     have = audio.shape[-2]
     if have == channels:
         return audio
@@ -130,4 +135,6 @@ def convert_channels(audio: torch.Tensor | np.ndarray, channels: int) -> torch.T
         reps = [1] * audio.ndim
         reps[-2] = channels
         return np.tile(audio, reps) if isinstance(audio, np.ndarray) else audio.repeat(*reps)
+    if via_mono:
+        return convert_channels(convert_channels(audio, 1), channels)
     raise DataError(f"cannot convert {have}-channel audio to {channels} channels (only to/from mono)")

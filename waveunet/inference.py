@@ -51,18 +51,24 @@ MAX_CHUNK_OUTPUT_SAMPLES = 2**22
 DEFAULT_GPU_BATCH = 4
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``'auto'``: CUDA when available, else the CPU; ``'cuda'`` without a GPU is an error."""
+def resolve_device(device: str | torch.device = "auto", *, local_rank: int = 0,
+                   setting: str = "device") -> torch.device:
+    """``'auto'``: CUDA when available (GPU ``local_rank`` under torchrun), else the CPU.
+
+    ``'cuda'`` without a GPU is an error naming ``setting``, the option it came from.
+    """
     if isinstance(device, torch.device):
         return device
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise ConfigError(f"device: unknown {device!r} (use auto, cpu or cuda)") from exc
+        raise ConfigError(f"{setting}: unknown {device!r} (use auto, cpu, cuda or cuda:N)") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' asked for, but no CUDA GPU is available (use -d cpu)")
+        raise ConfigError(f"{setting}: {device!r} asked for, but no CUDA GPU is available (use cpu)")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device(f"cuda:{local_rank}")
     return dev
 
 
@@ -408,7 +414,7 @@ class Separator:
         if not isinstance(sample_rate_hz, (int, np.integer)) or sample_rate_hz < 1:
             raise DataError(f"sample rate must be a positive integer, got {sample_rate_hz!r}")
         in_channels, length = audio.shape
-        mix = _mix_channels(audio.astype(np.float32, copy=False), self.channels)
+        mix = convert_channels(audio.astype(np.float32, copy=False), self.channels, via_mono=True)
         mix = resample(mix, int(sample_rate_hz), self.sample_rate_hz)
         if mix.shape[-1] == 0:
             raise DataError(
@@ -420,7 +426,7 @@ class Separator:
         def back(x: torch.Tensor) -> torch.Tensor:
             x = resample(x, self.sample_rate_hz, int(sample_rate_hz))
             x = _fit_length(x, length)
-            return _mix_channels(x, in_channels).contiguous()
+            return convert_channels(x, in_channels, via_mono=True).contiguous()
 
         low, high = self.bounds
         stems = back(result.stems)
@@ -428,14 +434,6 @@ class Separator:
             stems = stems.clamp(min=low, max=high)
         return SeparationResult(stems, back(result.unclipped), self.sources,
                                 int(sample_rate_hz), self.bounds)
-
-
-def _mix_channels(audio, channels: int):
-    """Down- or up-mix along axis -2; counts other than to/from mono go through mono."""
-    have = audio.shape[-2]
-    if have == channels or have == 1 or channels == 1:
-        return convert_channels(audio, channels)
-    return convert_channels(convert_channels(audio, 1), channels)
 
 
 def _fit_length(x: torch.Tensor, length: int) -> torch.Tensor:

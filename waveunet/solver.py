@@ -39,6 +39,7 @@ from .augment import augmentation_from_config
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import ConfigError, WaveUNetError
 from .heads import output_health
+from .inference import Separator, resolve_device
 from .losses import check_loss, compute_loss
 from .metrics import framewise_sdr
 from .model import WaveUNet, build_model
@@ -50,21 +51,6 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class TrainingDiverged(WaveUNetError):
     """The loss or the output layer blew up; nothing bad was checkpointed."""
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    name = str(name)
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"trainer.device: unknown device {name!r} (auto, cpu, cuda, cuda:N)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name}: CUDA is not available on this machine")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
 
 
 @dataclass
@@ -181,7 +167,8 @@ class Solver:
         self.run_dir = Path(run_dir)
         self.dist = DistInfo.from_env()
         validate_config(cfg)
-        self.device = resolve_device(cfg.trainer.device, self.dist.local_rank)
+        self.device = resolve_device(str(cfg.trainer.device), local_rank=self.dist.local_rank,
+                                     setting="trainer.device")
         torch.manual_seed(int(cfg.seed))
         random.seed(int(cfg.seed))
         np.random.seed(int(cfg.seed) % 2**32)
@@ -451,8 +438,6 @@ class Solver:
     @torch.no_grad()
     def validate(self) -> dict:
         """MSE and framewise SDR of the eval-mode model on whole validation tracks."""
-        from .inference import Separator
-
         vcfg = self.cfg.trainer.validation
         self.model.eval()
         separator = Separator(self.model, device=self.device, batch_size=int(vcfg.batch_size))

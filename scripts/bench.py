@@ -1,0 +1,297 @@
+#!/usr/bin/env python
+"""`make bench`: training and separation speed of the presets, with their FLOPs.
+
+Prints tables and writes JSON (default ``bench-<device>.json``). Sections:
+
+* conv1d reference: forward + backward FLOP/s of a large conv1d of the kind the
+  Wave-U-Net is made of, measured in the same run (the ceiling to compare with);
+* training: one optimiser step (forward, loss, backward, Adam) per preset:
+  supervised output samples per second, FLOPs per step (counted by
+  ``torch.utils.flop_counter``), achieved FLOP/s and its ratio to the reference;
+* separation: real-time factor and peak memory for a stereo song, big aligned
+  chunks vs. the original way (16,389-sample output chunks, one at a time);
+* scaling: cost per output sample as the chunk grows, and time / peak memory as
+  the song grows.
+
+Examples::
+
+    python scripts/bench.py                          # CPU, all sections, ~minutes
+    python scripts/bench.py --device cuda --precision fp32 bf16 --compile
+    python scripts/bench.py --sections train --presets m5_highsr --batch 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from waveunet.config import compose
+from waveunet.model import build_model
+
+PRESETS = ["tiny", "m4", "m5_highsr", "m6"]
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = DTYPES[precision]
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def model_for(preset: str, output_samples: int | None = None, compile_: bool = False):
+    overrides = [f"model={preset}"]
+    if output_samples:
+        overrides.append(f"model.output_samples={output_samples}")
+    cfg = compose("config", overrides)
+    model = build_model(cfg.model, cfg.output)
+    return model
+
+
+# -- conv1d reference -------------------------------------------------------
+def bench_conv_reference(device, precision, repeats) -> dict:
+    """A large conv1d like the network's middle levels: 96 -> 120 channels, kernel 15."""
+    batch, length = (4, 65536) if device.type == "cpu" else (16, 262144)
+    conv = torch.nn.Conv1d(96, 120, 15).to(device)
+    x = torch.randn(batch, 96, length, device=device, requires_grad=True)
+
+    def step():
+        with autocast(device, precision):
+            y = conv(x)
+        y.float().sum().backward()
+
+    flops = count_flops(step)
+    seconds = timed(step, device, repeats)
+    return {"shape": f"({batch}, 96, {length}) * conv(96->120, k=15)", "flops": flops,
+            "seconds": seconds, "flop_per_s": flops / seconds}
+
+
+# -- training ---------------------------------------------------------------
+def bench_train(preset, device, precision, batch, output_samples, repeats, compile_) -> dict:
+    model = model_for(preset, output_samples).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    channels, sources = model.config.channels, len(model.sources)
+    mixture = torch.rand(batch, channels, model.input_samples, device=device) * 2 - 1
+    targets = torch.rand(batch, sources, channels, model.output_samples, device=device) * 2 - 1
+    network = torch.compile(model) if compile_ else model
+
+    def step():
+        with autocast(device, precision):
+            out = network(mixture)
+        loss = F.mse_loss(out.estimates.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    flops = count_flops(step) if not compile_ else count_flops(lambda: _eager_step(model, mixture, targets))
+    seconds = timed(step, device, repeats, warmup=2 if compile_ else 1)
+    supervised = batch * model.output_samples
+    return {
+        "preset": preset, "precision": precision, "compile": compile_, "batch": batch,
+        "input_samples": model.input_samples, "output_samples": model.output_samples,
+        "step_seconds": seconds, "flops_per_step": flops, "flop_per_s": flops / seconds,
+        "output_samples_per_s": supervised / seconds,
+        "output_seconds_per_s": supervised / seconds / model.sample_rate_hz,
+    }
+
+
+def _eager_step(model, mixture, targets):
+    out = model(mixture)
+    F.mse_loss(out.estimates, targets).backward()
+    model.zero_grad(set_to_none=True)
+
+
+# -- separation -------------------------------------------------------------
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def bench_separate(preset, device, precision, song_seconds, original_way: bool, chunk=None) -> dict:
+    """Separate a random stereo song at the model's rate; peak memory in a fresh subprocess."""
+    import subprocess
+
+    args = [sys.executable, __file__, "--_separate-child", preset, str(device), precision,
+            str(song_seconds), "1" if original_way else "0", str(chunk or 0)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _separate_child(preset, device, precision, song_seconds, original_way, chunk) -> None:
+    from waveunet.inference import Separator
+
+    device = torch.device(device)
+    model = model_for(preset).to(device).eval()
+    rate = model.sample_rate_hz
+    song = torch.rand(model.config.channels, int(song_seconds * rate)) * 2 - 1
+    if original_way:  # the original code: one model-sized output chunk at a time
+        separator = Separator(model, device=device, chunk_output_samples=model.output_samples, batch_size=1)
+    else:
+        separator = Separator(model, device=device, chunk_output_samples=chunk or None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    base_rss = peak_rss_bytes()
+    with autocast(device, precision):
+        start = time.perf_counter()
+        result = separator.separate_tensor(song)
+        sync(device)
+        seconds = time.perf_counter() - start
+    record = {
+        "preset": preset, "precision": precision, "original_way": original_way,
+        "song_seconds": song_seconds, "seconds": seconds, "rtf": seconds / song_seconds,
+        "chunk_output_samples": separator.step_samples, "peak_rss_bytes": peak_rss_bytes(),
+        "rss_before_bytes": base_rss, "stems_shape": list(result.stems.shape),
+    }
+    if device.type == "cuda":
+        record["peak_cuda_bytes"] = torch.cuda.max_memory_allocated(device)
+    print(json.dumps(record))
+
+
+# -- driver -----------------------------------------------------------------
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    head = "| " + " | ".join(title for title, _, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [head, rule]
+    for row in rows:
+        cells = []
+        for _, key, fmt in columns:
+            value = row.get(key)
+            cells.append("" if value is None else format(value, fmt))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--presets", nargs="+", default=PRESETS, choices=PRESETS)
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=list(DTYPES))
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
+    parser.add_argument("--sections", nargs="+", default=["train", "separate", "scaling"],
+                        choices=["train", "separate", "scaling"])
+    parser.add_argument("--batch", type=int, default=None, help="training batch (default: 2 on CPU, 16 on GPU)")
+    parser.add_argument("--train-output-samples", type=int, nargs="+", default=[16384],
+                        help="training output lengths to time (longer crops: more supervised samples per FLOP)")
+    parser.add_argument("--song-seconds", type=float, default=180.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", default=None, help="where to write the results (default bench-<device>.json)")
+    parser.add_argument("--_separate-child", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._separate_child:
+        preset, device, precision, seconds, original, chunk = args._separate_child
+        _separate_child(preset, device, precision, float(seconds), original == "1", int(chunk))
+        return 0
+
+    device = torch.device(args.device)
+    batch = args.batch or (2 if device.type == "cpu" else 16)
+    machine = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
+    }
+    results: dict = {"machine": machine, "reference": [], "train": [], "separate": [], "scaling_chunk": [],
+                     "scaling_song": []}
+    print(f"# waveunet benchmark on {machine['device']} ({device}), torch {torch.__version__}, "
+          f"{machine['cpu_threads']} threads\n")
+
+    if "train" in args.sections:
+        for precision in args.precision:
+            ref = bench_conv_reference(device, precision, args.repeats)
+            results["reference"].append({"precision": precision, **ref})
+            print(f"conv1d reference ({precision}): {ref['flop_per_s'] / 1e9:.1f} GFLOP/s  [{ref['shape']}]")
+            for preset in args.presets:
+                for out_len in args.train_output_samples:
+                    for compile_ in ([False, True] if args.compile else [False]):
+                        row = bench_train(preset, device, precision, batch, out_len, args.repeats, compile_)
+                        row["vs_conv_reference"] = row["flop_per_s"] / ref["flop_per_s"]
+                        results["train"].append(row)
+                        print(f"  train {preset:9s} out {row['output_samples']:7d} {precision} "
+                              f"{'compiled ' if compile_ else ''}: {row['step_seconds']:.3f} s/step, "
+                              f"{row['output_samples_per_s']:.0f} samples/s, "
+                              f"{row['flop_per_s'] / 1e9:.1f} GFLOP/s ({row['vs_conv_reference']:.0%} of conv1d)")
+        print("\n## Training (one optimiser step)\n")
+        print(table(results["train"], [
+            ("preset", "preset", "s"), ("precision", "precision", "s"), ("compile", "compile", ""),
+            ("batch", "batch", "d"), ("output samples", "output_samples", "d"),
+            ("s / step", "step_seconds", ".3f"), ("GFLOP / step", "flops_per_step", ".3e"),
+            ("supervised samples / s", "output_samples_per_s", ",.0f"),
+            ("achieved FLOP/s", "flop_per_s", ".3e"), ("of conv1d ref.", "vs_conv_reference", ".0%"),
+        ]))
+
+    if "separate" in args.sections:
+        for precision in args.precision:
+            for preset in [p for p in args.presets if p in ("m4", "m5_highsr")] or args.presets[:1]:
+                for original in (True, False):
+                    row = bench_separate(preset, device, precision, args.song_seconds, original)
+                    results["separate"].append(row)
+                    print(f"  separate {preset} {'original way' if original else 'big chunks'}: "
+                          f"RTF {row['rtf']:.3f}, peak RSS {row['peak_rss_bytes'] / 2**30:.2f} GiB")
+        print(f"\n## Separation of a {args.song_seconds:.0f}-second stereo song\n")
+        print(table(results["separate"], [
+            ("preset", "preset", "s"), ("precision", "precision", "s"), ("original way", "original_way", ""),
+            ("chunk (output samples)", "chunk_output_samples", "d"), ("seconds", "seconds", ".1f"),
+            ("real-time factor", "rtf", ".3f"), ("peak RSS (bytes)", "peak_rss_bytes", ",d"),
+        ]))
+
+    if "scaling" in args.sections:
+        preset = "m5_highsr" if "m5_highsr" in args.presets else args.presets[0]
+        for chunk in (16384, 65536, 262144, 1048576):
+            row = bench_separate(preset, device, args.precision[0], 60.0, False, chunk)
+            row["seconds_per_million_samples"] = row["seconds"] / (60.0 * 44100 / 1e6)
+            results["scaling_chunk"].append(row)
+        for seconds in (60.0, 180.0, 600.0):
+            results["scaling_song"].append(bench_separate(preset, device, args.precision[0], seconds, False))
+        print(f"\n## Scaling ({preset})\n\nChunk length (60-second song):\n")
+        print(table(results["scaling_chunk"], [
+            ("chunk (output samples)", "chunk_output_samples", "d"), ("seconds", "seconds", ".2f"),
+            ("real-time factor", "rtf", ".3f"), ("peak RSS (bytes)", "peak_rss_bytes", ",d"),
+        ]))
+        print("\nSong length (default chunk):\n")
+        print(table(results["scaling_song"], [
+            ("song seconds", "song_seconds", ".0f"), ("seconds", "seconds", ".2f"),
+            ("real-time factor", "rtf", ".3f"), ("peak RSS (bytes)", "peak_rss_bytes", ",d"),
+        ]))
+
+    out = Path(args.json or f"bench-{device.type}.json")
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, out)
+    print(f"\nwrote {out}")
+    gc.collect()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

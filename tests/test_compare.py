@@ -1,0 +1,169 @@
+"""waveunet compare: a shrunken comparison end to end, identical runs but for the head, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+from omegaconf import OmegaConf
+
+from waveunet.cli import main as cli_main
+from waveunet.compare import (
+    CURVES_NAME,
+    JSON_NAME,
+    RESULTS_NAME,
+    SDR_FIGURE_NAME,
+    WAVEFORM_NAME,
+    Settings,
+    compare,
+    config_differences,
+    quiet_passage,
+    run_config,
+    shared_overrides,
+    spread,
+)
+from waveunet.config import compose
+from waveunet.errors import ConfigError
+
+
+def shrunken(cache: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "experiment=compare_quick",
+        "model.levels=3",
+        "model.initial_filters=6",
+        "model.output_samples=1024",
+        "data.tracks=3",
+        "data.test_tracks=1",
+        "data.seconds=3",
+        "data.valid_fraction=0.34",
+        f"data.cache_dir={cache}",
+        "optim.batch_size=4",
+        "trainer.steps_per_epoch=3",
+        "trainer.max_epochs=2",
+        "trainer.log_every_steps=2",
+        "trainer.checkpoint_every_steps=2",
+        "compare.seeds=[0,1]",
+        f"compare.out_dir={out}",
+        "compare.figure.passage_seconds=0.5",
+        "compare.progress=false",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[dict, list[str], Path]:
+    root = tmp_path_factory.mktemp("compare")
+    args = shrunken(root / "cache", root / "out")
+    result = compare(compose("compare", args), args)
+    return result, args, root / "out"
+
+
+def test_runs_differ_only_in_the_head_and_seed(finished):
+    result, args, out = finished
+    runs = sorted(out.glob("runs/*/seed*/config.yaml"))
+    assert len(runs) == 4
+    configs = {f"{p.parent.parent.name}/{p.parent.name}": OmegaConf.to_container(OmegaConf.load(p)) for p in runs}
+    diff = config_differences(configs)
+    assert set(diff) == {"output.activation", "output.type", "seed", "name"}, diff
+    assert diff["output.activation"]["tanh_difference/seed0"] == "tanh"
+    assert diff["output.activation"]["linear_direct/seed1"] == "linear"
+    assert diff["seed"]["tanh_difference/seed1"] == diff["seed"]["linear_direct/seed1"] == 1
+    # the config the checkpoint carries is the one compared
+    import torch
+
+    payload = torch.load(out / "runs/linear_direct/seed0/best.pt", map_location="cpu", weights_only=False)
+    assert payload["config"]["output"]["activation"] == "linear"
+    assert payload["config"]["optim"] == configs["tanh_difference/seed0"]["optim"]
+    assert result["config_differences"].keys() == diff.keys()
+
+
+def test_table_and_figures_are_written(finished):
+    result, _, out = finished
+    text = (out / RESULTS_NAME).read_text()
+    for needle in ["## SDR per source", "## Clipping statistics", "median of track medians (SiSEC)",
+                   "pooled frames median (papers')", "| accompaniment | tanh_difference |",
+                   "| vocals | linear_direct |", "differ only in: `output.activation`, `output.type`",
+                   WAVEFORM_NAME, CURVES_NAME, "Machine:"]:
+        assert needle in text, needle
+    for name in (WAVEFORM_NAME, CURVES_NAME, SDR_FIGURE_NAME):
+        image = mpimg.imread(out / name)
+        assert image.shape[0] > 200 and image.shape[1] > 400, name
+    saved = json.loads((out / JSON_NAME).read_text())
+    entry = saved["table"]["accompaniment"]["linear_direct"]
+    assert entry["seeds"] == [0, 1]
+    assert len(entry["sdr_median_of_track_medians_median"]["values"]) == 2
+    assert entry["fraction_clipped"]["n"] == 2
+    assert saved["waveform"]["source"] == "accompaniment"
+    assert saved["waveform"]["other_sources_energy_ratio"] < 1e-4  # a passage without vocals
+    assert {r["status"] for r in saved["runs"]} == {"finished"}
+    for run in saved["runs"]:
+        assert Path(run["evaluation"]).is_file()
+
+
+def test_a_second_call_reuses_finished_runs(finished):
+    _, args, out = finished
+    stamp = (out / "runs/tanh_difference/seed0/best.pt").stat().st_mtime_ns
+    again = compare(compose("compare", args), args)
+    assert all(r["reused"] for r in again["runs"])
+    assert (out / "runs/tanh_difference/seed0/best.pt").stat().st_mtime_ns == stamp
+
+
+def test_changed_settings_are_refused_not_mixed_in(finished):
+    _, args, _ = finished
+    changed = [*args, "optim.lr=0.01"]
+    with pytest.raises(ConfigError, match="trained with other settings"):
+        compare(compose("compare", changed), changed)
+
+
+def test_three_modes_with_cross_entropy_and_one_seed(tmp_path):
+    args = shrunken(tmp_path / "cache", tmp_path / "out", "compare.seeds=[3]", "trainer.max_epochs=1",
+                    "compare.modes=[{name:tanh,output:tanh_difference},"
+                    "{name:tanh_ce,output:tanh_difference,loss:cross_entropy},{name:clip,output:clip_direct}]")
+    result = compare(compose("compare", args), args)
+    assert [m["name"] for m in result["modes"]] == ["tanh", "tanh_ce", "clip"]
+    assert set(result["config_differences"]) == {"output.activation", "output.type", "loss.name", "name"}
+    text = (tmp_path / "out" / RESULTS_NAME).read_text()
+    assert "one seed: no spread" in text and "| vocals | tanh_ce |" in text
+
+
+def test_settings_errors_name_the_key(tmp_path):
+    base = ["experiment=compare_quick", f"compare.out_dir={tmp_path}"]
+    with pytest.raises(ConfigError, match="compare.modes\\[0\\].output: unknown preset 'tanh_sideways'"):
+        Settings.from_config(compose("compare", [*base, "compare.modes=[{output:tanh_sideways}]"]))
+    with pytest.raises(ConfigError, match="names must be distinct"):
+        Settings.from_config(compose("compare", [*base, "compare.modes=[tanh_direct,tanh_direct]"]))
+    with pytest.raises(ConfigError, match="compare.seeds"):
+        Settings.from_config(compose("compare", [*base, "compare.seeds=[]"]))
+    with pytest.raises(ConfigError, match="set per run"):
+        shared_overrides(["output=linear_direct"])
+    assert cli_main(["compare", *base, "seed=3"]) == 2
+
+
+def test_run_config_is_the_train_config_plus_the_head():
+    from waveunet.compare import Mode
+
+    cfg = run_config(["experiment=compare_quick"], Mode("lin", "linear_direct", "mse"), 7)
+    train = compose("train", ["experiment=compare_quick", "output=linear_direct", "seed=7", "name=lin"])
+    expected = OmegaConf.to_container(train, resolve=True)
+    expected.pop("compare", None)
+    assert OmegaConf.to_container(cfg) == expected
+    assert "compare" not in cfg
+
+
+def test_quiet_passage_finds_the_loudest_solo():
+    import numpy as np
+
+    refs = np.zeros((2, 1, 1000), dtype=np.float32)
+    refs[0, 0, :] = 0.1
+    refs[0, 0, 600:800] = 0.9  # loud accompaniment ...
+    refs[1, 0, :500] = 0.3     # ... after the vocals stop
+    start, peak, ratio = quiet_passage(refs, 0, 200)
+    assert start >= 500 and peak == pytest.approx(0.9) and ratio == 0.0
+
+
+def test_spread_over_seeds():
+    s = spread([1.0, 2.0, None, 3.0])
+    assert s["mean"] == 2.0 and s["std"] == pytest.approx(1.0) and s["n"] == 3
+    assert spread([None])["mean"] is None
