@@ -103,7 +103,7 @@ def bench_conv_reference(device, precision, repeats) -> dict:
 # -- training ---------------------------------------------------------------
 def bench_train(preset, device, precision, batch, output_samples, repeats, compile_) -> dict:
     model = model_for(preset, output_samples).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as the trainer
     channels, sources = model.config.channels, len(model.sources)
     mixture = torch.rand(batch, channels, model.input_samples, device=device) * 2 - 1
     targets = torch.rand(batch, sources, channels, model.output_samples, device=device) * 2 - 1

@@ -110,6 +110,22 @@ def test_a_second_call_reuses_finished_runs(finished):
     assert (out / "runs/tanh_difference/seed0/best.pt").stat().st_mtime_ns == stamp
 
 
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(finished):
+    import shutil
+
+    _, args, out = finished
+    run = out / "runs/linear_direct/seed1"
+    steps = sum('"kind": "train"' in line for line in (run / "metrics.jsonl").read_text().splitlines())
+    (run / "train_summary.json").unlink()  # as if killed after its last checkpoint
+    shutil.rmtree(run / "eval")
+    again = compare(compose("compare", args), args)
+    (entry,) = [r for r in again["runs"] if r["mode"] == "linear_direct" and r["seed"] == 1]
+    assert not entry["reused"] and entry["global_step"] == 6
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert sum('"kind": "train"' in line for line in lines) == steps  # resumed at the end, not retrained
+    assert (run / "eval" / "summary.json").is_file()
+
+
 def test_changed_settings_are_refused_not_mixed_in(finished):
     _, args, _ = finished
     changed = [*args, "optim.lr=0.01"]

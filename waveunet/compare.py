@@ -111,6 +111,7 @@ class Settings:
     eval: dict[str, Any]
     figure: dict[str, Any]
     progress: bool = True
+    threads: int | None = None
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
@@ -158,7 +159,15 @@ class Settings:
         return cls(modes, [int(s) for s in seeds], Path(str(out_dir)).expanduser(),
                    OmegaConf.to_container(c.get("eval") or {}, resolve=True),
                    OmegaConf.to_container(c.get("figure") or {}, resolve=True),
-                   bool(c.get("progress", True)))
+                   bool(c.get("progress", True)), _threads(c.get("threads"), "compare.threads"))
+
+
+def _threads(value: Any, key: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}: must be null or an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def _override_key(override: str) -> str:
@@ -450,7 +459,7 @@ def waveform_figure(path: Path, results: Sequence[RunResult], settings: Settings
     mixture = np.array(track.mixture)
     reference = np.array(track.sources[si])
     rows = []
-    for run, model in zip(firsts, models):
+    for run, model in zip(firsts, models, strict=True):
         sep = Separator(model, device="cpu").separate_tensor(torch.from_numpy(mixture))
         est = sep.stems[si].numpy()
         raw = sep.unclipped[si].numpy()
@@ -475,7 +484,7 @@ def waveform_figure(path: Path, results: Sequence[RunResult], settings: Settings
         ax.scatter(t[hit], x[hit], s=2, color="red")
         ax.set_title(f"input mixture ({track.name}, channel 0; other sources' energy "
                      f"{ratio:.1e} x {name}'s here)", fontsize=8)
-        for ax, row in zip(axes[1:], rows):
+        for ax, row in zip(axes[1:], rows, strict=True):
             ax.plot(t, reference[0, sl], lw=0.5, color="0.75", label=f"true {name}")
             ax.plot(t, row["est"], lw=0.5, color="tab:blue", label="estimate")
             over = (row["raw"] < low) | (row["raw"] > high)
@@ -572,7 +581,7 @@ def sdr_figure(path: Path, summary: dict, modes: Sequence[Mode]) -> None:
     def draw(p: str) -> None:
         plt = _pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(5 + 1.6 * len(sources) * len(modes) / 2, 3.6), sharey=True)
-        for ax, (agg, stat, title) in zip(axes, SDR_COLUMNS[:2]):
+        for ax, (agg, stat, title) in zip(axes, SDR_COLUMNS[:2], strict=True):
             width = 0.8 / len(modes)
             for i, m in enumerate(modes):
                 for j, s in enumerate(sources):
@@ -612,7 +621,7 @@ def _cell(entry: dict, scale: float = 1.0, digits: int = 2) -> str:
 
 def _machine() -> dict[str, Any]:
     return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def sdr_table(summary: dict, modes: Sequence[Mode]) -> list[str]:
@@ -720,10 +729,10 @@ def write_results(settings: Settings, results: Sequence[RunResult], summary: dic
               f"{sum(r.train.get('wall_s') or 0 for r in results) / 60:.1f} min "
               f"({sum(r.reused for r in results)} of {len(results)} runs reused from an earlier call).", ""]
     m = _machine()
-    lines += [f"Machine: {m['platform']}, {m['cpu_count']} CPU cores, "
+    lines += [f"Machine: {m['platform']}, {m['cpu_count']} CPU cores ({m['torch_threads']} torch thread(s)), "
               f"{'GPU ' + m['cuda'] if m['cuda'] else 'no GPU'}, torch {m['torch']}.", ""]
     lines += ["## What differs between the runs", ""]
-    lines += [f"Modes: " + "; ".join(f"**{x.name}** = output `{x.output}`, loss `{x.loss}`"
+    lines += ["Modes: " + "; ".join(f"**{x.name}** = output `{x.output}`, loss `{x.loss}`"
                                       + (f", extra overrides {list(x.overrides)}" if x.overrides else "")
                                       for x in modes) + f". Seeds: {settings.seeds}.", ""]
     lines += [f"The resolved training configs of the {len(results)} runs have {n_keys} settings; "
@@ -790,6 +799,16 @@ def compare(cfg: DictConfig, overrides: Sequence[str] = (), command: str | None 
     t0 = time.perf_counter()
     settings = Settings.from_config(cfg)
     overrides = shared_overrides(overrides)
+    threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _compare(settings, overrides, command, t0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare(settings: Settings, overrides: list[str], command: str | None, t0: float) -> dict[str, Any]:
     out = settings.out_dir
     out.mkdir(parents=True, exist_ok=True)
     results = run_all(settings, overrides)

@@ -170,12 +170,17 @@ def interpolate_upsample(x: torch.Tensor, weight: torch.Tensor | float, same: bo
     sample is repeated so the length doubles exactly (the original's resize
     without aligned corners).
     """
+    n = x.shape[-1]
+    out = x.new_empty(*x.shape[:-1], 2 * n if same else 2 * n - 1)
+    out[..., 0::2] = x
+    # lerp(right, left, w) = w * left + (1 - w) * right, in one pass
+    middle = torch.lerp(x[..., 1:], x[..., :-1], weight)
     if same:
-        x = torch.cat([x, x[..., -1:]], dim=-1)
-    left, right = x[..., :-1], x[..., 1:]
-    middle = right + weight * (left - right)
-    out = torch.stack([left, middle], dim=-1).flatten(-2)
-    return out if same else torch.cat([out, x[..., -1:]], dim=-1)
+        out[..., 1:-1:2] = middle
+        out[..., -1] = x[..., -1]
+    else:
+        out[..., 1::2] = middle
+    return out
 
 
 class WaveUNet(nn.Module):
@@ -274,16 +279,17 @@ class WaveUNet(nn.Module):
         same = not self.config.context
         x = mixture
         skips = []
+        # In-place activations: a convolution's backward needs its input, not its output.
         for conv in self.down:
-            x = F.leaky_relu(conv(x), 0.2)
+            x = F.leaky_relu(conv(x), 0.2, inplace=True)
             skips.append(x)
             x = x[..., ::2]
-        x = F.leaky_relu(self.bottleneck(x), 0.2)
+        x = F.leaky_relu(self.bottleneck(x), 0.2, inplace=True)
         for i, conv in enumerate(self.up):
             weight = torch.sigmoid(self.upsample_logits[i]) if self.upsample_logits else 0.5
             x = interpolate_upsample(x, weight, same)
             x = torch.cat([centre_crop(skips[-i - 1], x.shape[-1]), x], dim=1)
-            x = F.leaky_relu(conv(x), 0.2)
+            x = F.leaky_relu(conv(x), 0.2, inplace=True)
         mix = centre_crop(mixture, x.shape[-1])
         return self.head(torch.cat([mix, x], dim=1), mix)
 

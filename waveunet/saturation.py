@@ -140,7 +140,7 @@ def run_mode(model_cfg: Any, mode: SaturationMode, optimiser: OptimiserSpec, *, 
             "output_mean": est.mean(),
             "output_min": est.amin(),
         }
-        for k, v in zip(values, torch.stack([v.float().cpu() for v in values.values()]).tolist()):
+        for k, v in zip(values, torch.stack([v.float().cpu() for v in values.values()]).tolist(), strict=True):
             records[k].append(v)
         opt.step()
     probe.close()
@@ -192,7 +192,7 @@ def plot(path: Path, runs: Sequence[dict], title: str) -> None:
             rec = run["records"]
             steps = np.arange(1, len(rec["loss"]) + 1)
             label = run["mode"]["name"]
-            for ax, (key, _, log) in zip(axes.flat, panels):
+            for ax, (key, _, log) in zip(axes.flat, panels, strict=True):
                 y = np.array(rec[key], dtype=np.float64)
                 if log:
                     y = np.where(y > 0, y, np.nan)  # log axes: an exact 0 (clip, linear at 1.0) is a gap
@@ -200,7 +200,7 @@ def plot(path: Path, runs: Sequence[dict], title: str) -> None:
                 if key == "pre_activation_max_abs":
                     m = np.array(rec["pre_activation_mean_abs"], dtype=np.float64)
                     ax.plot(steps, m, color=f"C{i}", lw=0.8, ls="--")
-        for ax, (key, name, log) in zip(axes.flat, panels):
+        for ax, (_key, name, log) in zip(axes.flat, panels, strict=True):
             ax.set_title(name, fontsize=9)
             if log:
                 ax.set_yscale("log")
@@ -324,6 +324,9 @@ def run_from_config(cfg: DictConfig, command: str = "") -> dict[str, Any]:
             raise ConfigError(f"saturation.modes[{i}]: unknown key(s) {', '.join(unknown)} (name, output, loss)")
         output = str(entry.get("output"))
         modes.append(SaturationMode(str(entry.get("name") or output), output, str(entry.get("loss") or "mse")))
+    threads = s.get("threads")
+    if threads is not None:
+        torch.set_num_threads(int(threads))
     optimisers = [OptimiserSpec(str(o["name"]), float(o["lr"])) for o in (s.get("optimisers") or [])]
     return run_saturation(
         cfg.model, modes, optimisers, str(s.out_dir), steps=int(s.steps),
