@@ -221,7 +221,7 @@ def test_clip_report_counts_and_overshoot():
     beyond = raw.abs() > 1
     r = report["vocals"]
     assert r["clipped_count"] == int(beyond.sum()) and r["overshoot_count"] == int(beyond.sum())
-    assert r["clipped_fraction"] == pytest.approx(beyond.float().mean().item())
+    assert r["fraction_clipped"] == pytest.approx(beyond.float().mean().item())
     assert r["overshoot_max"] == pytest.approx((raw.abs() - 1).max().item(), abs=1e-5)
     assert r["overshoot_mean"] == pytest.approx((raw.abs() - 1)[beyond].mean().item(), abs=1e-5)
 
@@ -234,8 +234,8 @@ def test_clip_report_on_known_values():
     assert report["a"]["clipped_count"] == 2 and report["a"]["overshoot_count"] == 2
     assert report["a"]["overshoot_max"] == pytest.approx(0.5)
     assert report["a"]["overshoot_mean"] == pytest.approx(0.375)
-    assert report["b"] == {"n_samples": 4, "clipped_count": 0, "clipped_fraction": 0.0,
-                           "overshoot_count": 0, "overshoot_fraction": 0.0,
+    assert report["b"] == {"n_samples": 4, "clipped_count": 0, "fraction_clipped": 0.0,
+                           "overshoot_count": 0, "fraction_overshoot": 0.0,
                            "overshoot_max": None, "overshoot_mean": None}
     shifted = result.clip_report(0.0, 2.0)["a"]  # only -1.0 (raw -1.25) is out of [0, 2]
     assert shifted["clipped_count"] == 1 and shifted["overshoot_max"] == pytest.approx(1.25)

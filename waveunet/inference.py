@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from .audio import convert_channels, resample
 from .checkpoint import load_model, unwrap
 from .errors import ConfigError, DataError
+from .metrics import bound_hits
 from .model import WaveUNet
 
 GIB = 1024**3
@@ -183,37 +184,14 @@ class SeparationResult:
     def clip_report(self, low: float | None = None, high: float | None = None) -> dict[str, dict]:
         """Per source: how many stem samples sit at a bound, and how far the raw output overshot.
 
-        ``clipped_count`` / ``clipped_fraction``: samples of the stem at or beyond a
-        bound (the test-time clip hit them, or a squashing activation saturated to
-        the bound in float32). ``overshoot_count`` / ``overshoot_fraction``:
-        unclipped samples strictly beyond a bound; ``overshoot_max`` /
-        ``overshoot_mean``: by how much (signal units), None when there are none.
-        A model with many of either is fighting its output range. Bounds default to
-        the model's; ``high=None`` means bounded below only.
+        See :func:`waveunet.metrics.bound_hits` for the keys. A model with many of
+        either is fighting its output range. Bounds default to the model's;
+        ``high=None`` means bounded below only.
         """
         low = self.bounds[0] if low is None else low
         high = self.bounds[1] if high is None else high
-        report = {}
-        for i, name in enumerate(self.sources):
-            est, raw = self.stems[i], self.unclipped[i]
-            n = est.numel()
-            at_bound = est <= low
-            over = (low - raw).clamp_min(0)
-            if high is not None:
-                at_bound |= est >= high
-                over = torch.maximum(over, (raw - high).clamp_min(0))
-            beyond = over > 0
-            k = int(beyond.sum())
-            report[name] = {
-                "n_samples": n,
-                "clipped_count": int(at_bound.sum()),
-                "clipped_fraction": int(at_bound.sum()) / n if n else 0.0,
-                "overshoot_count": k,
-                "overshoot_fraction": k / n if n else 0.0,
-                "overshoot_max": float(over.max()) if k else None,
-                "overshoot_mean": float(over.sum()) / k if k else None,
-            }
-        return report
+        hits = bound_hits(self.stems, self.unclipped, low, high)
+        return dict(zip(self.sources, hits, strict=True))
 
 
 class Separator:

@@ -446,6 +446,56 @@ def _db(ratio: float, power: bool = False) -> float | None:
     return (10.0 if power else 20.0) * math.log10(ratio)
 
 
+def bound_hits(
+    estimates: ArrayLike, raw: ArrayLike | None, low: float, high: float | None
+) -> list[dict[str, Any]]:
+    """Per source, how often the output sits at its bounds; needs no reference.
+
+    * ``clipped_count`` / ``fraction_clipped``: estimate samples at or beyond a bound
+      (the test-time clip hit them, or a squashing activation reached the bound in
+      float32).
+    * ``overshoot_count`` / ``fraction_overshoot``: ``raw`` samples (the output before
+      the test-time clip) strictly beyond a bound; ``overshoot_mean`` /
+      ``overshoot_max``: by how much, in signal units (None when there are none, or
+      without ``raw``).
+    * ``n_samples``: channels x samples, to weight fractions across tracks.
+
+    ``high=None`` bounds below only. The separator's per-song report and the
+    evaluation's clipping statistics both come from here.
+    """
+    est = _as_float64(estimates, "estimates")
+    _check_sct(est, "estimates")
+    n = est.shape[1] * est.shape[2]
+    dims = (1, 2)
+    at_bound = est <= low
+    if high is not None:
+        at_bound |= est >= high
+    clipped = at_bound.sum(dim=dims)
+    if raw is not None:
+        r = _as_float64(raw, "raw", device=est.device)
+        _check_sct(r, "raw")
+        if r.shape != est.shape:
+            raise ConfigError(f"raw: shape {tuple(r.shape)} differs from the estimates' {tuple(est.shape)}")
+        over = (low - r).clamp_min(0.0)
+        if high is not None:
+            over = torch.maximum(over, (r - high).clamp_min(0.0))
+        n_over = (over > 0).sum(dim=dims)
+        over_sum, over_max = over.sum(dim=dims), over.amax(dim=dims)
+    hits = []
+    for s in range(est.shape[0]):
+        d: dict[str, Any] = {"n_samples": n, "clipped_count": int(clipped[s]),
+                             "fraction_clipped": int(clipped[s]) / n if n else 0.0}
+        if raw is None:
+            d.update(overshoot_count=None, fraction_overshoot=None, overshoot_mean=None, overshoot_max=None)
+        else:
+            k = int(n_over[s])
+            d.update(overshoot_count=k, fraction_overshoot=k / n if n else 0.0,
+                     overshoot_mean=over_sum[s].item() / k if k else None,
+                     overshoot_max=over_max[s].item() if k else None)
+        hits.append(d)
+    return hits
+
+
 def clipping_stats(
     estimates: ArrayLike,
     references: ArrayLike,
@@ -507,7 +557,6 @@ def clipping_stats(
 
     u_est = ((est - centre) / half).abs()
     u_ref = ((ref - centre) / half).abs()
-    clipped = ((est <= low) | (est >= high)).sum(dim=dims)
     saturated = (u_est > saturation_fraction).sum(dim=dims)
     peak_est = (est - centre).abs().amax(dim=dims)
     peak_ref = (ref - centre).abs().amax(dim=dims)
@@ -523,12 +572,8 @@ def clipping_stats(
         _check_sct(r, "raw")
         if r.shape[:2] != ref.shape[:2]:
             raise ConfigError(f"raw: (sources, channels) {tuple(r.shape[:2])} differ from references")
-        r = _pad_or_truncate(r, n_t)
-        over = ((r - centre).abs() - half).clamp_min(0.0)
-        beyond = (r < low) | (r > high)
-        n_over = beyond.sum(dim=dims)
-        over_sum = over.sum(dim=dims)
-        over_max = over.amax(dim=dims)
+        raw = _pad_or_truncate(r, n_t)
+    hits = bound_hits(est, raw, low, high)
 
     stats = []
     for s in range(n_src):
@@ -536,16 +581,12 @@ def clipping_stats(
             "activation": activation,
             "bounds": [low, high],
             "n_samples": n,
-            "fraction_clipped": clipped[s].item() / n,
+            "fraction_clipped": hits[s]["fraction_clipped"],
             "fraction_saturated": saturated[s].item() / n,
+            "fraction_overshoot": hits[s]["fraction_overshoot"],
+            "overshoot_mean": hits[s]["overshoot_mean"],
+            "overshoot_max": hits[s]["overshoot_max"],
         }
-        if raw is not None:
-            k = n_over[s].item()
-            d["fraction_overshoot"] = k / n
-            d["overshoot_mean"] = over_sum[s].item() / k if k else None
-            d["overshoot_max"] = over_max[s].item() if k else None
-        else:
-            d.update(fraction_overshoot=None, overshoot_mean=None, overshoot_max=None)
         pr = peak_est[s].item() / peak_ref[s].item() if peak_ref[s] > 0 else math.nan
         rr = rms_est[s].item() / rms_ref[s].item() if rms_ref[s] > 0 else math.nan
         d.update(

@@ -79,11 +79,11 @@ def format_clip_report(report: dict[str, dict], bounds) -> list[str]:
     span = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
     lines = []
     for name, r in report.items():
-        line = (f"  {name}: {r['clipped_count']} samples ({100 * r['clipped_fraction']:.3f}%) "
+        line = (f"  {name}: {r['clipped_count']} samples ({100 * r['fraction_clipped']:.3f}%) "
                 f"at the output bounds {span}")
         if r["overshoot_count"]:
             line += (f"; raw output beyond them on {r['overshoot_count']} samples "
-                     f"({100 * r['overshoot_fraction']:.3f}%), by up to {r['overshoot_max']:.4f} "
+                     f"({100 * r['fraction_overshoot']:.3f}%), by up to {r['overshoot_max']:.4f} "
                      f"(mean {r['overshoot_mean']:.4f})")
         lines.append(line)
     return lines
