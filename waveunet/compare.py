@@ -357,8 +357,8 @@ def aggregate(results: Sequence[RunResult], modes: Sequence[Mode]) -> dict[str, 
                 entry[f"sdr_{agg}_{stat}"] = spread(
                     [r.evaluation["aggregates"]["SDR"][s][agg][stat] for r in runs])
             for key, _, _ in CLIPPING_COLUMNS:
-                entry[key] = spread([r.evaluation["clipping"][s].get(key) for r in runs])
-            overshoot = [r.evaluation["clipping"][s].get("overshoot_max") for r in runs]
+                entry[key] = spread([clipping_value(r.evaluation, s, key) for r in runs])
+            overshoot = [clipping_value(r.evaluation, s, "overshoot_max") for r in runs]
             entry["overshoot_max"] = spread(overshoot)
             table[s][m.name] = entry
     # Paired differences to the first mode: same seed = same init (body) and example order.
@@ -378,6 +378,21 @@ def aggregate(results: Sequence[RunResult], modes: Sequence[Mode]) -> dict[str, 
                 deltas[f"sdr_{agg}_{stat}"] = spread(d)
             paired[s][m.name] = deltas
     return {"sources": sources, "table": table, "paired_vs_first_mode": paired, "first_mode": base}
+
+
+def clipping_value(evaluation: dict, source: str, key: str) -> float | None:
+    """A clipping statistic of one evaluation; the median over tracks where the summary lacks it.
+
+    (The summary's aggregate can miss a statistic that the first track does not have, e.g. the
+    loud-passage gain of a quiet track.)
+    """
+    value = evaluation["clipping"].get(source, {}).get(key)
+    if value is not None:
+        return value
+    values = [t["clipping"][source].get(key) for t in evaluation.get("tracks", [])
+              if source in t.get("clipping", {})]
+    values = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    return float(np.median(values)) if values else None
 
 
 def _sdr(results, mode: str, seed: int, source: str, agg: str, stat: str) -> float | None:
@@ -656,7 +671,7 @@ def per_seed_table(results: Sequence[RunResult]) -> list[str]:
             continue
         for s in r.evaluation["sources"]:
             a = r.evaluation["aggregates"]["SDR"][s]
-            c = r.evaluation["clipping"][s]
+            c = {k: clipping_value(r.evaluation, s, k) for k in ("fraction_clipped", "fraction_overshoot", "peak_ratio")}
             fo = c.get("fraction_overshoot")
             lines.append(
                 f"| {r.mode.name} | {r.seed} | {s} | {_f(a['pooled_frames']['median'])} | "

@@ -169,7 +169,7 @@ def _ensure_synthetic(root: Path, cfg: Any) -> None:
     )
 
 
-def _find_audio(folder: Path, stem: str) -> Path | None:
+def find_audio(folder: Path, stem: str) -> Path | None:
     for ext in AUDIO_EXTENSIONS:
         candidate = folder / f"{stem}{ext}"
         if candidate.is_file():
@@ -185,7 +185,7 @@ def _list_folder_tracks(root: Path, subset: str, stems: Sequence[str], mixture_r
     for track_dir in sorted(p for p in subset_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files: dict[str, Path] = {}
         for stem in [*stems, "mixture"]:
-            path = _find_audio(track_dir, stem)
+            path = find_audio(track_dir, stem)
             if path is not None:
                 files[stem] = path
             elif stem != "mixture" or mixture_required:
@@ -208,7 +208,7 @@ def _list_stem_tracks(root: Path, subset: str) -> list[_Found]:
     return [_Found(t.name, subset, {"mixture": Path(t.path)}) for t in db.tracks]
 
 
-def _dataset_stems(cfg: Any, fmt: str) -> list[str]:
+def dataset_stems(cfg: Any, fmt: str) -> list[str]:
     if fmt == "folder":
         stems = _as_list(_get(cfg, "stems"))
         if not stems:
@@ -240,7 +240,7 @@ def _select_split(found_train: list[_Found], split: str, cfg: Any, fmt: str, roo
     return [t for t in found_train if (t.name in valid) == keep_valid]
 
 
-def _source_plan(sources: Sequence[str], stems: Sequence[str], where: str) -> list[list[str]]:
+def source_plan(sources: Sequence[str], stems: Sequence[str], where: str) -> list[list[str]]:
     """For each requested source, the dataset stems that sum to it."""
     plan = []
     for source in sources:
@@ -432,7 +432,7 @@ def load_split(data_cfg: Any, split: str, *, sample_rate_hz: int, channels: int,
     if not sources:
         raise ConfigError("no sources requested")
     root = _dataset_root(data_cfg, fmt)
-    stems = _dataset_stems(data_cfg, fmt)
+    stems = dataset_stems(data_cfg, fmt)
     subset = "test" if split == "test" else "train"
     if fmt in ("musdb", "preview"):
         found = _list_stem_tracks(root, subset)
@@ -445,7 +445,7 @@ def load_split(data_cfg: Any, split: str, *, sample_rate_hz: int, channels: int,
         raise DataError(f"split '{split}' of the {fmt} dataset at {root} has no tracks{hint}")
 
     # The accompaniment file, when a folder dataset has one, wins over the sum of stems.
-    plan = _source_plan(sources, stems, f"data.format={fmt} at {root}")
+    plan = source_plan(sources, stems, f"data.format={fmt} at {root}")
     cache = cache_folder(data_cfg, root, fmt, sample_rate_hz, channels, sources, stems)
     _remove_stale_temporaries(cache)
 

@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from .audio import read_audio, resample
 from .checkpoint import load_checkpoint, load_model
 from .config import compose, config_dir
-from .data import SPLITS, Track, _dataset_stems, _find_audio, _source_plan, load_split
+from .data import SPLITS, Track, dataset_stems, find_audio, load_split, source_plan
 from .errors import CheckpointError, ConfigError, DataError
 from .inference import GIB, Separator, resolve_device
 from .metrics import BssJob, clipping_stats, difference_error_share, evaluate_tracks, framewise_sdr
@@ -255,7 +255,7 @@ class DiskEstimates:
             raise DataError(f"estimates: no such directory {self.root}")
         if s.sources is not None:
             fmt = str(_getter(data_cfg)("format", ""))
-            _source_plan(s.sources, _dataset_stems(data_cfg, fmt), f"sources: data.format={fmt}")
+            source_plan(s.sources, dataset_stems(data_cfg, fmt), f"sources: data.format={fmt}")
         self.sources = s.sources or self._default_sources(data_cfg)
         self.resampled: dict[str, int] = {}
         self.length_mismatches: list[dict[str, Any]] = []
@@ -266,13 +266,13 @@ class DiskEstimates:
     def _default_sources(self, data_cfg: Any) -> list[str]:
         """The sources with files in DIR/*/ that the dataset provides; all its stems if all are there."""
         fmt = str(_getter(data_cfg)("format", ""))
-        stems = _dataset_stems(data_cfg, fmt)
+        stems = dataset_stems(data_cfg, fmt)
         candidates = list(stems)
         if "vocals" in stems and len(stems) > 1 and "accompaniment" not in stems:
             candidates.append("accompaniment")
         found = {
             c for folder in self.root.iterdir() if folder.is_dir()
-            for c in candidates if _find_audio(folder, c) is not None
+            for c in candidates if find_audio(folder, c) is not None
         }
         if set(stems) <= found:
             return list(stems)  # e.g. a 4-stem system that also wrote accompaniment.wav
@@ -287,7 +287,7 @@ class DiskEstimates:
     def _first_file(self) -> Path:
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
             for source in self.sources:
-                path = _find_audio(folder, source)
+                path = find_audio(folder, source)
                 if path is not None:
                     return path
         raise DataError(
@@ -301,7 +301,7 @@ class DiskEstimates:
                 f"estimates: no folder for track '{track}' ({folder}); expected "
                 "DIR/<track>/<source>.wav as `waveunet separate` writes"
             )
-        path = _find_audio(folder, source)
+        path = find_audio(folder, source)
         if path is None:
             raise DataError(f"estimates: missing estimate file {folder / (source + '.wav')} (track "
                             f"'{track}', source '{source}')")
