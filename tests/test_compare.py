@@ -133,6 +133,14 @@ def test_changed_settings_are_refused_not_mixed_in(finished):
         compare(compose("compare", changed), changed)
 
 
+def test_a_users_own_results_file_is_not_replaced(tmp_path):
+    (tmp_path / "results.md").write_text("my notes")
+    args = ["experiment=compare_quick", f"compare.out_dir={tmp_path}"]
+    with pytest.raises(ConfigError, match="not written by"):
+        compare(compose("compare", args), args)
+    assert (tmp_path / "results.md").read_text() == "my notes"
+
+
 def test_three_modes_with_cross_entropy_and_one_seed(tmp_path):
     args = shrunken(tmp_path / "cache", tmp_path / "out", "compare.seeds=[3]", "trainer.max_epochs=1",
                     "compare.modes=[{name:tanh,output:tanh_difference},"

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import soundfile as sf
 import torch
 
 from .errors import DataError
+from .files import atomic_write
 
 _WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
@@ -95,14 +95,8 @@ def write_audio(
     if audio.ndim != 2:
         raise DataError(f"cannot write {path}: expected (channels, samples), got shape {audio.shape}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp_name, np.ascontiguousarray(audio.T), int(sample_rate_hz), subtype=subtype, format=fmt)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: sf.write(tmp, np.ascontiguousarray(audio.T), int(sample_rate_hz),
+                                            subtype=subtype, format=fmt))
     return path
 
 

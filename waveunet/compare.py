@@ -40,11 +40,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import compose, config_dir
 from .errors import ConfigError
+from .files import atomic_write, atomic_write_text
 from .metrics import dumps_json
-from .report import _atomic, _pyplot, _write_text
+from .report import _pyplot
 
 log = logging.getLogger("waveunet.compare")
 
+GENERATOR = "waveunet.compare"
 RESULTS_NAME = "results.md"
 JSON_NAME = "comparison.json"
 WAVEFORM_NAME = "waveform_comparison.png"
@@ -243,7 +245,7 @@ def _read_json(path: Path) -> dict | None:
 
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(str(path), _write_text(dumps_json(obj)))
+    atomic_write_text(str(path), dumps_json(obj))
 
 
 def train_run(cfg: DictConfig, run_dir: Path) -> tuple[dict, bool]:
@@ -263,7 +265,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> tuple[dict, bool]:
             )
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic(str(saved_path), _write_text(OmegaConf.to_yaml(OmegaConf.create(resolved))))
+        atomic_write_text(str(saved_path), OmegaConf.to_yaml(OmegaConf.create(resolved)))
     done = _read_json(run_dir / RUN_SUMMARY)
     if done is not None:
         return done, True
@@ -381,18 +383,8 @@ def aggregate(results: Sequence[RunResult], modes: Sequence[Mode]) -> dict[str, 
 
 
 def clipping_value(evaluation: dict, source: str, key: str) -> float | None:
-    """A clipping statistic of one evaluation; the median over tracks where the summary lacks it.
-
-    (The summary's aggregate can miss a statistic that the first track does not have, e.g. the
-    loud-passage gain of a quiet track.)
-    """
-    value = evaluation["clipping"].get(source, {}).get(key)
-    if value is not None:
-        return value
-    values = [t["clipping"][source].get(key) for t in evaluation.get("tracks", [])
-              if source in t.get("clipping", {})]
-    values = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
-    return float(np.median(values)) if values else None
+    """A clipping statistic of one evaluation (aggregated over its tracks by the report)."""
+    return evaluation["clipping"].get(source, {}).get(key)
 
 
 def _sdr(results, mode: str, seed: int, source: str, agg: str, stat: str) -> float | None:
@@ -518,7 +510,7 @@ def waveform_figure(path: Path, results: Sequence[RunResult], settings: Settings
         fig.savefig(p, format="png", dpi=110)
         plt.close(fig)
 
-    _atomic(str(path), draw)
+    atomic_write(str(path), draw)
     return {"track": track.name, "source": name, "start_seconds": start / rate,
             "seconds": (sl.stop - sl.start) / rate, "other_sources_energy_ratio": ratio,
             "reference_peak": peak,
@@ -586,7 +578,7 @@ def curves_figure(path: Path, results: Sequence[RunResult], modes: Sequence[Mode
         fig.savefig(p, format="png", dpi=100)
         plt.close(fig)
 
-    _atomic(str(path), draw)
+    atomic_write(str(path), draw)
 
 
 def sdr_figure(path: Path, summary: dict, modes: Sequence[Mode]) -> None:
@@ -617,7 +609,7 @@ def sdr_figure(path: Path, summary: dict, modes: Sequence[Mode]) -> None:
         fig.savefig(p, format="png", dpi=100)
         plt.close(fig)
 
-    _atomic(str(path), draw)
+    atomic_write(str(path), draw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -823,8 +815,21 @@ def compare(cfg: DictConfig, overrides: Sequence[str] = (), command: str | None 
         torch.set_num_threads(threads)
 
 
+def _check_out_dir(out: Path) -> None:
+    """Refuse to replace files of ours that an earlier comparison in ``out`` did not write."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"compare.out_dir: {out} exists and is not a directory")
+    ours = [RESULTS_NAME, JSON_NAME, WAVEFORM_NAME, CURVES_NAME, SDR_FIGURE_NAME]
+    present = [n for n in ours if (out / n).exists()]
+    previous = _read_json(out / JSON_NAME) or {}
+    if present and previous.get("generator") != GENERATOR:
+        raise ConfigError(f"compare.out_dir: {out} holds {', '.join(present)} not written by "
+                          "`waveunet compare`; choose another compare.out_dir")
+
+
 def _compare(settings: Settings, overrides: list[str], command: str | None, t0: float) -> dict[str, Any]:
     out = settings.out_dir
+    _check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     results = run_all(settings, overrides)
     summary = aggregate(results, settings.modes)
@@ -838,6 +843,7 @@ def _compare(settings: Settings, overrides: list[str], command: str | None, t0: 
     text = write_results(settings, results, summary, command, wall, figures, waveform)
     diff = config_differences({r.key: r.config for r in results})
     payload = {
+        "generator": GENERATOR,
         "command": command,
         "machine": _machine(),
         "wall_s": wall,
@@ -855,7 +861,7 @@ def _compare(settings: Settings, overrides: list[str], command: str | None, t0: 
         "files": {"results": RESULTS_NAME, **figures},
     }
     _write_json(out / JSON_NAME, payload)
-    _atomic(str(out / RESULTS_NAME), _write_text(text))
+    atomic_write_text(str(out / RESULTS_NAME), text)
     payload["out_dir"] = str(out.resolve())
     return payload
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from waveunet.errors import ConfigError
+from waveunet.files import atomic_write_text
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -251,20 +251,6 @@ def museval_track_json(
     return store.json
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 @dataclass
 class BssJob:
     """One track to score with museval: (S, C, T) arrays and the source names in that order."""
@@ -285,7 +271,7 @@ def _run_bss_job(
         text = museval_track_json(
             job.name, job.source_names, scores, win_seconds=win_seconds, hop_seconds=hop_seconds
         )
-        _atomic_write_text(os.path.join(json_dir, _safe_filename(job.name) + ".json"), text)
+        atomic_write_text(os.path.join(json_dir, _safe_filename(job.name) + ".json"), text)
     return job.name, scores
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from waveunet.files import atomic_write, atomic_write_text
 from waveunet.metrics import (
     ArrayLike,
     _safe_filename,
@@ -92,7 +92,11 @@ def _aggregate_clipping(per_track: list[dict[str, Any]]) -> dict[str, Any]:
     if not per_track:
         return out
     weights = np.array([d.get("n_samples", 1) for d in per_track], dtype=np.float64)
-    keys = [k for k, v in per_track[0].items() if isinstance(v, int | float) and k != "n_samples"]
+    # every numeric key of any track: the first track's may be None (e.g. no loud passage)
+    keys = list(dict.fromkeys(
+        k for d in per_track for k, v in d.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and k != "n_samples"
+    ))
     for k in keys:
         vals = np.array(
             [d.get(k) if d.get(k) is not None else np.nan for d in per_track], dtype=np.float64
@@ -373,28 +377,6 @@ def _waveform(spec: WaveformSpec, source_names: Sequence[str]) -> Callable[[str]
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic(path: str, write: Callable[[str], None]) -> None:
-    """Write via ``write(tmp_path)`` then ``os.replace``: readers never see a partial file."""
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_text(text: str) -> Callable[[str], None]:
-    def write(p: str) -> None:
-        with open(p, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    return write
-
-
 def _owned_files(out_dir: str) -> set[str]:
     """Files a previous report in ``out_dir`` wrote (listed in its summary.json)."""
     try:
@@ -444,13 +426,13 @@ def write_report(
             "choose another directory or pass overwrite=True"
         )
     summary["files"] = files
-    _atomic(os.path.join(out, BOXPLOT_NAME), _boxplot(summary, results))
+    atomic_write(os.path.join(out, BOXPLOT_NAME), _boxplot(summary, results))
     if waveform is not None:
         names = next((r.source_names for r in results if r.name == waveform.track_name), results[0].source_names)
-        _atomic(os.path.join(out, files["waveform"]), _waveform(waveform, names))
-    _atomic(os.path.join(out, REPORT_NAME), _write_text(_markdown(summary, files)))
+        atomic_write(os.path.join(out, files["waveform"]), _waveform(waveform, names))
+    atomic_write_text(os.path.join(out, REPORT_NAME), _markdown(summary, files))
     # summary last: its file list marks the others as ours only once they all exist.
-    _atomic(os.path.join(out, SUMMARY_NAME), _write_text(dumps_json(summary)))
+    atomic_write_text(os.path.join(out, SUMMARY_NAME), dumps_json(summary))
     return summary
 
 

@@ -40,10 +40,11 @@ from torch import nn
 
 from .config import config_dir
 from .errors import ConfigError
+from .files import atomic_write, atomic_write_text
 from .losses import check_loss, compute_loss
 from .metrics import dumps_json
 from .model import build_model
-from .report import _atomic, _pyplot, _write_text
+from .report import _pyplot
 
 RECORD_KEYS = ("loss", "mse_to_target", "pre_activation_mean_abs", "pre_activation_max_abs",
                "hidden_max_abs", "first_layer_grad_norm", "grad_norm", "output_mean", "output_min")
@@ -214,7 +215,7 @@ def plot(path: Path, runs: Sequence[dict], title: str) -> None:
         fig.savefig(p, format="png", dpi=100)
         plt.close(fig)
 
-    _atomic(str(path), draw)
+    atomic_write(str(path), draw)
 
 
 def _g(v: float | None) -> str:
@@ -305,8 +306,8 @@ def run_saturation(model_cfg: Any, modes: Sequence[SaturationMode], optimisers: 
         "batch_size": batch_size, "input_std": input_std, "seed": seed,
         "wall_s": time.perf_counter() - t0, "figures": figures, "runs": runs,
     }
-    _atomic(str(out / "saturation.json"), _write_text(dumps_json(result)))
-    _atomic(str(out / "saturation.md"), _write_text(markdown(result)))
+    atomic_write_text(str(out / "saturation.json"), dumps_json(result))
+    atomic_write_text(str(out / "saturation.md"), markdown(result))
     result["out_dir"] = str(out.resolve())
     return result
 

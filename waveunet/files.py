@@ -1,0 +1,53 @@
+"""Writing files safely: a reader (or a crash) never sees a half-written file.
+
+Everything waveunet writes for users (stems, checkpoints, reports, figures)
+goes to a temporary file in the target's folder and is renamed into place, so
+an interrupted run leaves either the old file or the new one. The decoded-audio
+cache has its own pid-tagged temporaries (``data.py``) so that stale ones from
+dead processes can be recognised and removed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)``, then rename the temporary file to ``path``.
+
+    The temporary file keeps ``path``'s extension (writers such as matplotlib
+    pick the format from it) and gets the permissions of a normally created file
+    (``mkstemp`` alone would leave it readable by its owner only).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return atomic_write(path, write)
