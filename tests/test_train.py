@@ -250,3 +250,12 @@ def test_bad_overrides_exit_with_a_message_naming_the_setting(tmp_path, bad, nam
     assert named in out, out
     assert "Traceback" not in out
     assert not list(tmp_path.glob("*/*/*.pt"))
+
+
+def test_hydra_multirun_sweeps_output_modes(tmp_path, cache_dir):
+    args = overrides(cache_dir, "trainer.max_epochs=1", "trainer.steps_per_epoch=2")
+    proc = cli("train", "-m", "output=tanh_difference,linear_direct", *args, f"runs_root={tmp_path}")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    heads = sorted(load_model(p).output_mode.name for p in tmp_path.glob("multirun/*/*/*/best.pt"))
+    assert heads == ["linear_direct", "tanh_difference"]
