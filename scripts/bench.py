@@ -140,40 +140,80 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def bench_separate(preset, device, precision, song_seconds, original_way: bool, chunk=None) -> dict:
-    """Separate a random stereo song at the model's rate; peak memory in a fresh subprocess."""
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def bench_separate(preset, device, precision, song_seconds, original_way: bool, chunk=None,
+                   file_to_file: bool = False) -> dict:
+    """Separate a random stereo song at the model's rate; peak memory in a fresh subprocess.
+
+    ``file_to_file``: through the streaming path ``waveunet separate`` uses (a WAV
+    written first, stems written to WAVs), instead of the in-memory array API.
+    """
     import subprocess
 
+    mode = "file" if file_to_file else ("1" if original_way else "0")
     args = [sys.executable, __file__, "--_separate-child", preset, str(device), precision,
-            str(song_seconds), "1" if original_way else "0", str(chunk or 0)]
+            str(song_seconds), mode, str(chunk or 0)]
     out = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _separate_child(preset, device, precision, song_seconds, original_way, chunk) -> None:
+def _write_random_song(path: Path, channels: int, frames: int, rate: int) -> None:
+    """A random song written block by block, so the writing does not set the peak RSS."""
+    import soundfile as sf
+
+    gen = torch.Generator().manual_seed(0)
+    with sf.SoundFile(str(path), "w", samplerate=rate, channels=channels, subtype="PCM_16") as f:
+        for start in range(0, frames, 2**18):
+            n = min(2**18, frames - start)
+            f.write((torch.rand(n, channels, generator=gen) * 2 - 1).numpy())
+
+
+def _separate_child(preset, device, precision, song_seconds, mode, chunk) -> None:
+    import tempfile
+
     from waveunet.inference import Separator
 
+    original_way, file_to_file = mode == "1", mode == "file"
     device = torch.device(device)
     model = model_for(preset).to(device).eval()
     rate = model.sample_rate_hz
-    song = torch.rand(model.config.channels, int(song_seconds * rate)) * 2 - 1
+    frames = int(song_seconds * rate)
     if original_way:  # the original code: one model-sized output chunk at a time
         separator = Separator(model, device=device, chunk_output_samples=model.output_samples, batch_size=1)
     else:
         separator = Separator(model, device=device, chunk_output_samples=chunk or None)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    base_rss = peak_rss_bytes()
-    with autocast(device, precision):
-        start = time.perf_counter()
-        result = separator.separate_tensor(song)
-        sync(device)
-        seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="waveunet-bench-") as tmp:
+        if file_to_file:
+            song_path = Path(tmp) / "song.wav"
+            _write_random_song(song_path, model.config.channels, frames, rate)
+            targets = [Path(tmp) / "out" / f"{s}.wav" for s in separator.sources]
+        else:
+            song = torch.rand(model.config.channels, frames) * 2 - 1
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        base_peak, base_rss = peak_rss_bytes(), current_rss_bytes()
+        with autocast(device, precision):
+            start = time.perf_counter()
+            if file_to_file:
+                separator.separate_file(song_path, targets)
+                shape = [len(separator.sources), model.config.channels, frames]
+            else:
+                shape = list(separator.separate_tensor(song).stems.shape)
+            sync(device)
+            seconds = time.perf_counter() - start
+    peak = peak_rss_bytes()
     record = {
         "preset": preset, "precision": precision, "original_way": original_way,
+        "file_to_file": file_to_file,
         "song_seconds": song_seconds, "seconds": seconds, "rtf": seconds / song_seconds,
-        "chunk_output_samples": separator.step_samples, "peak_rss_bytes": peak_rss_bytes(),
-        "rss_before_bytes": base_rss, "stems_shape": list(result.stems.shape),
+        "chunk_output_samples": separator.step_samples, "peak_rss_bytes": peak,
+        "rss_before_bytes": base_rss, "peak_rss_before_bytes": base_peak,
+        "peak_rss_growth_bytes": peak - base_rss, "stems_shape": shape,
     }
     if device.type == "cuda":
         record["peak_cuda_bytes"] = torch.cuda.max_memory_allocated(device)
@@ -212,7 +252,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args._separate_child:
         preset, device, precision, seconds, original, chunk = args._separate_child
-        _separate_child(preset, device, precision, float(seconds), original == "1", int(chunk))
+        _separate_child(preset, device, precision, float(seconds), original, int(chunk))
         return 0
 
     device = torch.device(args.device)
@@ -267,21 +307,23 @@ def main(argv=None) -> int:
 
     if "scaling" in args.sections:
         preset = "m5_highsr" if "m5_highsr" in args.presets else args.presets[0]
-        for chunk in (16384, 65536, 262144, 1048576):
+        for chunk in (16384, 65536, 262144, 1048576, None):  # None: the default chunk
             row = bench_separate(preset, device, args.precision[0], 60.0, False, chunk)
             row["seconds_per_million_samples"] = row["seconds"] / (60.0 * 44100 / 1e6)
             results["scaling_chunk"].append(row)
-        for seconds in (60.0, 180.0, 600.0):
-            results["scaling_song"].append(bench_separate(preset, device, args.precision[0], seconds, False))
-        print(f"\n## Scaling ({preset})\n\nChunk length (60-second song):\n")
+        for seconds in (60.0, 180.0, 600.0):  # file to file, as `waveunet separate` runs
+            results["scaling_song"].append(
+                bench_separate(preset, device, args.precision[0], seconds, False, file_to_file=True))
+        print(f"\n## Scaling ({preset})\n\nChunk length (60-second song, array API):\n")
         print(table(results["scaling_chunk"], [
             ("chunk (output samples)", "chunk_output_samples", "d"), ("seconds", "seconds", ".2f"),
             ("real-time factor", "rtf", ".3f"), ("peak RSS (bytes)", "peak_rss_bytes", ",d"),
         ]))
-        print("\nSong length (default chunk):\n")
+        print("\nSong length (default chunk, file to file as `waveunet separate`):\n")
         print(table(results["scaling_song"], [
             ("song seconds", "song_seconds", ".0f"), ("seconds", "seconds", ".2f"),
             ("real-time factor", "rtf", ".3f"), ("peak RSS (bytes)", "peak_rss_bytes", ",d"),
+            ("RSS growth in separation (bytes)", "peak_rss_growth_bytes", ",d"),
         ]))
 
     out = Path(args.json or f"bench-{device.type}.json")

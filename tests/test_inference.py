@@ -262,3 +262,133 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA"):
             resolve_device("cuda")
+
+
+# -- streaming, file to file (waveunet.streaming) ----------------------------
+from waveunet import streaming  # noqa: E402
+from waveunet.streaming import BlockResampler  # noqa: E402
+
+
+@pytest.mark.parametrize("orig,new", [(44100, 22050), (22050, 44100), (48000, 22050),
+                                      (22050, 48000), (44100, 48000), (16000, 44100)])
+def test_block_resampling_equals_whole_signal_resampling(orig, new):
+    for length in (1, 5, 160, 3001):
+        x = noise(2, length, seed=length)
+        whole = resample(x, orig, new)
+        for block in (1, 13, 147, 4096):
+            if length > 1000 and block < 100:
+                continue
+            r = BlockResampler(orig, new, 2)
+            pieces = [r.push(x[:, i:i + block]) for i in range(0, length, block)] + [r.finish()]
+            streamed = torch.cat(pieces, -1)
+            assert streamed.shape == whole.shape
+            torch.testing.assert_close(streamed, whole, atol=1e-5, rtol=0)
+    same = BlockResampler(22050, 22050, 1)
+    assert torch.equal(torch.cat([same.push(noise(1, 10)), same.finish()], -1), noise(1, 10))
+
+
+def _song(tmp_path, audio, rate, name="song.wav"):
+    import soundfile as sf
+
+    path = tmp_path / name
+    sf.write(str(path), audio.T, rate, subtype="FLOAT")
+    return path
+
+
+def _read(path):
+    import soundfile as sf
+
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return data.T, rate
+
+
+def _assert_reports_equal(streamed, whole):
+    assert streamed.keys() == whole.keys()
+    for name in whole:
+        s, w = streamed[name], whole[name]
+        assert s["n_samples"] == w["n_samples"]
+        assert abs(s["clipped_count"] - w["clipped_count"]) <= 1  # float rounding at a bound
+        assert abs(s["overshoot_count"] - w["overshoot_count"]) <= 1
+        for key in ("overshoot_max", "overshoot_mean"):
+            assert (s[key] is None) == (w[key] is None)
+            if w[key] is not None:
+                assert s[key] == pytest.approx(w[key], abs=1e-4)
+
+
+@pytest.mark.parametrize("rate", [22050, 44100, 48000])
+@pytest.mark.parametrize("in_channels", [1, 2])
+@pytest.mark.parametrize("seconds,chunk", [(0.05, 300), (0.6, 200)])
+def test_streamed_file_equals_the_array_api(tmp_path, rate, in_channels, seconds, chunk):
+    sep = Separator(tiny(), device="cpu", chunk_output_samples=chunk, batch_size=2)
+    audio = noise(in_channels, int(seconds * rate) + 3, seed=rate, scale=0.99).numpy()
+    song = _song(tmp_path, audio, rate)
+    targets = [tmp_path / "out" / f"{s}.wav" for s in sep.sources]
+    done = sep.separate_file(song, targets, subtype="FLOAT", block_frames=1000)
+    expected = sep.separate(audio, rate)
+    assert done.paths == targets and (done.channels, done.sample_rate_hz) == (in_channels, rate)
+    for i, target in enumerate(targets):
+        stem, stem_rate = _read(target)
+        assert stem_rate == rate and stem.shape == audio.shape
+        np.testing.assert_allclose(stem, expected.stems[i].numpy(), atol=1e-5, rtol=0)
+    _assert_reports_equal(done.clip_report, expected.clip_report())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["accompaniment.wav", "vocals.wav"]
+
+
+def test_streamed_clip_report_equals_the_array_report(tmp_path):
+    model = tiny(output="direct", activation="linear")
+    with torch.no_grad():  # outputs ~ 3x the input: many clipped samples, real overshoot
+        for conv in model.head.convs:
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[:, :2, 0] = 3 * torch.eye(2)
+    sep = Separator(model, device="cpu", chunk_output_samples=256)
+    audio = noise(2, 30_000, scale=0.9).numpy()
+    for rate in (22050, 44100):
+        song = _song(tmp_path, audio, rate, f"s{rate}.wav")
+        targets = [tmp_path / f"{rate}" / f"{s}.wav" for s in sep.sources]
+        done = sep.separate_file(song, targets, subtype="FLOAT", block_frames=777)
+        whole = sep.separate(audio, rate).clip_report()
+        assert whole["vocals"]["overshoot_count"] > 1000
+        _assert_reports_equal(done.clip_report, whole)
+
+
+def test_streaming_holds_a_window_not_the_song(tmp_path, monkeypatch):
+    sep = Separator(tiny(), device="cpu", chunk_output_samples=500)
+    song = _song(tmp_path, noise(2, 200_000).numpy(), 22050)
+    held = []
+    original = streaming.StreamWindow.window
+
+    def window(self, start, stop):
+        out = original(self, start, stop)
+        held.append(self.buf.shape[-1])
+        return out
+
+    monkeypatch.setattr(streaming.StreamWindow, "window", window)
+    sep.separate_file(song, [tmp_path / f"{s}.wav" for s in sep.sources], block_frames=1024)
+    plan = sep.plan(200_000)
+    assert plan.num_chunks > 300
+    assert max(held) <= plan.input_samples + 1024
+
+
+def test_a_failing_stream_leaves_nothing_behind(tmp_path):
+    sep = Separator(tiny(), device="cpu", chunk_output_samples=300)
+    audio = noise(2, 20_000).numpy()
+    audio[:, 15_000] = np.nan  # found only after the first stems are written
+    song = _song(tmp_path, audio, 22050)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "vocals.wav").write_bytes(b"precious")
+    targets = [out / f"{s}.wav" for s in sep.sources]
+    with pytest.raises(DataError, match="existing"):
+        sep.separate_file(song, targets)
+    with pytest.raises(DataError, match="NaN"):
+        sep.separate_file(song, targets, overwrite=True, block_frames=1000)
+    assert sorted(p.name for p in out.iterdir()) == ["vocals.wav"]
+    assert (out / "vocals.wav").read_bytes() == b"precious"
+
+
+def test_default_chunk_is_capped_on_the_cpu():
+    from waveunet.inference import MAX_CPU_CHUNK_OUTPUT_SAMPLES
+
+    sep = Separator(tiny(), device="cpu", memory_budget_bytes=2**40)  # the budget would allow far more
+    assert sep.step_samples <= MAX_CPU_CHUNK_OUTPUT_SAMPLES < sep.step_samples + 2**3

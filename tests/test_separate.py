@@ -178,3 +178,37 @@ def test_clipping_report_and_chunk_options(tmp_path, checkpoint, capsys):
     by_chunks = sf.read(str(out / "loud" / "vocals.wav"))[0]
     assert run(song, "-c", checkpoint, "-o", out, "-q", "--force", "--memory-gib", "0.5") == 0
     np.testing.assert_allclose(sf.read(str(out / "loud" / "vocals.wav"))[0], by_chunks, atol=1.5 / 32768)
+
+
+def test_long_song_is_streamed_in_blocks_and_equals_the_array_api(tmp_path, checkpoint):
+    from waveunet.inference import Separator
+    from waveunet.streaming import DEFAULT_BLOCK_FRAMES
+
+    audio = tone(1, 3.2, 44100)  # several read blocks, resampled both ways
+    assert audio.shape[1] > 2 * DEFAULT_BLOCK_FRAMES
+    song = write(tmp_path / "long.wav", audio, 44100, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert run(song, "-c", checkpoint, "-o", out, "-q", "--bits", "32f", "--chunk-seconds", "0.3") == 0
+    expected = Separator.from_checkpoint(checkpoint, device="cpu").separate(audio, 44100)
+    for i, source in enumerate(SOURCES):
+        stem, rate = sf.read(str(out / "long" / f"{source}.wav"), dtype="float32", always_2d=True)
+        assert rate == 44100 and stem.shape == (audio.shape[1], 1)
+        np.testing.assert_allclose(stem.T, expected.stems[i].numpy(), atol=1e-5)
+
+
+def test_a_song_failing_mid_stream_leaves_nothing_behind(tmp_path, checkpoint, capsys):
+    audio = tone(2, 3.0, 22050)
+    audio[:, -100] = np.nan  # read in the last block, after stems were partly written
+    bad = write(tmp_path / "bad.wav", audio, 22050, subtype="FLOAT")
+    good = write(tmp_path / "good.wav", tone(2, 0.3, 22050), 22050)
+    out = tmp_path / "out"
+    kept = out / "bad" / "vocals.wav"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"precious")
+    assert run(bad, good, "-c", checkpoint, "-o", out, "-q", "--force") == 1
+    assert "NaN" in capsys.readouterr().err
+    assert kept.read_bytes() == b"precious"  # not replaced by a half-separated song
+    assert files_under(out) == ["bad/vocals.wav"] + [f"good/{s}.wav" for s in SOURCES]
+    nan_only = write(tmp_path / "nan.wav", audio, 22050, subtype="FLOAT")
+    assert run(nan_only, "-c", checkpoint, "-o", tmp_path / "fresh", "-q") == 1
+    assert not (tmp_path / "fresh").exists()  # no empty folders left behind either

@@ -49,6 +49,11 @@ DEFAULT_GPU_BUDGET_FRACTION = 0.75
 # beyond it the context overhead is already < 4 % and larger chunks only waste
 # work at the song's end.
 MAX_CHUNK_OUTPUT_SAMPLES = 2**22
+# On the CPU chunks no longer than this (~6 s at 44.1 kHz): larger ones get
+# memory-bound. scripts/bench.py, M5-HighSR, 2-core CPU, file to file: RTF 0.126 to
+# 0.136 at 2**18 vs 0.136 to 0.142 at the 2 GiB budget's 1,638,400 (60- and 180-s
+# songs, twice each), and peak RSS 1.2 GB instead of 2.4 to 2.8 GB.
+MAX_CPU_CHUNK_OUTPUT_SAMPLES = 2**18
 DEFAULT_GPU_BATCH = 4
 
 
@@ -202,7 +207,9 @@ class Separator:
         device: ``'auto'`` (CUDA if available), ``'cpu'``, ``'cuda'`` or a torch.device.
         chunk_output_samples: output samples per chunk (rounded up to a valid,
             aligned length). None: the largest chunk whose estimated activation
-            memory for ``batch_size`` chunks fits ``memory_budget_bytes``.
+            memory for ``batch_size`` chunks fits ``memory_budget_bytes``, at most
+            ``2**22`` output samples on a GPU and ``2**18`` on the CPU (where
+            larger chunks are memory-bound and slower).
         batch_size: chunks per forward pass; None: 4 on a GPU, 1 on the CPU (where
             batching gains nothing and one longer chunk wastes less on context).
         memory_budget_bytes: see above; default 2 GiB on the CPU, 75 % of a GPU's memory.
@@ -286,7 +293,8 @@ class Separator:
             n = self._output_for_blocks(blocks)
             return estimate_activation_bytes(self.model, n, self.batch_size) <= budget
 
-        hi = max(1, MAX_CHUNK_OUTPUT_SAMPLES // self.scale)
+        cap = MAX_CHUNK_OUTPUT_SAMPLES if self.device.type == "cuda" else MAX_CPU_CHUNK_OUTPUT_SAMPLES
+        hi = max(1, cap // self.scale)
         if fits(hi):
             return hi
         lo = 1  # used even if it does not fit: the smallest chunk there is
@@ -335,40 +343,59 @@ class Separator:
         if not torch.isfinite(song).all():
             raise DataError("the mixture contains NaN or infinite samples")
         total = song.shape[-1]
-        plan = self.plan(total)
         n_sources = len(self.sources)
         stems = torch.empty(n_sources, self.channels, total)
         unclipped = torch.empty(n_sources, self.channels, total)
+        position = 0
+        for est, raw in self._iter_chunks(total, _TensorWindow(song), desc):
+            n = est.shape[-1]
+            stems[..., position:position + n] = est
+            unclipped[..., position:position + n] = raw
+            position += n
+        return SeparationResult(stems, unclipped, self.sources, self.sample_rate_hz, self.bounds)
+
+    def _iter_chunks(self, total: int, source, desc: str | None = None):
+        """The tiling loop: yield each chunk's kept (stems, unclipped), (S, C, n), in song order.
+
+        ``source.window(start, stop)`` gives the model-rate input ``[start, stop)``
+        (zeros outside the song), with ``start`` increasing from call to call, so
+        a streaming source holds only the current chunks' inputs. The chunks'
+        outputs tile ``[0, total)`` exactly. Both the array API and the
+        file-to-file path (:mod:`waveunet.streaming`) run this loop.
+        """
+        plan = self.plan(total)
+        step, n_in = plan.step_samples, plan.input_samples
         was_training = self.model.training
         self.model.eval()
         try:
-            self._run_chunks(song, plan, stems, unclipped, desc)
+            with tqdm(total=plan.num_chunks, desc=desc, unit="chunk", disable=not self.progress,
+                      leave=False) as bar:
+                for first in range(0, plan.num_chunks, self.batch_size):
+                    chunks = range(first, min(first + self.batch_size, plan.num_chunks))
+                    # song position of each chunk's input sample 0
+                    batch = torch.stack([source.window(k * step - plan.context_samples,
+                                                       k * step - plan.context_samples + n_in)
+                                         for k in chunks])
+                    with torch.inference_mode():
+                        out = self.model(batch.to(self.device))
+                        estimates = out.estimates[..., :step].float().cpu().clone()
+                        raw = out.unclipped[..., :step].float().cpu().clone()
+                    del out, batch
+                    bar.update(len(chunks))
+                    for j, k in enumerate(chunks):
+                        n = min((k + 1) * step, total) - k * step
+                        yield estimates[j, ..., :n], raw[j, ..., :n]
         finally:
             self.model.train(was_training)
-        return SeparationResult(stems, unclipped, self.sources, self.sample_rate_hz, self.bounds)
 
-    def _run_chunks(self, song, plan: ChunkPlan, stems, unclipped, desc) -> None:
-        """Fill ``stems`` / ``unclipped`` (S, C, T) chunk by chunk, ``batch_size`` at a time."""
-        total = song.shape[-1]
-        step, n_in = plan.step_samples, plan.input_samples
-        with torch.inference_mode(), tqdm(
-            total=plan.num_chunks, desc=desc, unit="chunk", disable=not self.progress, leave=False
-        ) as bar:
-            for first in range(0, plan.num_chunks, self.batch_size):
-                chunks = range(first, min(first + self.batch_size, plan.num_chunks))
-                batch = torch.zeros(len(chunks), self.channels, n_in)
-                for j, k in enumerate(chunks):
-                    start = k * step - plan.context_samples  # song position of input sample 0
-                    lo, hi = max(start, 0), min(start + n_in, total)
-                    batch[j, :, lo - start:hi - start] = song[:, lo:hi]
-                out = self.model(batch.to(self.device))
-                estimates = out.estimates[..., :step].float().cpu()
-                raw = out.unclipped[..., :step].float().cpu()
-                for j, k in enumerate(chunks):
-                    lo, hi = k * step, min((k + 1) * step, total)
-                    stems[..., lo:hi] = estimates[j, ..., :hi - lo]
-                    unclipped[..., lo:hi] = raw[j, ..., :hi - lo]
-                bar.update(len(chunks))
+    def separate_file(self, song, targets, **kwargs):
+        """Stream ``song`` to one stem file per source in bounded memory.
+
+        See :func:`waveunet.streaming.separate_file` (the path ``waveunet separate`` uses).
+        """
+        from .streaming import separate_file
+
+        return separate_file(self, song, targets, **kwargs)
 
     def separate(
         self, audio: np.ndarray | torch.Tensor, sample_rate_hz: int, *, desc: str | None = None
@@ -412,6 +439,21 @@ class Separator:
             stems = stems.clamp(min=low, max=high)
         return SeparationResult(stems, back(result.unclipped), self.sources,
                                 int(sample_rate_hz), self.bounds)
+
+
+class _TensorWindow:
+    """The whole song in memory as a source for :meth:`Separator._iter_chunks`."""
+
+    def __init__(self, song: torch.Tensor):
+        self.song = song
+
+    def window(self, start: int, stop: int) -> torch.Tensor:
+        total = self.song.shape[-1]
+        out = torch.zeros(self.song.shape[0], stop - start)
+        lo, hi = max(start, 0), min(stop, total)
+        if hi > lo:
+            out[:, lo - start:hi - start] = self.song[:, lo:hi]
+        return out
 
 
 def _fit_length(x: torch.Tensor, length: int) -> torch.Tensor:

@@ -7,7 +7,9 @@ Conventional flags, like the ``demucs`` and ``umx`` commands::
 Writes ``OUTDIR/<song name>/<source>.<ext>`` at each song's own sample rate,
 channel count and length. The checkpoint describes its model, so no
 hyper-parameters are repeated here. Existing stems are kept unless ``--force``;
-every stem is written atomically, and a song that fails (unreadable, or whose
+a song is streamed in blocks (memory does not grow with its length), its stems
+are written to temporary files renamed into place only when all are complete,
+and a song that fails (unreadable, or whose
 stems already exist) is reported while the others still separate; the exit
 status is then 1.
 """
@@ -18,7 +20,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from .audio import read_audio, write_audio
 from .errors import ConfigError, DataError, WaveUNetError
 from .inference import GIB, Separator
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chunks per forward pass (default: 4 on a GPU, 1 on the CPU)")
     p.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
                    help="output seconds per chunk (default: the longest chunk that fits "
-                   "--memory-gib)")
+                   "--memory-gib, at most 2**18 samples on the CPU and 2**22 on a GPU)")
     p.add_argument("--memory-gib", type=float, default=None, metavar="G",
                    help="activation memory budget that sets the chunk length "
                    "(default: 2 on the CPU, 75%% of the GPU's memory)")
@@ -106,23 +107,15 @@ def separate_song(
     existing = [t for t in targets if t.exists()]
     if existing and not force:
         raise DataError(f"{song}: {existing[0]} already exists (use --force to overwrite)")
-    audio, rate = read_audio(song)
-    result = separator.separate(audio, rate, desc=song.name)
-    written: list[Path] = []
-    try:
-        for target, stem in zip(targets, result.stems, strict=True):
-            written.append(write_audio(target, stem, rate, subtype=subtype, overwrite=force))
-    except BaseException:
-        # Each file is atomic; also leave no partial set of stems for this song
-        # (files that existed before are only touched with --force).
-        if not force:
-            for path in written:
-                path.unlink(missing_ok=True)
-        raise
+    # Streamed file to file (waveunet.streaming): memory does not grow with the song's
+    # length. Stems go to temporaries renamed into place only once all are complete.
+    done = separator.separate_file(song, targets, subtype=subtype, overwrite=force,
+                                   desc=song.name)
+    written = done.paths
     if verbose:
-        print(f"{song} -> {out_dir}/ ({audio.shape[0]} ch, {rate} Hz, "
-              f"{audio.shape[1] / rate:.1f} s)")
-        for line in format_clip_report(result.clip_report(), result.bounds):
+        print(f"{song} -> {out_dir}/ ({done.channels} ch, {done.sample_rate_hz} Hz, "
+              f"{done.frames / done.sample_rate_hz:.1f} s)")
+        for line in format_clip_report(done.clip_report, done.bounds):
             print(line)
     return written
 

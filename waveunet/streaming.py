@@ -1,0 +1,398 @@
+"""Separating a song file to stem files in bounded memory, whatever the song's length.
+
+The array API (:meth:`Separator.separate`) holds the song, its resampled copy
+and every stem whole. This module streams instead: the song is read in blocks
+(``soundfile.SoundFile``), mixed to the model's channels, resampled block by
+block to the model's rate, fed through the same tiling loop as the array API
+(a sliding window holds only the current chunks' inputs), and the stems are
+resampled back block by block and appended to one open output file per stem.
+The clipping report is accumulated block by block. Peak memory is the model's
+activations plus a few blocks and chunks, independent of the song's length.
+
+:class:`BlockResampler` reproduces ``torchaudio.functional.resample`` (the
+default windowed-sinc filter) on a stream: the whole-signal function zero-pads
+the signal by ``width`` samples on the left and ``width + orig`` on the right
+(``orig``/``new`` being the gcd-reduced rates) and convolves the padded signal
+with ``new`` polyphase filters of ``2 * width + orig`` taps at stride ``orig``;
+output frame ``q`` (outputs ``q * new ... q * new + new - 1``) reads input
+``[q * orig - width, q * orig + width + orig)``. The block resampler computes
+exactly those frames from a buffer that keeps the last ``2 * width + orig``
+samples, so its output equals the whole-signal result to float rounding,
+including at both ends.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .audio import convert_channels
+from .errors import DataError
+from .files import _FILE_MODE
+from .metrics import bound_hits
+
+if TYPE_CHECKING:
+    from .inference import Separator
+
+DEFAULT_BLOCK_FRAMES = 2**16
+_WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+
+
+class BlockResampler:
+    """``torchaudio.functional.resample`` of a signal that arrives in blocks.
+
+    ``push`` blocks of (C, n) float32 in order, then call ``finish`` once; the
+    concatenated outputs equal ``resample(whole_signal, orig_hz, new_hz)``
+    (same length ``ceil(new * T / orig)``). Equal rates pass blocks through.
+    """
+
+    def __init__(self, orig_hz: int, new_hz: int, channels: int):
+        self.identity = int(orig_hz) == int(new_hz)
+        self.channels = channels
+        self.fed = 0
+        self.emitted = 0
+        self.finished = False
+        if self.identity:
+            return
+        from torchaudio.functional.functional import _get_sinc_resample_kernel
+
+        gcd = math.gcd(int(orig_hz), int(new_hz))
+        self.orig, self.new = int(orig_hz) // gcd, int(new_hz) // gcd
+        # the same kernel torchaudio builds for a float32 CPU waveform
+        self.kernel, self.width = _get_sinc_resample_kernel(
+            int(orig_hz), int(new_hz), gcd, device=torch.device("cpu"), dtype=torch.float32)
+        self.buf = torch.zeros(channels, self.width)  # the left zero padding
+        self.buf_start = -self.width  # song position of buf[:, 0]
+        self.next_frame = 0
+
+    def push(self, block: torch.Tensor) -> torch.Tensor:
+        if self.finished:
+            raise RuntimeError("push after finish")
+        block = block.to(torch.float32)
+        self.fed += block.shape[-1]
+        if self.identity:
+            self.emitted += block.shape[-1]
+            return block
+        self.buf = torch.cat([self.buf, block], dim=-1)
+        return self._emit()
+
+    def finish(self) -> torch.Tensor:
+        """The outputs that need the zero padding past the signal's end."""
+        if self.finished:
+            raise RuntimeError("finish called twice")
+        self.finished = True
+        if self.identity:
+            return torch.zeros(self.channels, 0)
+        self.buf = torch.cat([self.buf, torch.zeros(self.channels, self.width + self.orig)], dim=-1)
+        return self._emit()
+
+    def _emit(self) -> torch.Tensor:
+        end = self.buf_start + self.buf.shape[-1]
+        q0 = self.next_frame
+        q1 = (end - self.width - self.orig) // self.orig + 1  # frames whose input is all here
+        if self.finished:
+            q1 = min(q1, -(-self.fed // self.orig))  # ceil(T / orig) frames in all
+        if q1 <= q0:
+            return torch.zeros(self.channels, 0)
+        a = q0 * self.orig - self.width - self.buf_start
+        b = q1 * self.orig + self.width - self.buf_start
+        y = torch.nn.functional.conv1d(self.buf[:, None, a:b], self.kernel, stride=self.orig)
+        y = y.transpose(1, 2).reshape(self.channels, -1)
+        if self.finished:
+            target = -(-self.new * self.fed // self.orig)  # ceil(new * T / orig)
+            y = y[:, :max(0, target - self.emitted)]
+        self.emitted += y.shape[-1]
+        self.next_frame = q1
+        drop = q1 * self.orig - self.width - self.buf_start
+        self.buf = self.buf[:, drop:].clone()
+        self.buf_start += drop
+        return y
+
+
+def output_length(length: int, orig_hz: int, new_hz: int) -> int:
+    """Length of ``torchaudio.functional.resample`` of ``length`` samples."""
+    if int(orig_hz) == int(new_hz):
+        return length
+    gcd = math.gcd(int(orig_hz), int(new_hz))
+    return -(-(int(new_hz) // gcd) * length // (int(orig_hz) // gcd))
+
+
+class StreamWindow:
+    """Model-rate input for the tiling loop, pulled from an iterator of (C, n) blocks.
+
+    ``window(start, stop)`` returns song samples ``[start, stop)`` with zeros
+    outside ``[0, total)``; ``start`` must not decrease between calls, and
+    everything before it is dropped.
+    """
+
+    def __init__(self, blocks: Iterator[torch.Tensor], total: int, channels: int):
+        self.blocks = blocks
+        self.total = total
+        self.channels = channels
+        self.buf = torch.zeros(channels, 0)
+        self.buf_start = 0
+        self.exhausted = False
+
+    def window(self, start: int, stop: int) -> torch.Tensor:
+        if start < self.buf_start and start >= 0:
+            raise RuntimeError("StreamWindow: windows must not move backwards")
+        need = min(stop, self.total)
+        pieces = [self.buf]
+        have = self.buf_start + self.buf.shape[-1]
+        while have < need and not self.exhausted:
+            try:
+                block = next(self.blocks)
+            except StopIteration:
+                self.exhausted = True
+                break
+            pieces.append(block)
+            have += block.shape[-1]
+        if len(pieces) > 1:
+            self.buf = torch.cat(pieces, dim=-1)
+        drop = max(0, min(start, have) - self.buf_start)
+        if drop:
+            self.buf = self.buf[:, drop:]
+            self.buf_start += drop
+        out = torch.zeros(self.channels, stop - start)
+        lo, hi = max(start, self.buf_start), min(stop, have, self.total)
+        if hi > lo:
+            out[:, lo - start:hi - start] = self.buf[:, lo - self.buf_start:hi - self.buf_start]
+        return out
+
+
+class ClipAccumulator:
+    """:func:`waveunet.metrics.bound_hits` summed over blocks: the same report as on the whole stems."""
+
+    def __init__(self, sources: tuple[str, ...], low: float, high: float | None):
+        self.sources, self.low, self.high = sources, low, high
+        s = len(sources)
+        self.n = 0
+        self.clipped = [0] * s
+        self.over_count = [0] * s
+        self.over_sum = [0.0] * s
+        self.over_max = [0.0] * s
+
+    def add(self, stems: torch.Tensor, raw: torch.Tensor) -> None:
+        if stems.shape[-1] == 0:
+            return
+        for i, h in enumerate(bound_hits(stems, raw, self.low, self.high)):
+            self.clipped[i] += h["clipped_count"]
+            k = h["overshoot_count"]
+            if k:
+                self.over_count[i] += k
+                self.over_sum[i] += h["overshoot_mean"] * k
+                self.over_max[i] = max(self.over_max[i], h["overshoot_max"])
+        self.n += stems.shape[1] * stems.shape[2]
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        n, out = self.n, {}
+        for i, name in enumerate(self.sources):
+            k = self.over_count[i]
+            out[name] = {
+                "n_samples": n, "clipped_count": self.clipped[i],
+                "fraction_clipped": self.clipped[i] / n if n else 0.0,
+                "overshoot_count": k, "fraction_overshoot": k / n if n else 0.0,
+                "overshoot_mean": self.over_sum[i] / k if k else None,
+                "overshoot_max": self.over_max[i] if k else None,
+            }
+        return out
+
+
+@dataclass
+class FileSeparation:
+    """What :func:`separate_file` did: the stem files and the per-stem clipping report."""
+
+    paths: list[Path]
+    clip_report: dict[str, dict[str, Any]]
+    channels: int
+    sample_rate_hz: int
+    frames: int
+    bounds: tuple[float, float | None]
+
+
+def _decode_with_ffmpeg(path: Path, folder: str) -> Path:
+    """Decode the first audio stream to a float WAV in ``folder`` (for m4a/mp4 and the like)."""
+    if shutil.which("ffmpeg") is None:
+        raise DataError("ffmpeg not installed")
+    wav = Path(folder) / "decoded.wav"
+    done = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+         "-c:a", "pcm_f32le", "-f", "wav", "-y", str(wav)],
+        capture_output=True, check=False,
+    )
+    if done.returncode != 0 or not wav.is_file():
+        raise DataError(done.stderr.decode(errors="replace").strip() or "ffmpeg failed")
+    return wav
+
+
+def open_song(path: Path, stack: ExitStack) -> sf.SoundFile:
+    """Open a song for block reading; containers libsndfile cannot read go through ffmpeg."""
+    if not path.is_file():
+        raise DataError(f"audio file not found: {path}")
+    try:
+        f = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as sf_exc:
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="waveunet-decode-"))
+        try:
+            f = sf.SoundFile(str(_decode_with_ffmpeg(path, folder)))
+        except (DataError, sf.LibsndfileError, RuntimeError) as ff_exc:
+            raise DataError(
+                f"cannot read audio file {path}: {sf_exc}; ffmpeg fallback: {ff_exc}"
+            ) from sf_exc
+    stack.enter_context(f)
+    if f.frames <= 0:
+        raise DataError(f"audio file is empty (0 samples): {path}")
+    return f
+
+
+def _read_blocks(f: sf.SoundFile, block_frames: int, channels: int) -> Iterator[torch.Tensor]:
+    """The song's ``f.frames`` frames as (channels, n) float32 blocks (zeros if it reads short)."""
+    remaining = f.frames
+    while remaining > 0:
+        n = min(block_frames, remaining)
+        data = f.read(n, dtype="float32", always_2d=True)
+        if data.shape[0] < n:  # a decoder that promised more frames than it has
+            data = np.concatenate([data, np.zeros((n - data.shape[0], data.shape[1]), np.float32)])
+        remaining -= n
+        block = np.ascontiguousarray(data.T)
+        if not np.isfinite(block).all():
+            raise DataError("the mixture contains NaN or infinite samples")
+        yield torch.from_numpy(convert_channels(block, channels, via_mono=True).copy())
+
+
+def _resampled(blocks: Iterator[torch.Tensor], resampler: BlockResampler) -> Iterator[torch.Tensor]:
+    for block in blocks:
+        out = resampler.push(block)
+        if out.shape[-1]:
+            yield out
+    out = resampler.finish()
+    if out.shape[-1]:
+        yield out
+
+
+def _temporary(target: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}",
+                               dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def separate_file(
+    separator: Separator,
+    song: str | os.PathLike,
+    targets: list[str | os.PathLike],
+    *,
+    subtype: str | None = None,
+    overwrite: bool = False,
+    block_frames: int = DEFAULT_BLOCK_FRAMES,
+    desc: str | None = None,
+) -> FileSeparation:
+    """Separate ``song`` into one file per source (``targets`` in ``separator.sources`` order).
+
+    Stems come back at the song's rate, channel count and length, equal (to
+    float rounding) to ``separator.separate(read_audio(song))`` written with
+    ``write_audio``. Each stem is written to a temporary file next to its
+    target and all are renamed into place only when the whole song is done;
+    on any failure the temporaries are removed and no target is touched. An
+    existing target is a DataError unless ``overwrite``.
+    """
+    song = Path(song)
+    targets = [Path(t) for t in targets]
+    if len(targets) != len(separator.sources):
+        raise ValueError(f"need {len(separator.sources)} targets, got {len(targets)}")
+    for t in targets:
+        if _WRITE_FORMATS.get(t.suffix.lower()) is None:
+            raise DataError(f"cannot write {t}: unsupported extension (use {', '.join(_WRITE_FORMATS)})")
+        if t.exists() and not overwrite:
+            raise DataError(f"refusing to overwrite existing file {t} (pass overwrite=True)")
+    if block_frames < 1:
+        raise ValueError(f"block_frames must be >= 1, got {block_frames}")
+    model_rate, model_ch = separator.sample_rate_hz, separator.channels
+    low, high = separator.bounds
+    temps: list[Path] = []
+    made: list[Path] = []  # folders this call created, removed again on failure
+    with ExitStack() as stack:
+        f = open_song(song, stack)
+        rate, in_ch, length = int(f.samplerate), int(f.channels), int(f.frames)
+        total = output_length(length, rate, model_rate)
+        if total == 0:
+            raise DataError(f"audio of {length} samples at {rate} Hz is shorter than one sample "
+                            f"at the model's {model_rate} Hz")
+        resampled = rate != model_rate
+        try:
+            writers = []
+            for t in targets:
+                missing = [d for d in (t.parent, *t.parent.parents) if not d.exists()]
+                t.parent.mkdir(parents=True, exist_ok=True)
+                made.extend(missing)
+                temps.append(_temporary(t))
+                writers.append(stack.enter_context(sf.SoundFile(
+                    str(temps[-1]), "w", samplerate=rate, channels=in_ch, subtype=subtype,
+                    format=_WRITE_FORMATS[t.suffix.lower()])))
+            n_src = len(separator.sources)
+            back = BlockResampler(model_rate, rate, 2 * n_src * model_ch)
+            clips = ClipAccumulator(separator.sources, low, high)
+            written = 0
+
+            def emit(block: torch.Tensor) -> None:  # (2 S C, n) at the song's rate
+                nonlocal written
+                n = min(block.shape[-1], length - written)
+                if n <= 0:
+                    return
+                both = convert_channels(block[:, :n].reshape(2, n_src, model_ch, n), in_ch,
+                                        via_mono=True)
+                stems, raw = both[0], both[1]
+                if resampled:
+                    stems = stems.clamp(min=low, max=high)
+                clips.add(stems, raw)
+                for i, w in enumerate(writers):
+                    w.write(np.ascontiguousarray(stems[i].numpy().T))
+                written += n
+
+            window = StreamWindow(
+                _resampled(_read_blocks(f, block_frames, model_ch),
+                           BlockResampler(rate, model_rate, model_ch)),
+                total, model_ch)
+            for est, raw in separator._iter_chunks(total, window, desc):
+                emit(back.push(torch.cat([est, raw]).reshape(2 * n_src * model_ch, -1)))
+            emit(back.finish())
+            if written < length:  # resampling rounds the length; pad as _fit_length does
+                emit(torch.zeros(2 * n_src * model_ch, length - written))
+            for w in writers:
+                w.close()
+            for t, tmp in zip(targets, temps, strict=True):
+                os.chmod(tmp, _FILE_MODE)
+                if t.exists() and not overwrite:
+                    raise DataError(f"refusing to overwrite existing file {t} (pass overwrite=True)")
+            done: list[Path] = []
+            try:
+                for t, tmp in zip(targets, temps, strict=True):
+                    os.replace(tmp, t)
+                    done.append(t)
+            except BaseException:
+                if not overwrite:  # leave no partial set of stems
+                    for t in done:
+                        t.unlink(missing_ok=True)
+                raise
+        except BaseException:
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
+            for folder in made:  # deepest first
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+            raise
+    return FileSeparation(targets, clips.report(), in_ch, rate, length, (low, high))
