@@ -49,7 +49,11 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    """Best (shortest) seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs.
+
+    The best run is the least disturbed by other work on a shared machine, for the
+    reference conv1d and the training steps alike, so their ratio is comparable.
+    """
     for _ in range(warmup):
         fn()
     sync(device)
@@ -59,7 +63,7 @@ def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
         fn()
         sync(device)
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return min(times)
 
 
 def count_flops(fn) -> int:
@@ -137,6 +141,18 @@ def _eager_step(model, mixture, targets):
 
 # -- separation -------------------------------------------------------------
 def peak_rss_bytes() -> int:
+    """This process's peak resident memory (Linux: VmHWM).
+
+    Not ``getrusage().ru_maxrss``: Linux carries the parent's peak into a forked
+    child, so every child would report the benchmark driver's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

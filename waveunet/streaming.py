@@ -40,7 +40,7 @@ import torch
 
 from .audio import convert_channels
 from .errors import DataError
-from .files import _FILE_MODE
+from .files import FILE_MODE
 from .metrics import bound_hits
 
 if TYPE_CHECKING:
@@ -373,7 +373,7 @@ def separate_file(
             for w in writers:
                 w.close()
             for t, tmp in zip(targets, temps, strict=True):
-                os.chmod(tmp, _FILE_MODE)
+                os.chmod(tmp, FILE_MODE)
                 if t.exists() and not overwrite:
                     raise DataError(f"refusing to overwrite existing file {t} (pass overwrite=True)")
             done: list[Path] = []
