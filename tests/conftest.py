@@ -32,3 +32,18 @@ def make_data_cfg(tmp_path: Path):
         return OmegaConf.create(cfg)
 
     return make
+
+
+def tiny_training_overrides(cache: Path) -> list[str]:
+    """Model and data overrides that make a training run take seconds (train and compare tests)."""
+    return [
+        "model.levels=3",
+        "model.initial_filters=6",
+        "model.output_samples=1024",
+        "data.tracks=3",
+        "data.test_tracks=1",
+        "data.seconds=3",
+        "data.valid_fraction=0.34",
+        f"data.cache_dir={cache}",
+        "optim.batch_size=4",
+    ]

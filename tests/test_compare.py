@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest
+from conftest import tiny_training_overrides
 from omegaconf import OmegaConf
 
 from waveunet.cli import main as cli_main
@@ -17,6 +18,7 @@ from waveunet.compare import (
     SDR_FIGURE_NAME,
     WAVEFORM_NAME,
     Settings,
+    bound_marks,
     compare,
     config_differences,
     quiet_passage,
@@ -31,15 +33,7 @@ from waveunet.errors import ConfigError
 def shrunken(cache: Path, out: Path, *extra: str) -> list[str]:
     return [
         "experiment=compare_quick",
-        "model.levels=3",
-        "model.initial_filters=6",
-        "model.output_samples=1024",
-        "data.tracks=3",
-        "data.test_tracks=1",
-        "data.seconds=3",
-        "data.valid_fraction=0.34",
-        f"data.cache_dir={cache}",
-        "optim.batch_size=4",
+        *tiny_training_overrides(cache),
         "trainer.steps_per_epoch=3",
         "trainer.max_epochs=2",
         "trainer.log_every_steps=2",
@@ -124,6 +118,27 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(finished):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert sum('"kind": "train"' in line for line in lines) == steps  # resumed at the end, not retrained
     assert (run / "eval" / "summary.json").is_file()
+
+
+def test_changed_eval_settings_are_evaluated_again_not_reused(finished):
+    _, args, out = finished
+    summary = out / "runs/tanh_difference/seed0/eval/summary.json"
+    tracks = json.loads(summary.read_text())["tracks"]
+    assert tracks > 1
+    changed = [*args, "compare.eval.max_tracks=1"]
+    compare(compose("compare", changed), changed)
+    assert json.loads(summary.read_text())["tracks"] == 1
+    compare(compose("compare", args), args)  # and back: the original settings are evaluated again
+    assert json.loads(summary.read_text())["tracks"] == tracks
+
+
+def test_bound_marks_of_a_one_sided_head():
+    import numpy as np
+
+    est = np.array([0.0, 0.5, 1.0, 3.0, -0.2])
+    raw = np.array([0.0, 0.5, 1.0, 3.0, -0.5])
+    assert bound_marks(est, raw, 0.0, None).tolist() == [True, False, False, False, True]
+    assert bound_marks(est, None, -1.0, 1.0).tolist() == [False, False, True, True, False]
 
 
 def test_changed_settings_are_refused_not_mixed_in(finished):

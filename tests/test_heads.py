@@ -137,3 +137,18 @@ def test_bad_output_modes_name_the_setting():
         OutputMode("direct", "tanh", 1.0, 1.0)
     with pytest.raises(ValueError, match="needs at least 2"):
         OutputHead(4, 2, 1, OutputMode("difference", "tanh"))
+
+
+def test_health_counts_outputs_beyond_the_bounds_for_clip_and_linear():
+    from waveunet.heads import ModelOutput, output_health
+
+    pre = torch.tensor([-3.0, -0.5, 0.5, 3.0]).reshape(1, 1, 1, 4)
+    targets = torch.full((1, 1, 1, 4), 0.5)
+    for act in ("clip", "linear"):
+        head = OutputHead(1, 1, 1, OutputMode("direct", act)).train()
+        y = head.activation.train_output(pre)
+        health = output_health(ModelOutput(y, y, pre), targets, head)
+        assert health["saturated"] == 0.5, act  # two of four samples are beyond +-1
+    head = OutputHead(1, 1, 1, OutputMode("direct", "clip"))
+    y = head.activation.train_output(pre)
+    assert output_health(ModelOutput(y, y, pre), targets, head)["vanishing_gradient"] == 0.5

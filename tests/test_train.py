@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_training_overrides
 
 from waveunet.checkpoint import load_checkpoint, load_model
 from waveunet.config import compose
@@ -31,16 +32,8 @@ def cache_dir(tmp_path_factory) -> Path:
 def overrides(cache: Path, *extra: str) -> list[str]:
     return [
         "experiment=demo",
-        "model.levels=3",
-        "model.initial_filters=6",
-        "model.output_samples=1024",
-        "data.tracks=3",
-        "data.test_tracks=1",
-        "data.seconds=3",
-        "data.valid_fraction=0.34",
-        f"data.cache_dir={cache}",
+        *tiny_training_overrides(cache),
         "data.workers=0",
-        "optim.batch_size=4",
         "optim.lr=1e-3",
         "trainer.steps_per_epoch=6",
         "trainer.max_epochs=2",

@@ -15,14 +15,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _default_file_mode() -> int:
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
+_UMASK = _umask()
 # What a file created with open() gets under this process's umask.
-FILE_MODE = _default_file_mode()
+FILE_MODE = 0o666 & ~_UMASK
+# What a folder created with mkdir() gets (mkdtemp makes 0700).
+DIR_MODE = 0o777 & ~_UMASK
+
+
+def temporary_next_to(path: str | os.PathLike) -> Path:
+    """An empty temporary file in ``path``'s folder that keeps its extension.
+
+    Give it :data:`FILE_MODE` (``os.chmod``) before renaming it into place.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -34,8 +48,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    tmp = str(temporary_next_to(path))
     try:
         write(tmp)
         os.chmod(tmp, FILE_MODE)

@@ -308,9 +308,10 @@ def output_health(output: ModelOutput, targets: torch.Tensor, head: OutputHead) 
     centre_slope = {"tanh": 1.0, "sin": 1.0, "sigmoid": 0.5}.get(act.name, 1.0)
     scale = bounds.half_range if bounds.high is not None else 1.0
     if act.clips_at_eval or act.name == "clip":
-        beyond = y < bounds.low
+        raw = pre if act.name == "clip" else y  # clip's output never leaves the bounds: look before it
+        beyond = raw < bounds.low
         if bounds.high is not None:
-            beyond |= y > bounds.high
+            beyond |= raw > bounds.high
         saturated = beyond.float().mean()
     else:
         saturated = ((y - bounds.centre).abs() > 0.99 * bounds.half_range).float().mean()

@@ -28,8 +28,6 @@ def check_loss(name: str, head: OutputHead) -> None:
     if name not in LOSSES:
         raise ConfigError(f"loss.name: unknown {name!r}; choose from {', '.join(LOSSES)}")
     if name == "cross_entropy":
-        if head.mode.high is None:
-            raise ConfigError("loss.name=cross_entropy needs two-sided bounds (output.high is null)")
         head.activation.logits(torch.zeros(1))  # raises ConfigError when there is no logit form
 
 

@@ -304,7 +304,7 @@ class WaveUNet(nn.Module):
         shrink_up = 0 if not c.context else c.up_kernel - 1
         n = input_samples
         for _ in range(c.levels):
-            n = -(-(n - shrink_down) // 2)  # conv, then keep every other sample
+            n = _ceil_div(n - shrink_down, 2)  # conv, then keep every other sample
         n -= shrink_down  # bottleneck
         lengths = []
         for _ in range(c.levels):

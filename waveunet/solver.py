@@ -37,11 +37,11 @@ from tqdm import tqdm
 from . import data as data_lib
 from .augment import augmentation_from_config
 from .checkpoint import load_checkpoint, save_checkpoint
-from .errors import ConfigError, WaveUNetError
+from .errors import CheckpointError, ConfigError, WaveUNetError
 from .heads import output_health
 from .inference import Separator, resolve_device
 from .losses import check_loss, compute_loss
-from .metrics import framewise_sdr
+from .metrics import framewise_sdr, to_jsonable
 from .model import WaveUNet, build_model
 
 log = logging.getLogger("waveunet.train")
@@ -51,6 +51,15 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class TrainingDiverged(WaveUNetError):
     """The loss or the output layer blew up; nothing bad was checkpointed."""
+
+
+def resume_mode(value: Any) -> str | Path | None:
+    """``trainer.resume``: None (start fresh), ``"latest"`` (the newest run of this name) or a run folder."""
+    if value in (False, None, "", "false", "False"):
+        return None
+    if value in (True, "true", "True"):
+        return "latest"
+    return Path(str(value))
 
 
 @dataclass
@@ -80,7 +89,7 @@ class ResumableSampler(Sampler[int]):
     """Indices ``start..n-1`` of one epoch, this rank's share of each global batch.
 
     Global batch ``s`` is indices ``[s*B, (s+1)*B)``; rank r takes the r-th slice
-    of it, so the union over ranks is exactly what one process would train on.
+    of it, so the union over ranks is exactly the examples one process would train on.
     """
 
     def __init__(self, num_examples: int, batch_size: int, start_step: int, dist_info: DistInfo):
@@ -201,6 +210,8 @@ class Solver:
             self.network = torch.nn.parallel.DistributedDataParallel(
                 self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        self.grad_clip_norm = None if cfg.optim.grad_clip_norm is None else float(cfg.optim.grad_clip_norm)
+        self._metrics_file = None
         self.writer = None
         if self.dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -235,11 +246,14 @@ class Solver:
         return save_checkpoint(self.run_dir / name, self.model, config=config, training=self._training_payload())
 
     def _restore(self, payload: dict) -> None:
-        if payload["model"] != self.model.describe()["model"] or payload["output"] != self.model.describe()["output"]:
-            raise ConfigError(
-                f"{payload['path']}: the checkpoint's model/output config differs from this run's; "
-                "resume with the same model and output settings"
-            )
+        ours = self.model.describe()
+        differ = [f"{group}.{key}: checkpoint {payload[group].get(key)!r}, this run {value!r}"
+                  for group in ("model", "output") for key, value in ours[group].items()
+                  if payload[group].get(key) != value]
+        if differ:
+            raise ConfigError(f"{payload['path']}: cannot resume with other settings ({'; '.join(differ)})")
+        if not payload.get("training"):
+            raise CheckpointError(f"{payload['path']}: has no training state to resume from")
         self.model.load_state_dict(payload["state_dict"])
         training = payload["training"]
         self.state = TrainState(**training["state"])
@@ -250,15 +264,15 @@ class Solver:
         set_rng_state(training["rng"])
 
     def _maybe_resume(self) -> None:
-        resume = self.cfg.trainer.resume
-        if resume in (False, None, "false", "False"):
+        mode = resume_mode(self.cfg.trainer.resume)
+        if mode is None:
             return
         last = self.run_dir / "last.pt"
         if not last.is_file():
-            if resume in (True, "true", "True"):
+            if mode == "latest":
                 log.info("trainer.resume=true: no earlier run of %s to resume; starting fresh", self.cfg.name)
                 return
-            raise ConfigError(f"trainer.resume={resume}: no last.pt in {self.run_dir}")
+            raise ConfigError(f"trainer.resume={self.cfg.trainer.resume}: no last.pt in {self.run_dir}")
         self._restore(load_checkpoint(last, map_location=self.device))
         metrics = self.run_dir / "metrics.jsonl"
         if self.dist.is_main and metrics.is_file() and not metrics.read_bytes().endswith(b"\n"):
@@ -295,9 +309,10 @@ class Solver:
                 self._end_of_epoch()
         finally:
             if self.writer is not None:
-                self.writer.flush()
-        if self.dist.is_main:
-            self._save("last.pt")
+                self.writer.close()
+            if self._metrics_file is not None:
+                self._metrics_file.close()
+                self._metrics_file = None
         return self.summary()
 
     def summary(self) -> dict:
@@ -339,7 +354,11 @@ class Solver:
 
     def _step(self, stems: torch.Tensor) -> tuple[float, Any, torch.Tensor]:
         stems = stems.to(self.device, non_blocking=True)
-        with torch.no_grad():
+        # Augmentation draws are a pure function of (seed, epoch, step, rank): each DDP
+        # process gets its own, and a resumed run repeats them exactly.
+        key = [int(self.cfg.seed), self.state.epoch, self.state.step_in_epoch, self.dist.rank]
+        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
             stems = self.augment(stems)
         mixture, targets = data_lib.split_batch(stems, self.model.output_samples)
         with torch.autocast(self.device.type, dtype=self.precision or torch.float32,
@@ -361,11 +380,9 @@ class Solver:
             return loss_value, output, targets
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        clip = self.cfg.optim.grad_clip_norm
-        self.scaler.unscale_(self.optimizer)
-        self._grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), float(clip) if clip is not None else float("inf")
-        )
+        self.scaler.unscale_(self.optimizer)  # a no-op without fp16; true gradients for clipping / logging
+        if self.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss_value, output, targets
@@ -383,10 +400,16 @@ class Solver:
             log.warning("training diverged at %s; rolled back to %s with lr %.3g (rollback %d of %d)",
                         what, last, self.state.lr, rollbacks, int(policy.max_rollbacks))
             raise _RolledBack()
+        if policy.policy != "rollback":
+            advice = "Try a lower optim.lr, output=linear_direct, or trainer.divergence.policy=rollback"
+        elif not last.is_file():
+            advice = "There is no last.pt to roll back to yet; try a lower optim.lr or output=linear_direct"
+        else:
+            advice = (f"trainer.divergence.max_rollbacks={policy.max_rollbacks} rollbacks are used up; "
+                      "try a lower optim.lr or output=linear_direct")
         raise TrainingDiverged(
             f"training diverged at {what}. No checkpoint was written after the last good one "
-            f"({last if last.is_file() else 'none yet'}). Try a lower optim.lr, "
-            "output=linear_direct, or trainer.divergence.policy=rollback"
+            f"({last if last.is_file() else 'none yet'}). {advice}"
         )
 
     def _checkpoint_last(self) -> None:
@@ -411,12 +434,14 @@ class Solver:
                  " (best)" if improved else "")
         self.state.epoch += 1
         self.state.step_in_epoch = 0
-        if self.dist.is_main:
-            if improved:
-                self._save("best.pt")
-            self._save("last.pt")
+        if improved and self.dist.is_main:
+            self._save("best.pt")  # before _end_round, which may start round 2 from it
+        if self.dist.enabled:
+            dist.barrier()
         if self.state.epochs_without_improvement >= int(self.cfg.trainer.patience):
             self._end_round()
+        if self.dist.is_main:
+            self._save("last.pt")
 
     def _end_round(self) -> None:
         second = self.cfg.trainer.second_round
@@ -430,8 +455,6 @@ class Solver:
             self.state.epochs_without_improvement = 0
             log.info("round 2: from the best state (epoch %s), batch %d, lr %g",
                      self.state.best_epoch, self.state.batch_size, self.state.lr)
-            if self.dist.is_main:
-                self._save("last.pt")
         else:
             self.state.finished = True
             log.info("early stopping: %d epochs without improvement", self.state.epochs_without_improvement)
@@ -479,7 +502,8 @@ class Solver:
         scalars = {
             "train/loss": loss_value,
             "train/lr": self.state.lr,
-            "train/grad_norm": float(self._grad_norm),
+            "train/grad_norm": float(torch.nn.utils.get_total_norm(
+                [p.grad for p in self.model.parameters() if p.grad is not None])),
             "train/examples_per_s": examples_per_s,
             **{f"health/{k}": v for k, v in health.items()},
         }
@@ -494,9 +518,10 @@ class Solver:
     def _log_jsonl(self, record: dict) -> None:
         if not self.dist.is_main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self._metrics_file is None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._metrics_file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        self._metrics_file.write(json.dumps(to_jsonable(record), allow_nan=False) + "\n")
 
 
 class _RolledBack(Exception):

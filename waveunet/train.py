@@ -11,7 +11,6 @@ Examples::
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import sys
@@ -23,6 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import config_dir
 from .errors import WaveUNetError
+from .files import atomic_write_text
+from .metrics import dumps_json
+from .solver import DistInfo, Solver, resume_mode
 
 log = logging.getLogger("waveunet.train")
 
@@ -34,13 +36,14 @@ def run_dir_for(runs_root: str, name: str, resume) -> str:
     that name that has a ``last.pt`` (a new folder if there is none); a path: that
     run directory.
     """
-    if resume in (True, "true", "True"):
+    mode = resume_mode(resume)
+    if mode == "latest":
         base = Path(runs_root) / name
         candidates = sorted(p.parent for p in base.glob("*/last.pt")) if base.is_dir() else []
         if candidates:
             return str(candidates[-1])
-    elif resume not in (False, None, "false", "False", ""):
-        return str(resume)
+    elif mode is not None:
+        return str(mode)
     stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     path = Path(runs_root) / name / stamp
     suffix = 1
@@ -56,7 +59,6 @@ if not OmegaConf.has_resolver("waveunet_run_dir"):
 
 def run(cfg: DictConfig) -> dict:
     """Train with a composed config; the run directory is Hydra's output directory."""
-    from .solver import DistInfo, Solver
 
     info = DistInfo.from_env()
     if info.enabled:
@@ -87,7 +89,7 @@ def run(cfg: DictConfig) -> dict:
             f"  separate a song: waveunet separate SONG.wav -c {best} -o separated\n"
             f"  evaluate:        waveunet evaluate checkpoint={best}"
         )
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(run_dir / "summary.json", dumps_json(summary))
     return summary
 
 
@@ -98,7 +100,8 @@ def _init_distributed(cfg: DictConfig, info) -> None:
     backend = "nccl" if torch.cuda.is_available() and str(cfg.trainer.device) != "cpu" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(info.local_rank)
-    dist.init_process_group(backend=backend)
+    # Rank 0 validates while the others wait: allow a long validation (MUSDB at 44.1 kHz).
+    dist.init_process_group(backend=backend, timeout=_dt.timedelta(hours=2))
 
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
