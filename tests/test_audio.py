@@ -103,3 +103,15 @@ def test_convert_channels() -> None:
     assert convert_channels(batch, 2).shape == (3, 2, 5)
     with pytest.raises(DataError, match="3-channel"):
         convert_channels(np.zeros((3, 10)), 2)
+
+
+def test_check_writable_gives_the_format_and_refuses(tmp_path: Path) -> None:
+    from waveunet.audio import check_writable
+
+    assert check_writable(tmp_path / "a.FLAC", overwrite=False) == "FLAC"
+    with pytest.raises(DataError, match="unsupported extension"):
+        check_writable(tmp_path / "a.mp3", overwrite=True)
+    (tmp_path / "a.wav").write_bytes(b"x")
+    with pytest.raises(DataError, match="refusing to overwrite existing file"):
+        check_writable(tmp_path / "a.wav", overwrite=False)
+    assert check_writable(tmp_path / "a.wav", overwrite=True) == "WAV"

@@ -71,3 +71,18 @@ def test_unknown_names_list_the_valid_ones() -> None:
         build_augmentation(["gain", "pitchshift"])
     with pytest.raises(ConfigError, match="bad parameters.*remix"):
         build_augmentation(["remix"], remix={"p": 0.3})
+
+
+@pytest.mark.parametrize("name", ["channelswap", "signflip"])
+@pytest.mark.parametrize("p", [-0.1, 1.5])
+def test_probability_outside_0_1_is_a_config_error(name: str, p: float) -> None:
+    with pytest.raises(ConfigError, match="p="):
+        build_augmentation([name], **{name: {"p": p}})
+
+
+def test_channelswap_checks_the_shape_first() -> None:
+    module = build_augmentation(["channelswap"]).train()
+    with pytest.raises(ValueError, match="batch, sources, channels, samples"):
+        module(torch.zeros(2, 50))
+    mono = torch.randn(3, 4, 1, 20)
+    assert torch.equal(module(mono), mono)

@@ -166,6 +166,41 @@ def test_synthetic_dataset_is_generated_on_first_use(tmp_path: Path, make_data_c
     assert (tmp_path / "synth" / "synth.json").is_file()
 
 
+def test_synthetic_dataset_with_other_settings_is_refused(tmp_path: Path, make_data_cfg) -> None:
+    root = tmp_path / "synth"
+    base = dict(tracks=2, test_tracks=1, seconds=1.0, seed=0, valid_fraction=0.5)
+    load_split(make_data_cfg("synthetic", root, **base), "test", sample_rate_hz=22050, channels=2, sources=VOICE)
+    for change in ({"seed": 1}, {"test_tracks": 2}, {"seconds": 2.0}, {"tracks": 3}):
+        cfg = make_data_cfg("synthetic", root, **{**base, **change})
+        with pytest.raises(ConfigError, match=r"synth\.json"):
+            load_split(cfg, "test", sample_rate_hz=22050, channels=2, sources=VOICE)
+    # the same settings (test_tracks left to its default, here 1) reuse it
+    same = make_data_cfg("synthetic", root, **{**base, "test_tracks": None})
+    assert len(load_split(same, "test", sample_rate_hz=22050, channels=2, sources=VOICE)) == 1
+
+
+def test_synthetic_root_name_holds_every_setting() -> None:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(__file__).parent.parent / "configs" / "data" / "synthetic.yaml")
+    cfg.cache_dir = "/cache"
+    assert cfg.root == f"/cache/synthetic-{cfg.tracks}+{cfg.test_tracks}x{cfg.seconds}s-seed{cfg.seed}"
+
+
+def test_empty_fraction_validation_split_names_the_fraction(synth_root: Path, make_data_cfg) -> None:
+    with pytest.raises(DataError, match=r"data\.valid_fraction=0\.0 gives 0 of 3 tracks") as info:
+        _load(make_data_cfg("folder", synth_root, stems=FOUR, valid_fraction=0.0), "valid")
+    assert "MUSDB" not in str(info.value)
+
+
+def test_sum_stems_adds_in_place_like_np_sum() -> None:
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal((2, 100)).astype(np.float32) for _ in range(3)]
+    total = data_module._sum_stems(parts)
+    np.testing.assert_array_equal(total, np.sum(parts, axis=0, dtype=np.float32))
+    assert total is not parts[0] and not np.shares_memory(total, parts[0])
+
+
 # --------------------------------------------------------------------------- cache
 
 

@@ -249,6 +249,53 @@ def test_scoring_at_the_model_rate(synth_test_root: Path, tiny_checkpoint: Path,
     assert "difference" not in summary["tracks"][0]  # not attributable with vocals alone
 
 
+def test_bound_statistics_come_from_the_model_rate(
+    synth_test_root: Path, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stems well inside (-1, 1) at the model's 22.05 kHz: resampling them to 44.1 kHz rings past
+    the bound (and is clamped there), but that is not the model clipping or saturating."""
+    import torch
+
+    from waveunet.inference import SeparationResult
+
+    def square(self, mixture, *, desc=None):
+        n = mixture.shape[-1]
+        wave = 0.95 * torch.sign(torch.sin(torch.arange(n) * (2 * torch.pi * 441 / 22050)))
+        stems = wave.expand(len(self.sources), self.channels, n).clone()
+        return SeparationResult(stems, stems.clone(), self.sources, self.sample_rate_hz, self.bounds)
+
+    monkeypatch.setattr(Separator, "separate_tensor", square)
+    mix = torch.from_numpy(read_audio(synth_test_root / "test" / "track_000" / "mixture.wav")[0])
+    rung = Separator.from_checkpoint(tiny_checkpoint, device="cpu").separate(mix, RATE)
+    assert rung.stems.abs().max() == 1.0  # the resampled stems do reach the bound
+    summary = evaluate(_synth(synth_test_root, tmp_path / "cache", f"checkpoint={tiny_checkpoint}",
+                              "metrics=sdr", "max_tracks=1", f"out_dir={tmp_path / 'r'}"))
+    assert summary["meta"]["scored_sample_rate_hz"] == RATE
+    for source in ("accompaniment", "vocals"):
+        for clip in (summary["tracks"][0]["clipping"][source], summary["clipping"][source]):
+            assert clip["fraction_clipped"] == 0 and clip["clipped_count"] == 0
+            assert clip["fraction_saturated"] == 0 and clip["fraction_overshoot"] == 0
+            assert clip["overshoot_count"] == 0 and clip.get("overshoot_mean") is None
+            assert clip["peak_ratio"] is not None  # reference-based ratios: at the scored rate
+
+
+def test_overwrite_clears_stale_museval_json_and_figures(
+    voice_root: Path, tmp_path: Path
+) -> None:
+    est = _mixture_estimates(voice_root, tmp_path / "est")
+    out = tmp_path / "r"
+    (out / "museval").mkdir(parents=True)
+    (out / "museval" / "old_track.json").write_text("{}")
+    (out / "waveform_old.png").write_bytes(b"x")
+    (out / "notes.txt").write_text("mine")
+    base = [f"estimates={est}", f"out_dir={out}", "metrics=sdr", "waveform_track=song_b"]
+    with pytest.raises(ConfigError, match="already holds an evaluation.*museval.*waveform_old.png"):
+        evaluate(_voice(voice_root, tmp_path / "cache", *base))
+    evaluate(_voice(voice_root, tmp_path / "cache", *base, "overwrite=true"))
+    assert not (out / "museval" / "old_track.json").exists() and not (out / "waveform_old.png").exists()
+    assert (out / "waveform_song_b.png").exists() and (out / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize(
     ("overrides", "error", "match"),
     [

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from waveunet.files import atomic_write, atomic_write_text
+from waveunet.files import DIR_MODE, FILE_MODE, atomic_write, atomic_write_text, temporary_next_to
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -37,3 +37,18 @@ def test_the_temporary_keeps_the_extension(tmp_path):
     seen = []
     atomic_write(tmp_path / "figure.png", lambda tmp: (seen.append(tmp), open(tmp, "wb").close()))
     assert seen[0].endswith(".png")
+
+
+def test_modes_follow_the_umask(tmp_path):
+    folder = tmp_path / "made"
+    folder.mkdir()
+    assert stat.S_IMODE(folder.stat().st_mode) == DIR_MODE
+    made = tmp_path / "plain.txt"
+    made.write_text("x")
+    assert stat.S_IMODE(made.stat().st_mode) == FILE_MODE
+
+
+def test_temporary_next_to(tmp_path):
+    tmp = temporary_next_to(tmp_path / "song" / ".." / "vocals.flac")
+    assert tmp.is_file() and tmp.suffix == ".flac" and tmp.name.startswith(".vocals.")
+    assert tmp.parent.resolve() == tmp_path.resolve()

@@ -1,6 +1,7 @@
 """The tiling engine: exact chunked inference, resampling/channel round trips, chunk sizing."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -392,3 +393,36 @@ def test_default_chunk_is_capped_on_the_cpu():
 
     sep = Separator(tiny(), device="cpu", memory_budget_bytes=2**40)  # the budget would allow far more
     assert sep.step_samples <= MAX_CPU_CHUNK_OUTPUT_SAMPLES < sep.step_samples + 2**3
+
+
+def test_a_failing_stream_closes_its_writers_before_removing_them(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from waveunet import streaming
+
+    writers = []
+
+    class Recording(sf.SoundFile):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if self.mode == "w":
+                writers.append(self)
+
+    real_unlink = Path.unlink
+    open_at_unlink = []
+
+    def unlink(self, *args, **kwargs):
+        open_at_unlink.extend(str(w.name) for w in writers if not w.closed and str(w.name) == str(self))
+        return real_unlink(self, *args, **kwargs)
+
+    sep = Separator(tiny(), device="cpu", chunk_output_samples=300)
+    audio = noise(2, 20_000).numpy()
+    audio[:, 15_000] = np.nan
+    song = _song(tmp_path, audio, 22050)
+    monkeypatch.setattr(streaming.sf, "SoundFile", Recording)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="NaN"):
+        sep.separate_file(song, [out / f"{s}.wav" for s in sep.sources], block_frames=1000)
+    assert len(writers) == len(sep.sources) and open_at_unlink == []
+    assert not out.exists()

@@ -16,12 +16,15 @@ from waveunet.metrics import (
     BssJob,
     aggregate_pooled,
     aggregate_tracks,
+    bound_stats,
     bss_eval,
     clipping_stats,
     difference_error_share,
     evaluate_tracks,
     framewise_sdr,
     num_frames,
+    safe_filename,
+    silent_sources,
 )
 
 # Small frames keep museval fast; the frame rules do not depend on the window length.
@@ -142,6 +145,33 @@ def test_bss_eval_rejects_silent_source() -> None:
     est[1] = 0.0
     with pytest.raises(ConfigError, match="estimates"):
         bss_eval(ref, est, sample_rate_hz=WIN)
+
+
+def test_silent_sources_and_safe_filename() -> None:
+    x = np.ones((3, 2, 10))
+    x[1] = 0.0
+    x[2, 0], x[2, 1] = 1.0, -1.0  # channel sum zero: museval calls it silent
+    assert silent_sources(x) == [1, 2] and silent_sources(torch.ones(1, 1, 4)) == []
+    assert safe_filename("a/b: c") == "a_b_ c" and safe_filename("..") == "track"
+
+
+def test_clipping_stats_takes_bound_statistics_from_elsewhere() -> None:
+    ref = np.full((1, 1, 8), 0.5)
+    est = np.array([[[1.0, -1.0, 0.995, 0.2, 0.2, 0.2, 0.2, 0.2]]])
+    raw = est * np.array([1.5, 1.2, 1, 1, 1, 1, 1, 1])
+    own = clipping_stats(est, ref, raw=raw)[0]
+    b = bound_stats(est, raw)[0]
+    assert b["clipped_count"] == 2 and b["saturated_count"] == 3 and b["overshoot_count"] == 2
+    assert own["overshoot_count"] == 2 and own["overshoot_mean"] == pytest.approx(0.35)
+    assert own["fraction_saturated"] == pytest.approx(3 / 8) and own["saturated_count"] == 3
+    # model-rate statistics (e.g. a clean output before resampling) replace the bound keys only
+    clean = bound_stats(np.full((1, 1, 4), 0.5), np.full((1, 1, 4), 0.5))
+    given = clipping_stats(est, ref, raw=raw, bound_statistics=clean)[0]
+    assert given["fraction_clipped"] == 0 and given["fraction_saturated"] == 0
+    assert given["overshoot_count"] == 0 and given["overshoot_mean"] is None
+    assert given["peak_ratio"] == own["peak_ratio"] and given["n_samples"] == 8
+    with pytest.raises(ConfigError, match="bound_statistics"):
+        clipping_stats(est, ref, bound_statistics=clean * 2)
 
 
 def test_aggregations_known_answers() -> None:

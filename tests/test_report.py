@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from waveunet.metrics import clipping_stats, difference_error_share, framewise_sdr
-from waveunet.report import TrackResult, WaveformSpec, loudest_passage, write_report
+from waveunet.report import TrackResult, WaveformSpec, build_summary, loudest_passage, write_report
 
 RATE = 4000
 SOURCES = ["accompaniment", "vocals"]
@@ -81,9 +81,32 @@ def test_write_report_files_and_content(tmp_path) -> None:
     assert set(doc["files"].values()) == {"summary.json", "report.md", "sdr_boxplot.png", "waveform_Song A.png"}
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert not list(tmp_path.glob(".tmp-*"))
-    # rerun into the same directory replaces our own files
-    write_report(tmp_path, [b], meta={})
+    # rerun into the same directory: refused before writing, unless overwrite (stale figures go)
+    with pytest.raises(FileExistsError, match="already holds an evaluation"):
+        write_report(tmp_path, [b], meta={})
+    write_report(tmp_path, [b], meta={}, overwrite=True)
     assert len(_strict_load(tmp_path / "summary.json")["tracks"]) == 1
+    assert not (tmp_path / "waveform_Song A.png").exists() and (tmp_path / "notes.txt").exists()
+
+
+def test_clipping_aggregation_weights_overshoot_and_takes_db_of_the_ratio() -> None:
+    def clip(n: int, count: int, mean: float | None, peak: float) -> dict:
+        return {"n_samples": n, "overshoot_count": count, "fraction_overshoot": count / n,
+                "overshoot_mean": mean, "overshoot_max": mean, "peak_ratio": peak,
+                "peak_ratio_db": 20 * np.log10(peak)}
+
+    a, *_ = _track("a", 1)
+    per = [clip(100, 1, 0.5, 0.5), clip(100, 9, 0.1, 2.0), clip(100, 0, None, 1.0)]
+    results = [TrackResult(f"t{i}", ["vocals"], a.sdr_frames[:1], clipping={"vocals": c})
+               for i, c in enumerate(per)]
+    agg = build_summary(results, {})["clipping"]["vocals"]
+    assert agg["overshoot_mean"] == pytest.approx((1 * 0.5 + 9 * 0.1) / 10)
+    assert agg["overshoot_count"] == 10 and agg["fraction_overshoot"] == pytest.approx(10 / 300)
+    assert agg["peak_ratio"] == pytest.approx(1.0) and agg["peak_ratio_db"] == pytest.approx(0.0)
+    # per-track medians in the summary are aggregate_tracks' own
+    summary = build_summary(results, {})
+    meds = summary["aggregates"]["SDR"]["vocals"]["median_of_track_medians"]["track_medians"]
+    assert [t["metrics"]["SDR"]["vocals"]["median"] for t in summary["tracks"]] == meds
 
 
 def test_bss_metrics_are_aggregated_when_present(tmp_path) -> None:

@@ -95,3 +95,29 @@ def test_command_line_dispatch(tmp_path):
                      f"saturation.out_dir={tmp_path}"])
     assert code == 0
     assert (tmp_path / "saturation_sgd.png").is_file() and (tmp_path / "saturation.md").is_file()
+
+
+def test_outputs_are_guarded_and_names_must_be_distinct(tmp_path):
+    model = compose("config", SMALL).model
+    lin = SaturationMode("lin", "linear_direct")
+    kwargs = dict(steps=2, batch_size=1, progress=False)
+    with pytest.raises(ConfigError, match="names must be distinct"):
+        run_saturation(model, [lin, lin], [OptimiserSpec("sgd", 1e-2)], tmp_path, **kwargs)
+    with pytest.raises(ConfigError, match="names must be distinct"):
+        run_saturation(model, [lin], [OptimiserSpec("sgd", 1e-2), OptimiserSpec("sgd", 1e-3)], tmp_path, **kwargs)
+    run_saturation(model, [lin], [OptimiserSpec("sgd", 1e-2)], tmp_path / "ours", **kwargs)
+    run_saturation(model, [lin], [OptimiserSpec("sgd", 1e-2)], tmp_path / "ours", **kwargs)  # ours: replaced
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "saturation.md").write_text("my notes")
+    with pytest.raises(ConfigError, match="not written by"):
+        run_saturation(model, [lin], [OptimiserSpec("sgd", 1e-2)], tmp_path / "foreign", **kwargs)
+    assert (tmp_path / "foreign" / "saturation.md").read_text() == "my notes"
+
+
+def test_command_line_restores_the_thread_count(tmp_path):
+    before = torch.get_num_threads()
+    code = cli_main(["compare", "experiment=saturation", *SMALL[1:], "saturation.steps=2",
+                     "saturation.recovery_steps=0", "saturation.optimisers=[{name:sgd,lr:0.01}]",
+                     "saturation.modes=[{name:lin,output:linear_direct}]", "saturation.progress=false",
+                     f"saturation.threads={before + 1}", f"saturation.out_dir={tmp_path}"])
+    assert code == 0 and torch.get_num_threads() == before

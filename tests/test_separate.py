@@ -101,7 +101,8 @@ def test_existing_stems_are_kept_unless_force(tmp_path, checkpoint, capsys):
     target.parent.mkdir(parents=True)
     target.write_bytes(b"precious")
     assert run(song, "-c", checkpoint, "-o", out, "-q") == 1
-    assert "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "refusing to overwrite existing file" in err and "--force" in err
     assert target.read_bytes() == b"precious"
     assert files_under(out) == ["song/vocals.wav"]  # nothing else written for this song
     assert run(song, "-c", checkpoint, "-o", out, "-q", "--force") == 0

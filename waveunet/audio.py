@@ -8,10 +8,10 @@ atomic so an interrupted run never leaves a truncated file under a final name.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,43 +31,55 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise DataError(f"audio file not found: {path}")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-        audio = np.ascontiguousarray(data.T)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as sf_exc:
         try:
-            audio, rate = _read_with_ffmpeg(path)
-        except DataError as ff_exc:
-            raise DataError(
-                f"cannot read audio file {path}: {sf_exc}; ffmpeg fallback: {ff_exc}"
-            ) from sf_exc
+            with tempfile.TemporaryDirectory(prefix="waveunet-decode-") as folder:
+                data, rate = sf.read(str(decode_with_ffmpeg(path, folder)), dtype="float32", always_2d=True)
+        except (DataError, sf.LibsndfileError, RuntimeError) as ff_exc:
+            raise ffmpeg_fallback_error(path, sf_exc, ff_exc) from sf_exc
+    audio = np.ascontiguousarray(data.T)
     if audio.shape[1] == 0:
         raise DataError(f"audio file is empty (0 samples): {path}")
     return audio, int(rate)
 
 
-def _read_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream with ffmpeg to 32-bit float PCM."""
-    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
-        raise DataError("ffmpeg/ffprobe not installed")
-    probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "a:0",
-         "-show_entries", "stream=sample_rate,channels", "-of", "json", str(path)],
-        capture_output=True, text=True, check=False,
-    )
-    try:
-        stream = json.loads(probe.stdout)["streams"][0]
-        rate, channels = int(stream["sample_rate"]), int(stream["channels"])
-    except (ValueError, KeyError, IndexError):
-        raise DataError(f"no audio stream found ({probe.stderr.strip() or 'ffprobe failed'})") from None
-    decoded = subprocess.run(
+def decode_with_ffmpeg(path: Path, folder: str | os.PathLike) -> Path:
+    """Decode the first audio stream of ``path`` to a float WAV in ``folder`` (m4a, mp4, ...).
+
+    The fallback of both read paths (:func:`read_audio`, and the block reader of
+    :mod:`waveunet.streaming`) for containers libsndfile cannot open.
+    """
+    if shutil.which("ffmpeg") is None:
+        raise DataError("ffmpeg not installed")
+    wav = Path(folder) / "decoded.wav"
+    done = subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
-         "-f", "f32le", "-acodec", "pcm_f32le", "-"],
+         "-c:a", "pcm_f32le", "-f", "wav", "-y", str(wav)],
         capture_output=True, check=False,
     )
-    if decoded.returncode != 0:
-        raise DataError(decoded.stderr.decode(errors="replace").strip() or "ffmpeg failed")
-    samples = np.frombuffer(decoded.stdout, dtype="<f4")
-    audio = samples[: samples.size // channels * channels].reshape(-1, channels).T
-    return np.ascontiguousarray(audio, dtype=np.float32), rate
+    if done.returncode != 0 or not wav.is_file():
+        raise DataError(done.stderr.decode(errors="replace").strip() or "ffmpeg failed")
+    return wav
+
+
+def ffmpeg_fallback_error(path: Path, sf_exc: BaseException, ff_exc: BaseException) -> DataError:
+    return DataError(f"cannot read audio file {path}: {sf_exc}; ffmpeg fallback: {ff_exc}")
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool) -> str:
+    """The soundfile format for ``path``'s extension; DataError if unsupported or (without ``overwrite``) existing."""
+    path = Path(path)
+    fmt = _WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"cannot write {path}: unsupported extension (use {', '.join(_WRITE_FORMATS)})")
+    check_not_existing(path, overwrite)
+    return fmt
+
+
+def check_not_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise DataError(f"refusing to overwrite existing file {path} "
+                        "(to replace it: --force on the command line, overwrite=True in Python)")
 
 
 def write_audio(
@@ -84,11 +96,7 @@ def write_audio(
     renamed, so readers never see a half-written file.
     """
     path = Path(path)
-    fmt = _WRITE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(f"cannot write {path}: unsupported extension (use {', '.join(_WRITE_FORMATS)})")
-    if path.exists() and not overwrite:
-        raise DataError(f"refusing to overwrite existing file {path} (pass overwrite=True)")
+    fmt = check_writable(path, overwrite)
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
     audio = np.asarray(audio)

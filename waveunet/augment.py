@@ -22,6 +22,13 @@ from torch import nn
 from .errors import ConfigError
 
 
+def _probability(name: str, p: float) -> float:
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ConfigError(f"{name} augmentation needs 0 <= p <= 1 (got p={p})")
+    return p
+
+
 def _per_example(stems: torch.Tensor) -> tuple[int, int]:
     if stems.dim() != 4:
         raise ValueError(f"augmentations expect (batch, sources, channels, samples), got shape {tuple(stems.shape)}")
@@ -50,12 +57,14 @@ class ChannelSwap(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        self.p = float(p)
+        self.p = _probability("channelswap", p)
 
     def forward(self, stems: torch.Tensor) -> torch.Tensor:
-        if not self.training or stems.shape[2] != 2:
+        if not self.training:
             return stems
         b, s = _per_example(stems)
+        if stems.shape[2] != 2:
+            return stems
         swap = torch.rand(b, s, 1, 1, device=stems.device) < self.p
         return torch.where(swap, stems.flip(2), stems)
 
@@ -65,7 +74,7 @@ class SignFlip(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        self.p = float(p)
+        self.p = _probability("signflip", p)
 
     def forward(self, stems: torch.Tensor) -> torch.Tensor:
         if not self.training:

@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import compose, config_dir
 from .errors import ConfigError
 from .files import atomic_write, atomic_write_text
-from .metrics import dumps_json
+from .metrics import bound_hits, dumps_json, framewise_sdr
 from .report import _pyplot
 
 log = logging.getLogger("waveunet.compare")
@@ -55,6 +55,7 @@ SDR_FIGURE_NAME = "sdr_by_mode.png"
 RUN_CONFIG = "config.yaml"
 RUN_SUMMARY = "train_summary.json"
 EVAL_DIR = "eval"
+EVAL_SETTINGS = "eval_settings.json"  # what eval/summary.json was computed with
 # Set per run by the comparison itself; a command-line override of them would be overwritten.
 PER_RUN_KEYS = ("output", "seed", "loss", "loss.name", "name")
 # Clipping statistics shown side by side (keys of waveunet.metrics.clipping_stats).
@@ -291,18 +292,27 @@ def evaluate_run(run_dir: Path, data_cfg: dict, eval_settings: dict) -> dict | N
     from .evaluate import evaluate
 
     out = run_dir / EVAL_DIR
-    done = _read_json(out / "summary.json")
-    if done is not None and "aggregates" in done:
-        return done
     checkpoint = run_dir / "best.pt"
     if not checkpoint.is_file():
         checkpoint = run_dir / "last.pt"
+    settings = {"split": "test", "metrics": "sdr", "progress": False, **eval_settings}
+    # What decides the numbers: reuse an evaluation only if it was made with these settings.
+    decisive = {k: v for k, v in settings.items() if k != "progress"}
+    used = json.loads(json.dumps({"checkpoint": checkpoint.name, "settings": decisive, "data": data_cfg},
+                                 default=str))
+    done = _read_json(out / "summary.json")
+    if done is not None and "aggregates" in done and _read_json(run_dir / EVAL_SETTINGS) == used:
+        return done
+    if done is not None:
+        log.info("%s: evaluation settings changed (or unrecorded); evaluating again", run_dir)
     if not checkpoint.is_file():
         return None
-    settings = {"split": "test", "metrics": "sdr", "progress": False, **eval_settings}
     cfg = OmegaConf.create({**settings, "checkpoint": str(checkpoint), "estimates": None,
                             "out_dir": str(out), "overwrite": True, "data": data_cfg})
-    return evaluate(cfg)
+    (run_dir / EVAL_SETTINGS).unlink(missing_ok=True)
+    result = evaluate(cfg)
+    _write_json(run_dir / EVAL_SETTINGS, used)
+    return result
 
 
 def run_all(settings: Settings, overrides: Sequence[str]) -> list[RunResult]:
@@ -425,11 +435,49 @@ def quiet_passage(references: np.ndarray, source: int, length: int) -> tuple[int
     return best
 
 
+def bound_marks(est: np.ndarray, raw: np.ndarray | None, low: float, high: float | None) -> np.ndarray:
+    """Samples to mark: the estimate at or beyond a bound, or ``raw`` (before the clip) beyond it.
+
+    ``high=None`` (a one-sided head: relu, softplus) marks the lower bound only.
+    """
+    at = est <= low
+    if high is not None:
+        at |= est >= high
+    if raw is not None:
+        at |= raw < low
+        if high is not None:
+            at |= raw > high
+    return at
+
+
+def _bound_lines(ax: Any, low: float, high: float | None) -> None:
+    for b in (low, high):
+        if b is not None:
+            ax.axhline(b, color="red", lw=0.3, ls="--")
+
+
+def _separate_passage(separator: Any, mixture: np.ndarray, sl: slice, si: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source ``si``'s estimate and unclipped output (C, len) on ``mixture[:, sl]`` only.
+
+    Separates the passage plus the model's context on each side, the window aligned to the
+    separator's chunk grid, so the result equals separating the whole track and cropping.
+    """
+    model = separator.model
+    ctx = model.input_samples - model.output_samples
+    step = separator.step_samples
+    total = mixture.shape[-1]
+    lo = max(0, sl.start - ctx) // step * step
+    hi = min(total, -(-(sl.stop + ctx) // step) * step)
+    sep = separator.separate_tensor(torch.from_numpy(np.ascontiguousarray(mixture[:, lo:hi])))
+    crop = slice(sl.start - lo, sl.stop - lo)
+    return sep.stems[si, :, crop].numpy(), sep.unclipped[si, :, crop].numpy()
+
+
 def waveform_figure(path: Path, results: Sequence[RunResult], settings: Settings) -> dict | None:
     """Input vs each mode's estimate of one source on a loud passage where only it plays."""
     from .checkpoint import load_model
     from .data import load_split
-    from .inference import Separator
+    from .inference import Separator, resolve_device
 
     firsts = []
     for mode in settings.modes:
@@ -439,7 +487,8 @@ def waveform_figure(path: Path, results: Sequence[RunResult], settings: Settings
             firsts.append(run)
     if not firsts:
         return None
-    models = [load_model(r.run_dir / "best.pt", "cpu") for r in firsts]
+    device = resolve_device(settings.eval.get("device", "auto"))
+    models = [load_model(r.run_dir / "best.pt", device) for r in firsts]
     model0 = models[0]
     sources = list(model0.sources)
     name = settings.figure.get("source") or sources[0]
@@ -467,18 +516,21 @@ def waveform_figure(path: Path, results: Sequence[RunResult], settings: Settings
     reference = np.array(track.sources[si])
     rows = []
     for run, model in zip(firsts, models, strict=True):
-        sep = Separator(model, device="cpu").separate_tensor(torch.from_numpy(mixture))
-        est = sep.stems[si].numpy()
-        raw = sep.unclipped[si].numpy()
-        seg_ref, seg_est = reference[:, sl], est[:, sl]
-        err = float(np.square(seg_ref - seg_est).sum())
-        sdr = 10 * math.log10(float(np.square(seg_ref).sum()) / err) if err > 0 else math.inf
-        rows.append({"mode": run.mode.name, "seed": run.seed, "est": est[0, sl], "raw": raw[0, sl],
-                     "peak_ratio": float(np.abs(seg_est).max() / max(np.abs(seg_ref).max(), 1e-12)),
-                     "sdr_db": sdr,
-                     "clipped": int(((seg_est <= model.output_mode.low) | (seg_est >= model.output_mode.high)).sum()),
-                     "raw_beyond": int(((raw[:, sl] < model.output_mode.low) | (raw[:, sl] > model.output_mode.high)).sum())})
-    low, high = model0.output_mode.low, model0.output_mode.high or 1.0
+        low, high = float(model.output_mode.low), model.output_mode.high
+        high = None if high is None else float(high)
+        est, raw = _separate_passage(Separator(model, device=device), mixture, sl, si)
+        seg_ref = reference[:, sl]
+        hits = bound_hits(est[None], raw[None], low, high)[0]
+        sdr = float(framewise_sdr(seg_ref[None], est[None], win=seg_ref.shape[-1], hop=seg_ref.shape[-1])[0, 0])
+        rows.append({"mode": run.mode.name, "seed": run.seed, "est": est[0], "raw": raw[0],
+                     "low": low, "high": high,
+                     "peak_ratio": float(np.abs(est).max() / max(np.abs(seg_ref).max(), 1e-12)),
+                     "sdr_db": sdr, "clipped": hits["clipped_count"], "raw_beyond": hits["overshoot_count"]})
+    # The input row and the y range: the widest bounds of any mode (a one-sided head has none above).
+    low = min(r["low"] for r in rows)
+    highs = [r["high"] for r in rows if r["high"] is not None]
+    high = max(highs) if highs else None
+    top = high if high is not None else max(1.0, float(np.abs(mixture[:, sl]).max()))
     t = np.arange(sl.start, sl.stop) / rate
 
     def draw(p: str) -> None:
@@ -487,22 +539,22 @@ def waveform_figure(path: Path, results: Sequence[RunResult], settings: Settings
         x = mixture[0, sl]
         ax = axes[0]
         ax.plot(t, x, lw=0.5, color="black")
-        hit = (x <= low) | (x >= high)
+        hit = bound_marks(x, None, low, high)
         ax.scatter(t[hit], x[hit], s=2, color="red")
         ax.set_title(f"input mixture ({track.name}, channel 0; other sources' energy "
                      f"{ratio:.1e} x {name}'s here)", fontsize=8)
+        _bound_lines(ax, low, high)
         for ax, row in zip(axes[1:], rows, strict=True):
             ax.plot(t, reference[0, sl], lw=0.5, color="0.75", label=f"true {name}")
             ax.plot(t, row["est"], lw=0.5, color="tab:blue", label="estimate")
-            over = (row["raw"] < low) | (row["raw"] > high)
-            at = (row["est"] <= low) | (row["est"] >= high) | over
+            at = bound_marks(row["est"], row["raw"], row["low"], row["high"])
             ax.scatter(t[at], row["est"][at], s=2, color="red", label="clipped (at/beyond bound)")
             ax.set_title(f"{row['mode']} (seed {row['seed']}): {name}; peak ratio {row['peak_ratio']:.3f}, "
-                         f"passage SDR {row['sdr_db']:.2f} dB, {int(at.sum())} clipped samples", fontsize=8)
+                         f"passage SDR {row['sdr_db']:.2f} dB, {row['clipped']} samples at a bound "
+                         "(both channels)", fontsize=8)
+            _bound_lines(ax, row["low"], row["high"])
         for ax in axes:
-            ax.axhline(low, color="red", lw=0.3, ls="--")
-            ax.axhline(high, color="red", lw=0.3, ls="--")
-            ax.set_ylim(low * 1.1, high * 1.1)
+            ax.set_ylim(low * 1.1, top * 1.1)
         axes[1].legend(loc="upper right", fontsize=6, markerscale=3)
         axes[-1].set_xlabel("time (s)")
         fig.suptitle(f"Loud passage where only {name} plays: red = samples at or beyond the bound", fontsize=9)
@@ -649,7 +701,7 @@ def clipping_table(summary: dict, modes: Sequence[Mode]) -> list[str]:
         for m in modes:
             e = summary["table"][s][m.name]
             lines.append(f"| {s} | {m.name} | " + " | ".join(
-                _cell(e[key], scale, 3 if scale == 1.0 else 3) for key, _, scale in CLIPPING_COLUMNS) + " |")
+                _cell(e[key], scale, 3) for key, _, scale in CLIPPING_COLUMNS) + " |")
     return lines
 
 
@@ -722,10 +774,11 @@ def findings(summary: dict, modes: Sequence[Mode]) -> list[str]:
 
 
 def write_results(settings: Settings, results: Sequence[RunResult], summary: dict, command: str,
-                  wall_s: float, figures: dict[str, str], waveform: dict | None) -> str:
+                  wall_s: float, figures: dict[str, str], waveform: dict | None,
+                  diff: dict[str, dict[str, Any]] | None = None) -> str:
     modes = settings.modes
-    configs = {r.key: r.config for r in results}
-    diff = config_differences(configs)
+    if diff is None:
+        diff = config_differences({r.key: r.config for r in results})
     head_keys = {k: v for k, v in diff.items() if k != "seed" and k != "name"}
     n_keys = len(_flatten(results[0].config)) if results else 0
     first = results[0].config if results else {}
@@ -840,8 +893,8 @@ def _compare(settings: Settings, overrides: list[str], command: str | None, t0: 
         sdr_figure(out / SDR_FIGURE_NAME, summary, settings.modes)
     wall = time.perf_counter() - t0
     command = command or "waveunet compare " + " ".join(overrides)
-    text = write_results(settings, results, summary, command, wall, figures, waveform)
     diff = config_differences({r.key: r.config for r in results})
+    text = write_results(settings, results, summary, command, wall, figures, waveform, diff)
     payload = {
         "generator": GENERATOR,
         "command": command,

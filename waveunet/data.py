@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from .audio import convert_channels, read_audio, resample
 from .errors import ConfigError, DataError
+from .files import DIR_MODE
 
 FORMATS = ("musdb", "musdb_hq", "folder", "preview", "synthetic")
 SPLITS = ("train", "valid", "test")
@@ -141,6 +142,7 @@ def _ensure_preview(root: Path) -> None:
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.download-", dir=root.parent))
     try:
+        tmp.chmod(DIR_MODE)  # mkdtemp makes 0700; the dataset should look like any other folder
         musdb.DB(root=str(tmp), download=True, subsets=["train"])
         if not (tmp / "train").is_dir():
             raise DataError(f"the MUSDB18 preview download into {tmp} produced no train/ folder")
@@ -154,19 +156,38 @@ def _ensure_preview(root: Path) -> None:
 
 
 def _ensure_synthetic(root: Path, cfg: Any) -> None:
-    """Generate the configured synthetic dataset the first time it is used."""
+    """Generate the configured synthetic dataset the first time it is used.
+
+    An existing one must match the configuration: its ``synth.json`` (written by
+    :func:`waveunet.synth.generate_dataset`) is compared with the settings, so a
+    changed setting is never silently ignored.
+    """
+    from .synth import MARKER, default_test_tracks, generate_dataset
+
+    tracks = int(_get(cfg, "tracks", 8))
+    seconds = float(_get(cfg, "seconds", 12.0))
+    seed = int(_get(cfg, "seed", 0))
+    test_tracks = _get(cfg, "test_tracks")
+    wanted = {"tracks": tracks, "seconds": seconds, "seed": seed,
+              "test_tracks": default_test_tracks(tracks) if test_tracks is None else int(test_tracks)}
+    marker = root / MARKER
+    if marker.is_file():
+        try:
+            info = json.loads(marker.read_text())
+            have = {"tracks": int(info["tracks"]), "seconds": float(info["seconds"]), "seed": int(info["seed"]),
+                    "test_tracks": int(info["test_tracks"])}
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"cannot read the synthetic dataset's settings from {marker}: {exc}") from exc
+        differ = [f"{k}: {have[k]} there, {wanted[k]} configured" for k in wanted if have[k] != wanted[k]]
+        if differ:
+            raise ConfigError(
+                f"the synthetic dataset at {root} was generated with other settings ({'; '.join(differ)}; "
+                f"see {marker}); set data.root to another folder or remove this one")
     if (root / "train").is_dir():
         return
-    from .synth import generate_dataset
 
     print(f"generating synthetic dataset in {root} ...", flush=True)
-    generate_dataset(
-        root,
-        tracks=int(_get(cfg, "tracks", 8)),
-        seconds=float(_get(cfg, "seconds", 12.0)),
-        seed=int(_get(cfg, "seed", 0)),
-        test_tracks=_get(cfg, "test_tracks"),
-    )
+    generate_dataset(root, tracks=tracks, seconds=seconds, seed=seed, test_tracks=test_tracks)
 
 
 def find_audio(folder: Path, stem: str) -> Path | None:
@@ -238,6 +259,18 @@ def _select_split(found_train: list[_Found], split: str, cfg: Any, fmt: str, roo
         valid = set(sorted(names)[len(names) - count:]) if count else set()
     keep_valid = split == "valid"
     return [t for t in found_train if (t.name in valid) == keep_valid]
+
+
+def _empty_split_hint(split: str, cfg: Any, fmt: str, root: Path) -> str:
+    """Why a validation split came out empty, for its format."""
+    if _get(cfg, "valid_tracks") is not None:
+        return " (data.valid_tracks is empty)"
+    if fmt in ("musdb", "musdb_hq", "preview"):
+        return " (MUSDB datasets use the official validation track names; set data.valid_tracks)"
+    subset_dir = root / "train"
+    n = sum(1 for p in subset_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) if subset_dir.is_dir() else 0
+    return (f" (data.valid_fraction={_get(cfg, 'valid_fraction', 0.0)} gives 0 of {n} tracks; "
+            "add tracks or set data.valid_tracks)")
 
 
 def source_plan(sources: Sequence[str], stems: Sequence[str], where: str) -> list[list[str]]:
@@ -385,6 +418,14 @@ def _to_model_format(audio: np.ndarray, rate: int, sample_rate_hz: int, channels
     return np.asarray(resample(audio, rate, sample_rate_hz), dtype=np.float32)
 
 
+def _sum_stems(parts: list[np.ndarray]) -> np.ndarray:
+    """The float32 sum, added in place: no (stems, C, T) stack of a long track."""
+    total = np.array(parts[0], dtype=np.float32, copy=True)
+    for part in parts[1:]:
+        np.add(total, part, out=total, casting="unsafe")
+    return total
+
+
 def _build_track(found: _Found, fmt: str, plan: list[list[str]], npy: Path, sample_rate_hz: int, channels: int) -> bool:
     """Decode one track into ``npy`` (mixture first, then the sources); returns whether it is silent."""
     has_mixture = "mixture" in found.files
@@ -394,16 +435,18 @@ def _build_track(found: _Found, fmt: str, plan: list[list[str]], npy: Path, samp
         stems = _decode_stem_mp4(found, needed, sample_rate_hz, channels)
     else:
         stems = _decode_files(found, needed, sample_rate_hz, channels)
-    mixture = stems["mixture"] if has_mixture else np.sum([stems[s] for s in stems], axis=0, dtype=np.float32)
+    mixture = stems["mixture"] if has_mixture else _sum_stems([stems[s] for s in stems])
     n_samples = mixture.shape[-1]
+    silent = not np.any(mixture)
     tmp = npy.with_name(f".{npy.name}.pid{os.getpid()}.tmp.npy")
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                         shape=(1 + len(plan), channels, n_samples))
         out[0] = mixture
         for i, group in enumerate(plan, start=1):
-            out[i] = stems[group[0]] if len(group) == 1 else np.sum([stems[s] for s in group], axis=0, dtype=np.float32)
-        silent = not np.any(out[0]) and not np.any(out[1:])
+            source = stems[group[0]] if len(group) == 1 else _sum_stems([stems[s] for s in group])
+            silent = silent and not np.any(source)
+            out[i] = source
         out.flush()
         del out
         os.replace(tmp, npy)
@@ -441,7 +484,7 @@ def load_split(data_cfg: Any, split: str, *, sample_rate_hz: int, channels: int,
     if split != "test":
         found = _select_split(found, split, data_cfg, fmt, root)
     if not found:
-        hint = " (MUSDB datasets use the official validation track names; set data.valid_tracks)" if split == "valid" else ""
+        hint = _empty_split_hint(split, data_cfg, fmt, root) if split == "valid" else ""
         raise DataError(f"split '{split}' of the {fmt} dataset at {root} has no tracks{hint}")
 
     # The accompaniment file, when a folder dataset has one, wins over the sum of stems.

@@ -38,14 +38,22 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .audio import read_audio, resample
+from .audio import convert_channels, read_audio, resample
 from .checkpoint import load_checkpoint, load_model
 from .config import compose, config_dir
 from .data import SPLITS, Track, dataset_stems, find_audio, load_split, source_plan
 from .errors import CheckpointError, ConfigError, DataError
 from .inference import GIB, Separator, resolve_device
-from .metrics import BssJob, clipping_stats, difference_error_share, evaluate_tracks, framewise_sdr
-from .report import BOXPLOT_NAME, REPORT_NAME, SUMMARY_NAME, TrackResult, WaveformSpec, write_report
+from .metrics import (
+    BssJob,
+    bound_stats,
+    clipping_stats,
+    difference_error_share,
+    evaluate_tracks,
+    framewise_sdr,
+    silent_sources,
+)
+from .report import REPORT_NAME, TrackResult, WaveformSpec, prepare_out_dir, write_report
 
 METRICS = ("sdr", "bss")
 MUSEVAL_DIR = "museval"  # per-track museval JSON (metrics=bss) inside out_dir
@@ -216,9 +224,36 @@ class ModelEstimates:
     def check(self, tracks: Sequence[Track]) -> None:
         """Nothing to check up front: the model separates any mixture."""
 
-    def __call__(self, track: Track) -> tuple[torch.Tensor, torch.Tensor | None]:
-        result = self.separator.separate(np.array(track.mixture), track.sample_rate_hz, desc=track.name)
-        return result.stems[self._index], result.unclipped[self._index]
+    def __call__(self, track: Track) -> tuple[torch.Tensor, torch.Tensor | None, list[dict[str, Any]]]:
+        """(stems, unclipped) at the track's rate and channels, and the bound statistics.
+
+        As :meth:`Separator.separate` does, but the bound statistics (clipped, overshoot,
+        saturated) come from the model-rate output: resampling back rings past the bounds.
+        """
+        sep = self.separator
+        rate, model_rate = int(track.sample_rate_hz), sep.sample_rate_hz
+        in_channels, length = track.mixture.shape
+        mix = convert_channels(np.array(track.mixture, dtype=np.float32), sep.channels, via_mono=True)
+        mix = resample(mix, rate, model_rate)
+        if mix.shape[-1] == 0:
+            raise DataError(f"track '{track.name}': {length} samples at {rate} Hz are shorter than "
+                            f"one sample at the model's {model_rate} Hz")
+        result = sep.separate_tensor(torch.from_numpy(np.ascontiguousarray(mix)), desc=track.name)
+        stems, unclipped = result.stems[self._index], result.unclipped[self._index]
+        bounds = bound_stats(stems, unclipped, bounds=self.bounds)
+        if rate == model_rate and in_channels == sep.channels:
+            return stems, unclipped, bounds
+
+        def back(x: torch.Tensor) -> torch.Tensor:
+            x = resample(x, model_rate, rate)[..., :length]
+            x = torch.nn.functional.pad(x, (0, length - x.shape[-1]))
+            return convert_channels(x, in_channels, via_mono=True).contiguous()
+
+        stems = back(stems)
+        if rate != model_rate:
+            low, high = sep.bounds
+            stems = stems.clamp(min=low, max=high)  # as Separator.separate: the scored stems stay bounded
+        return stems, back(unclipped), bounds
 
     def meta(self, rate_hz: int) -> dict[str, Any]:
         model_rate = self.separator.sample_rate_hz
@@ -240,6 +275,18 @@ class ModelEstimates:
         }
 
 
+def _audio_format(path: Path) -> tuple[int, int]:
+    """(sample rate, channels) of an audio file; from its header where soundfile reads it."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+        return int(info.samplerate), int(info.channels)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
+        audio, rate = read_audio(path)  # formats soundfile cannot read (e.g. via ffmpeg)
+        return rate, int(audio.shape[0])
+
+
 class DiskEstimates:
     """Estimates written by any system as ``DIR/<track>/<source>.<wav|flac|...>``."""
 
@@ -259,9 +306,10 @@ class DiskEstimates:
         self.sources = s.sources or self._default_sources(data_cfg)
         self.resampled: dict[str, int] = {}
         self.length_mismatches: list[dict[str, Any]] = []
-        first = self._first_file()
-        audio, rate = read_audio(first)
-        self.default_rate_hz, self.default_channels = rate, int(audio.shape[0])
+        self.default_rate_hz: int | None = None
+        self.default_channels: int | None = None
+        if s.sample_rate_hz is None or s.channels is None:
+            self.default_rate_hz, self.default_channels = _audio_format(self._first_file())
 
     def _default_sources(self, data_cfg: Any) -> list[str]:
         """The sources with files in DIR/*/ that the dataset provides; all its stems if all are there."""
@@ -313,7 +361,7 @@ class DiskEstimates:
             for source in self.sources:
                 self._file(track.name, source)
 
-    def __call__(self, track: Track) -> tuple[np.ndarray, None]:
+    def __call__(self, track: Track) -> tuple[np.ndarray, None, None]:
         channels, length = track.mixture.shape
         out = np.zeros((len(self.sources), channels, length), dtype=np.float32)
         for i, source in enumerate(self.sources):
@@ -334,7 +382,7 @@ class DiskEstimates:
                               stacklevel=2)
             n = min(length, audio.shape[1])
             out[i, :, :n] = audio[:, :n]
-        return out, None
+        return out, None, None
 
     def meta(self, rate_hz: int) -> dict[str, Any]:
         meta: dict[str, Any] = {"estimates": str(self.root.resolve()), "scored_rate": f"{rate_hz} Hz"}
@@ -358,22 +406,6 @@ def _default_out_dir(s: Settings, source: ModelEstimates | DiskEstimates, data_n
     return Path("evaluations") / f"{s.estimates.resolve().name}-{tag}"  # type: ignore[union-attr]
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse, before any work, to write over an earlier evaluation (unless overwrite)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"out_dir: {out_dir} exists and is not a directory")
-    if overwrite or not out_dir.is_dir():
-        return
-    ours = {SUMMARY_NAME, REPORT_NAME, BOXPLOT_NAME, MUSEVAL_DIR}
-    existing = sorted(p.name for p in out_dir.iterdir()
-                      if p.name in ours or (p.name.startswith("waveform_") and p.suffix == ".png"))
-    if existing:
-        raise ConfigError(
-            f"out_dir: {out_dir} already holds an evaluation ({', '.join(existing)}); choose "
-            "another out_dir=... or set overwrite=true"
-        )
-
-
 def default_bss_workers() -> int:
     """museval worker processes: half the CPU cores, 1 to 4.
 
@@ -382,10 +414,6 @@ def default_bss_workers() -> int:
     (oversubscribed), in-process 24.9 s; one worker also lets separation overlap museval.
     """
     return max(1, min((os.cpu_count() or 1) // 2, 4))
-
-
-def _silent_sources(x: np.ndarray) -> list[int]:
-    return np.flatnonzero(np.all(x.sum(axis=1) == 0, axis=-1)).tolist()
 
 
 def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -414,7 +442,10 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
     rate = s.sample_rate_hz or source.default_rate_hz
     channels = s.channels or source.default_channels
     out_dir = s.out_dir or _default_out_dir(s, source, data_name)
-    _check_out_dir(out_dir, s.overwrite)
+    try:  # the one out_dir guard, before any work; overwrite=true clears stale files
+        prepare_out_dir(out_dir, s.overwrite, subdirs=(MUSEVAL_DIR,))
+    except FileExistsError as exc:
+        raise ConfigError(f"out_dir: {exc}") from exc
 
     tracks = load_split(data_cfg, s.split, sample_rate_hz=rate, channels=channels, sources=source.sources)
     if s.max_tracks is not None:
@@ -434,14 +465,15 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
     def score(track: Track) -> tuple[np.ndarray, np.ndarray]:
         """Estimates + fast metrics of one track; returns (references, estimates) for museval."""
         t0 = time.perf_counter()
-        est, raw = source(track)
+        est, raw, bounds = source(track)
         t1 = time.perf_counter()
         refs_np = np.array(track.sources, dtype=np.float32)  # a copy: the cache is a read-only map
         refs = torch.from_numpy(refs_np).to(device)
         est_t = torch.as_tensor(est).to(device)
         raw_t = None if raw is None else torch.as_tensor(raw).to(device)
         sdr = framewise_sdr(refs, est_t, win=rate, hop=rate).cpu()
-        clip = clipping_stats(est_t, refs, raw=raw_t, bounds=source.bounds, activation=source.activation)
+        clip = clipping_stats(est_t, refs, raw=raw_t, bounds=source.bounds, activation=source.activation,
+                              bound_statistics=bounds)
         difference = None
         if source.difference_index is not None:
             difference = difference_error_share(est_t, refs, difference_index=source.difference_index)
@@ -461,7 +493,7 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
         def load() -> BssJob:
             refs, est = score(track)
             for what, arr in (("reference", refs), ("estimate", est)):
-                silent = _silent_sources(arr)
+                silent = silent_sources(arr)
                 if silent:
                     raise DataError(
                         f"track '{track.name}': the {what} of {', '.join(sources[i] for i in silent)} "
@@ -511,11 +543,8 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
     }
     if s.metrics == "bss":
         meta["museval_json"] = f"{MUSEVAL_DIR}/<track>.json (museval's per-track format)"
-    try:
-        return write_report(out_dir, [results[n] for n in names], meta=meta,
-                            waveform=waveform[0] if waveform else None, overwrite=s.overwrite)
-    except FileExistsError as exc:
-        raise ConfigError(f"{exc} (set overwrite=true)") from exc
+    return write_report(out_dir, [results[n] for n in names], meta=meta,
+                        waveform=waveform[0] if waveform else None, checked=True)
 
 
 # --------------------------------------------------------------------------------------------

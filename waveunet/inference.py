@@ -378,8 +378,9 @@ class Separator:
                                          for k in chunks])
                     with torch.inference_mode():
                         out = self.model(batch.to(self.device))
-                        estimates = out.estimates[..., :step].float().cpu().clone()
-                        raw = out.unclipped[..., :step].float().cpu().clone()
+                        # one copy to the CPU as float32 (a view of ``out`` must not outlive it)
+                        estimates = out.estimates[..., :step].to("cpu", torch.float32, copy=True)
+                        raw = out.unclipped[..., :step].to("cpu", torch.float32, copy=True)
                     del out, batch
                     bar.update(len(chunks))
                     for j, k in enumerate(chunks):
@@ -420,12 +421,8 @@ class Separator:
             raise DataError(f"sample rate must be a positive integer, got {sample_rate_hz!r}")
         in_channels, length = audio.shape
         mix = convert_channels(audio.astype(np.float32, copy=False), self.channels, via_mono=True)
+        # at least one sample: resampling gives ceil(new * length / orig) >= 1 for length >= 1
         mix = resample(mix, int(sample_rate_hz), self.sample_rate_hz)
-        if mix.shape[-1] == 0:
-            raise DataError(
-                f"audio of {length} samples at {sample_rate_hz} Hz is shorter than one sample "
-                f"at the model's {self.sample_rate_hz} Hz"
-            )
         result = self.separate_tensor(torch.from_numpy(np.ascontiguousarray(mix)), desc=desc)
 
         def back(x: torch.Tensor) -> torch.Tensor:

@@ -182,6 +182,15 @@ def _to_numpy_sct(x: ArrayLike, name: str) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
+def silent_sources(arr: ArrayLike) -> list[int]:
+    """Indices of the sources of an (S, C, T) array that are silent over the whole signal.
+
+    museval's test: the sum over channels is 0 at every sample (museval cannot score those).
+    """
+    a = _to_numpy_sct(arr, "audio")
+    return np.flatnonzero(np.all(a.sum(axis=1) == 0, axis=-1)).tolist()
+
+
 def bss_eval(
     references: ArrayLike,
     estimates: ArrayLike,
@@ -217,11 +226,10 @@ def bss_eval(
         # With one source BSSEval has no interference to measure; museval warns and misbehaves.
         raise ConfigError(f"references: BSSEval needs at least 2 sources, got {ref.shape[0]}")
     for name, arr in (("references", ref), ("estimates", est)):
-        silent = np.all(arr.sum(axis=1) == 0, axis=-1)
-        if silent.any():
+        silent = silent_sources(arr)
+        if silent:
             raise ConfigError(
-                f"{name}: source(s) {np.flatnonzero(silent).tolist()} are silent over the whole "
-                "signal; museval cannot score them"
+                f"{name}: source(s) {silent} are silent over the whole signal; museval cannot score them"
             )
     win = int(round(win_seconds * sample_rate_hz))
     hop = int(round(hop_seconds * sample_rate_hz))
@@ -271,11 +279,12 @@ def _run_bss_job(
         text = museval_track_json(
             job.name, job.source_names, scores, win_seconds=win_seconds, hop_seconds=hop_seconds
         )
-        atomic_write_text(os.path.join(json_dir, _safe_filename(job.name) + ".json"), text)
+        atomic_write_text(os.path.join(json_dir, safe_filename(job.name) + ".json"), text)
     return job.name, scores
 
 
-def _safe_filename(name: str) -> str:
+def safe_filename(name: str) -> str:
+    """``name`` with path separators and other odd characters replaced, for a file name."""
     keep = "".join(c if c.isalnum() or c in "-_. " else "_" for c in name).strip(". ")
     return keep or "track"
 
@@ -482,6 +491,41 @@ def bound_hits(
     return hits
 
 
+BOUND_KEYS = ("clipped_count", "fraction_clipped", "saturated_count", "fraction_saturated",
+              "overshoot_count", "fraction_overshoot", "overshoot_mean", "overshoot_max")
+
+
+def _check_saturation(saturation_fraction: float) -> None:
+    if not 0 < saturation_fraction <= 1:
+        raise ConfigError(f"saturation_fraction: must be in (0, 1], got {saturation_fraction}")
+
+
+def bound_stats(
+    estimates: ArrayLike,
+    raw: ArrayLike | None = None,
+    *,
+    bounds: tuple[float, float] = (-1.0, 1.0),
+    saturation_fraction: float = 0.99,
+) -> list[dict[str, Any]]:
+    """The reference-free part of :func:`clipping_stats`, per source: :func:`bound_hits` plus
+    ``saturated_count`` / ``fraction_saturated`` (|u| > saturation_fraction).
+
+    Compute it on the output at the model's own rate: resampling afterwards rings past the
+    bounds, which would count as clipping, overshoot or saturation. ``raw`` must have the
+    estimates' shape. Keys: :data:`BOUND_KEYS` and ``n_samples``.
+    """
+    low, high = _check_bounds(bounds)
+    _check_saturation(saturation_fraction)
+    est = _as_float64(estimates, "estimates")
+    hits = bound_hits(est, raw, low, high)
+    centre, half = (low + high) / 2.0, (high - low) / 2.0
+    saturated = (((est - centre) / half).abs() > saturation_fraction).sum(dim=(1, 2))
+    for s, d in enumerate(hits):
+        n = d["n_samples"]
+        d.update(saturated_count=int(saturated[s]), fraction_saturated=int(saturated[s]) / n if n else 0.0)
+    return hits
+
+
 def clipping_stats(
     estimates: ArrayLike,
     references: ArrayLike,
@@ -491,6 +535,7 @@ def clipping_stats(
     activation: str = "linear",
     saturation_fraction: float = 0.99,
     loud_fraction: float = 0.5,
+    bound_statistics: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """What the bounded output did to each source of one track.
 
@@ -507,15 +552,19 @@ def clipping_stats(
         activation: output activation name, recorded in the result (e.g. "tanh", "linear").
         saturation_fraction: |u| above this counts as saturated (tanh's near-bound region).
         loud_fraction: reference samples with |u_ref| >= this are "loud" (near full scale).
+        bound_statistics: per source, :func:`bound_stats` computed elsewhere (at the model's
+            rate, when the estimates were resampled for scoring); then ``raw`` and
+            ``saturation_fraction`` are not used and the bound keys are copied from it.
 
     Returns:
         One dict per source with:
 
-        * ``fraction_clipped``: estimate samples at or beyond a bound (y <= low or y >= high).
+        * ``fraction_clipped`` (``clipped_count``): estimate samples at or beyond a bound
+          (y <= low or y >= high).
         * ``fraction_overshoot``: raw samples strictly beyond a bound (None if raw is None);
           ``overshoot_mean`` / ``overshoot_max``: |raw - centre| - half_width over those samples
-          (in signal units; None when there are none).
-        * ``fraction_saturated``: estimate samples with |u| > saturation_fraction (for tanh,
+          (in signal units; None when there are none); ``overshoot_count``: how many.
+        * ``fraction_saturated`` (``saturated_count``): estimate samples with |u| > saturation_fraction (for tanh,
           the region where its gradient has vanished; for a clipped linear output it includes
           the clipped samples).
         * ``peak_ratio`` = max|est| / max|ref| and ``rms_ratio`` = rms(est) / rms(ref), each
@@ -529,8 +578,7 @@ def clipping_stats(
         * ``n_samples`` (C*T, to weight fractions across tracks), ``activation``, ``bounds``.
     """
     low, high = _check_bounds(bounds)
-    if not 0 < saturation_fraction <= 1:
-        raise ConfigError(f"saturation_fraction: must be in (0, 1], got {saturation_fraction}")
+    _check_saturation(saturation_fraction)
     if not 0 < loud_fraction <= 1:
         raise ConfigError(f"loud_fraction: must be in (0, 1], got {loud_fraction}")
     ref, est = _prepare_pair(references, estimates)
@@ -541,9 +589,7 @@ def clipping_stats(
         raise ConfigError("references: no samples")
     dims = (1, 2)
 
-    u_est = ((est - centre) / half).abs()
     u_ref = ((ref - centre) / half).abs()
-    saturated = (u_est > saturation_fraction).sum(dim=dims)
     peak_est = (est - centre).abs().amax(dim=dims)
     peak_ref = (ref - centre).abs().amax(dim=dims)
     rms_est = est.square().mean(dim=dims).sqrt()
@@ -553,26 +599,21 @@ def clipping_stats(
     er = (est * ref * loud).sum(dim=dims)
     ee = (est.square() * loud).sum(dim=dims)
 
-    if raw is not None:
-        r = _as_float64(raw, "raw", device=ref.device)
-        _check_sct(r, "raw")
-        if r.shape[:2] != ref.shape[:2]:
-            raise ConfigError(f"raw: (sources, channels) {tuple(r.shape[:2])} differ from references")
-        raw = _pad_or_truncate(r, n_t)
-    hits = bound_hits(est, raw, low, high)
+    if bound_statistics is None:
+        if raw is not None:
+            r = _as_float64(raw, "raw", device=ref.device)
+            _check_sct(r, "raw")
+            if r.shape[:2] != ref.shape[:2]:
+                raise ConfigError(f"raw: (sources, channels) {tuple(r.shape[:2])} differ from references")
+            raw = _pad_or_truncate(r, n_t)
+        bound_statistics = bound_stats(est, raw, bounds=(low, high), saturation_fraction=saturation_fraction)
+    elif len(bound_statistics) != n_src:
+        raise ConfigError(f"bound_statistics: {len(bound_statistics)} entries for {n_src} sources")
 
     stats = []
     for s in range(n_src):
-        d: dict[str, Any] = {
-            "activation": activation,
-            "bounds": [low, high],
-            "n_samples": n,
-            "fraction_clipped": hits[s]["fraction_clipped"],
-            "fraction_saturated": saturated[s].item() / n,
-            "fraction_overshoot": hits[s]["fraction_overshoot"],
-            "overshoot_mean": hits[s]["overshoot_mean"],
-            "overshoot_max": hits[s]["overshoot_max"],
-        }
+        d: dict[str, Any] = {"activation": activation, "bounds": [low, high], "n_samples": n}
+        d.update({k: bound_statistics[s][k] for k in BOUND_KEYS})
         pr = peak_est[s].item() / peak_ref[s].item() if peak_ref[s] > 0 else math.nan
         rr = rms_est[s].item() / rms_ref[s].item() if rms_ref[s] > 0 else math.nan
         d.update(

@@ -2,16 +2,18 @@
 
 The evaluation command separates tracks, measures them with :mod:`waveunet.metrics`, and hands
 a list of :class:`TrackResult` to :func:`write_report`. Files are written atomically (temp file
-+ ``os.replace``) and only under fixed names; an existing file of that name is replaced only if
-a previous report in the same directory listed it as its own (``overwrite=True`` forces).
++ ``os.replace``) and only under fixed names; a directory already holding a report is written
+into only with ``overwrite=True`` (:func:`prepare_out_dir`, the one guard).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,10 +21,10 @@ import numpy as np
 from waveunet.files import atomic_write, atomic_write_text
 from waveunet.metrics import (
     ArrayLike,
-    _safe_filename,
     aggregate_pooled,
     aggregate_tracks,
     dumps_json,
+    safe_filename,
     to_jsonable,
 )
 
@@ -86,7 +88,8 @@ class WaveformSpec:
 # --------------------------------------------------------------------------------------------
 
 # How each clipping statistic is combined over tracks: fractions weighted by sample count,
-# maxima by max, everything else by the median over tracks.
+# counts summed, maxima by max, overshoot_mean weighted by each track's overshoot count,
+# ``*_db`` from the aggregated ratio, everything else by the median over tracks.
 def _aggregate_clipping(per_track: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not per_track:
@@ -97,19 +100,34 @@ def _aggregate_clipping(per_track: list[dict[str, Any]]) -> dict[str, Any]:
         k for d in per_track for k, v in d.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and k != "n_samples"
     ))
+
+    def values(k: str) -> np.ndarray:
+        return np.array([d.get(k) if d.get(k) is not None else np.nan for d in per_track], dtype=np.float64)
+
     for k in keys:
-        vals = np.array(
-            [d.get(k) if d.get(k) is not None else np.nan for d in per_track], dtype=np.float64
-        )
+        if k.endswith("_db") and k[:-3] in keys:
+            continue  # from the aggregated ratio below
+        vals = values(k)
         ok = np.isfinite(vals)
         if not ok.any():
             out[k] = None
         elif k.startswith("fraction_"):
             out[k] = float(np.sum(vals[ok] * weights[ok]) / np.sum(weights[ok]))
+        elif k.endswith("_count"):
+            out[k] = int(vals[ok].sum())
         elif k.endswith("_max"):
             out[k] = float(vals[ok].max())
+        elif k == "overshoot_mean" and "overshoot_count" in keys:
+            counts = np.nan_to_num(values("overshoot_count"))
+            w = ok & (counts > 0)
+            out[k] = float(np.sum(vals[w] * counts[w]) / np.sum(counts[w])) if w.any() else None
         else:
             out[k] = float(np.median(vals[ok]))
+    for k in keys:
+        if k.endswith("_db") and k[:-3] in keys:
+            ratio = out.get(k[:-3])
+            ok = ratio is not None and math.isfinite(ratio) and ratio > 0
+            out[k] = 20.0 * math.log10(ratio) if ok else None
     out["n_samples"] = int(weights.sum())
     out["n_tracks"] = len(per_track)
     return out
@@ -142,18 +160,18 @@ def build_summary(results: Sequence[TrackResult], meta: dict[str, Any]) -> dict[
     clipping = {
         s: _aggregate_clipping([r.clipping[s] for r in results if s in r.clipping]) for s in sources
     }
+    # per-track medians: aggregate_tracks' own (track_medians follow the tracks having the source)
+    medians: dict[tuple[str, str], list[float | None]] = {
+        (m, s): list(aggregates[m][s]["median_of_track_medians"]["track_medians"])
+        for m in metrics for s in sources
+    }
     tracks = []
     for r in results:
         entry: dict[str, Any] = {"name": r.name, "sources": list(r.source_names), "metrics": {}}
         for m in metrics:
             fr = r.frames(m)
             entry["metrics"][m] = {
-                s: {
-                    "frames": fr[i],
-                    "median": float(np.nanmedian(np.where(np.isfinite(fr[i]), fr[i], np.nan)))
-                    if np.isfinite(fr[i]).any()
-                    else None,
-                }
+                s: {"frames": fr[i], "median": medians[(m, s)].pop(0)}
                 for i, s in enumerate(r.source_names)
             }
         entry["clipping"] = r.clipping
@@ -220,8 +238,9 @@ def _markdown(summary: dict[str, Any], files: dict[str, str]) -> str:
             "## Clipping",
             "",
             "Fractions are of all samples (both channels) over all tracks; overshoot is how far "
-            "the raw output went beyond the bound before the test-time clip (max: over all "
-            "tracks); ratios and the loud-passage gain are medians over tracks. Loud gain g > 1 "
+            "the raw output went beyond the bound before the test-time clip (mean: over all such "
+            "samples of all tracks; max: over all tracks); ratios and the loud-passage gain are "
+            "medians over tracks, their dB values those of the medians. Loud gain g > 1 "
             "means loud passages of the estimate are attenuated.",
             "",
             "| source | clipped | beyond bound (raw) | overshoot mean | overshoot max | saturated "
@@ -377,16 +396,36 @@ def _waveform(spec: WaveformSpec, source_names: Sequence[str]) -> Callable[[str]
 # --------------------------------------------------------------------------------------------
 
 
-def _owned_files(out_dir: str) -> set[str]:
-    """Files a previous report in ``out_dir`` wrote (listed in its summary.json)."""
-    try:
-        with open(os.path.join(out_dir, SUMMARY_NAME), encoding="utf-8") as f:
-            prev = json.load(f)
-    except (OSError, ValueError):
-        return set()
-    if not isinstance(prev, dict) or prev.get("generator") != GENERATOR:
-        return set()
-    return set(prev.get("files", {}).values()) | {SUMMARY_NAME}
+def _is_figure(name: str) -> bool:
+    return name == BOXPLOT_NAME or (name.startswith("waveform_") and name.endswith(".png"))
+
+
+def prepare_out_dir(out_dir: str | os.PathLike[str], overwrite: bool, *, subdirs: Sequence[str] = ()) -> None:
+    """The output-directory guard; call it before any work is done.
+
+    Refuses (:class:`FileExistsError`) to write into a directory that already holds a report
+    (summary.json, report.md, figures) or a non-empty ``subdirs`` entry (e.g. ``museval``),
+    unless ``overwrite``. With ``overwrite`` the stale files an earlier run wrote and this one
+    may not rewrite (``waveform_*.png`` of another track, ``<subdir>/*.json`` of other tracks)
+    are removed; other files are left alone.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory")
+    if not out.is_dir():
+        return
+    ours = [p for p in out.iterdir() if p.is_file() and (p.name in (SUMMARY_NAME, REPORT_NAME) or _is_figure(p.name))]
+    stale_json = [f for d in subdirs if (out / d).is_dir() for f in (out / d).glob("*.json")]
+    if not overwrite:
+        existing = sorted({p.name for p in ours} | {d for d in subdirs if any((out / d).glob("*.json"))})
+        if existing:
+            raise FileExistsError(
+                f"{out} already holds an evaluation ({', '.join(existing)}); choose another "
+                "out_dir=... or set overwrite=true"
+            )
+        return
+    for p in [p for p in ours if _is_figure(p.name)] + stale_json:
+        p.unlink()  # summary.json and report.md are rewritten in place
 
 
 def write_report(
@@ -396,6 +435,7 @@ def write_report(
     meta: dict[str, Any] | None = None,
     waveform: WaveformSpec | None = None,
     overwrite: bool = False,
+    checked: bool = False,
 ) -> dict[str, Any]:
     """Write summary.json, report.md, sdr_boxplot.png and (optionally) waveform_<track>.png.
 
@@ -404,27 +444,25 @@ def write_report(
         results: one :class:`TrackResult` per track.
         meta: run metadata copied into the summary (checkpoint, output mode, sample rate, ...).
         waveform: audio for the waveform figure (loudest passage of one track).
-        overwrite: replace files of the same names even if no earlier report wrote them.
+        overwrite: write into a directory that already holds a report (stale figures of an
+            earlier one are removed); see :func:`prepare_out_dir`.
+        checked: the caller already ran :func:`prepare_out_dir` before its work (``overwrite``
+            is then not used).
 
     Returns:
         The summary dict as written to summary.json (``files`` maps role -> file name).
 
     Raises:
-        FileExistsError: a target file exists that this module did not write (and not overwrite).
+        FileExistsError: ``out_dir`` already holds a report (and not overwrite).
     """
     out = os.fspath(out_dir)
-    os.makedirs(out, exist_ok=True)
     summary = build_summary(results, meta or {})
+    if not checked:
+        prepare_out_dir(out, overwrite)
+    os.makedirs(out, exist_ok=True)
     files = {"summary": SUMMARY_NAME, "report": REPORT_NAME, "sdr_boxplot": BOXPLOT_NAME}
     if waveform is not None:
-        files["waveform"] = f"waveform_{_safe_filename(waveform.track_name)}.png"
-    owned = _owned_files(out)
-    clash = [f for f in files.values() if os.path.exists(os.path.join(out, f)) and f not in owned]
-    if clash and not overwrite:
-        raise FileExistsError(
-            f"out_dir {out!r}: would replace {clash}, not written by an earlier report; "
-            "choose another directory or pass overwrite=True"
-        )
+        files["waveform"] = f"waveform_{safe_filename(waveform.track_name)}.png"
     summary["files"] = files
     atomic_write(os.path.join(out, BOXPLOT_NAME), _boxplot(summary, results))
     if waveform is not None:
@@ -441,5 +479,6 @@ __all__ = [
     "WaveformSpec",
     "build_summary",
     "loudest_passage",
+    "prepare_out_dir",
     "write_report",
 ]

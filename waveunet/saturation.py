@@ -38,6 +38,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from .compare import _threads
 from .config import config_dir
 from .errors import ConfigError
 from .files import atomic_write, atomic_write_text
@@ -46,6 +47,8 @@ from .metrics import dumps_json
 from .model import build_model
 from .report import _pyplot
 
+GENERATOR = "waveunet saturation"  # marks saturation.json as ours: a later run may replace it
+JSON_NAME, MD_NAME = "saturation.json", "saturation.md"
 RECORD_KEYS = ("loss", "mse_to_target", "pre_activation_mean_abs", "pre_activation_max_abs",
                "hidden_max_abs", "first_layer_grad_norm", "grad_norm", "output_mean", "output_min")
 
@@ -276,7 +279,11 @@ def run_saturation(model_cfg: Any, modes: Sequence[SaturationMode], optimisers: 
                           f"(got {steps}, {recovery_steps}, {batch_size})")
     if not modes or not optimisers:
         raise ConfigError("saturation: need at least one mode and one optimiser")
+    for what, names in (("modes", [m.name for m in modes]), ("optimisers", [o.name for o in optimisers])):
+        if len(set(names)) != len(names):
+            raise ConfigError(f"saturation.{what}: names must be distinct, got {names}")
     out = Path(out_dir)
+    _check_out_dir(out, optimisers)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     runs = []
@@ -297,6 +304,7 @@ def run_saturation(model_cfg: Any, modes: Sequence[SaturationMode], optimisers: 
              + f": {opt.name}, lr {opt.lr:g}, batch {batch_size}, seed {seed}")
     model = build_model(model_cfg, output_preset(modes[0].output))
     result = {
+        "generator": GENERATOR,
         "command": command,
         "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, device {device}",
         "model": OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg),
@@ -306,10 +314,27 @@ def run_saturation(model_cfg: Any, modes: Sequence[SaturationMode], optimisers: 
         "batch_size": batch_size, "input_std": input_std, "seed": seed,
         "wall_s": time.perf_counter() - t0, "figures": figures, "runs": runs,
     }
-    atomic_write_text(str(out / "saturation.json"), dumps_json(result))
-    atomic_write_text(str(out / "saturation.md"), markdown(result))
+    atomic_write_text(str(out / JSON_NAME), dumps_json(result))
+    atomic_write_text(str(out / MD_NAME), markdown(result))
     result["out_dir"] = str(out.resolve())
     return result
+
+
+def _check_out_dir(out: Path, optimisers: Sequence[OptimiserSpec]) -> None:
+    """Refuse to replace saturation.json / .md / _<optimiser>.png that an earlier run here did not write."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"saturation.out_dir: {out} exists and is not a directory")
+    ours = [JSON_NAME, MD_NAME, *(f"saturation_{o.name}.png" for o in optimisers)]
+    present = [n for n in ours if (out / n).exists()]
+    if not present:
+        return
+    try:
+        previous = json.loads((out / JSON_NAME).read_text())
+    except (OSError, ValueError):
+        previous = None
+    if not isinstance(previous, dict) or previous.get("generator") != GENERATOR:
+        raise ConfigError(f"saturation.out_dir: {out} holds {', '.join(present)} not written by the "
+                          "saturation experiment; choose another saturation.out_dir")
 
 
 def run_from_config(cfg: DictConfig, command: str = "") -> dict[str, Any]:
@@ -325,15 +350,19 @@ def run_from_config(cfg: DictConfig, command: str = "") -> dict[str, Any]:
             raise ConfigError(f"saturation.modes[{i}]: unknown key(s) {', '.join(unknown)} (name, output, loss)")
         output = str(entry.get("output"))
         modes.append(SaturationMode(str(entry.get("name") or output), output, str(entry.get("loss") or "mse")))
-    threads = s.get("threads")
-    if threads is not None:
-        torch.set_num_threads(int(threads))
+    threads = _threads(s.get("threads"), "saturation.threads")
     optimisers = [OptimiserSpec(str(o["name"]), float(o["lr"])) for o in (s.get("optimisers") or [])]
-    return run_saturation(
-        cfg.model, modes, optimisers, str(s.out_dir), steps=int(s.steps),
-        recovery_steps=int(s.get("recovery_steps", 0)), recovery_target=float(s.get("recovery_target", 0.0)),
-        batch_size=int(s.batch_size), input_std=float(s.input_std), seed=int(s.seed),
-        device=str(s.get("device", "cpu")), command=command, progress=bool(s.get("progress", True)))
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return run_saturation(
+            cfg.model, modes, optimisers, str(s.out_dir), steps=int(s.steps),
+            recovery_steps=int(s.get("recovery_steps", 0)), recovery_target=float(s.get("recovery_target", 0.0)),
+            batch_size=int(s.batch_size), input_std=float(s.input_std), seed=int(s.seed),
+            device=str(s.get("device", "cpu")), command=command, progress=bool(s.get("progress", True)))
+    finally:
+        torch.set_num_threads(previous)
 
 
 def load_result(path: str | os.PathLike) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, DataError, WaveUNetError
-from .inference import GIB, Separator
+from .inference import GIB, Separator, load_model
 
 SUBTYPES = {
     ("wav", "16"): "PCM_16",
@@ -104,9 +104,7 @@ def separate_song(
     targets = [out_dir / f"{name}.{ext}" for name in separator.sources]
     if song.is_dir():
         raise DataError(f"{song}: is a directory, not an audio file")
-    existing = [t for t in targets if t.exists()]
-    if existing and not force:
-        raise DataError(f"{song}: {existing[0]} already exists (use --force to overwrite)")
+    # An existing target is refused by separate_file (unless force), before any work.
     # Streamed file to file (waveunet.streaming): memory does not grow with the song's
     # length. Stems go to temporaries renamed into place only once all are complete.
     done = separator.separate_file(song, targets, subtype=subtype, overwrite=force,
@@ -130,18 +128,18 @@ def main(argv: list[str]) -> int:
     if args.chunk_seconds is not None and args.chunk_seconds <= 0:
         raise ConfigError(f"--chunk-seconds must be > 0, got {args.chunk_seconds}")
 
-    separator = Separator.from_checkpoint(
-        args.checkpoint,
+    model = load_model(args.checkpoint, "cpu")
+    chunk_samples = None
+    if args.chunk_seconds is not None:
+        chunk_samples = max(1, round(args.chunk_seconds * model.sample_rate_hz))
+    separator = Separator(
+        model,
         device=args.device,
+        chunk_output_samples=chunk_samples,
         batch_size=args.batch,
         memory_budget_bytes=None if args.memory_gib is None else int(args.memory_gib * GIB),
         progress=not args.quiet,
     )
-    if args.chunk_seconds is not None:
-        samples = max(1, round(args.chunk_seconds * separator.sample_rate_hz))
-        separator = Separator(separator.model, device=separator.device,
-                              chunk_output_samples=samples, batch_size=args.batch,
-                              progress=not args.quiet)
     out_root = Path(args.out)
     failures: list[str] = []
     used: dict[Path, Path] = {}

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -38,16 +36,21 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .audio import convert_channels
+from .audio import (
+    check_not_existing,
+    check_writable,
+    convert_channels,
+    decode_with_ffmpeg,
+    ffmpeg_fallback_error,
+)
 from .errors import DataError
-from .files import FILE_MODE
+from .files import FILE_MODE, temporary_next_to
 from .metrics import bound_hits
 
 if TYPE_CHECKING:
     from .inference import Separator
 
 DEFAULT_BLOCK_FRAMES = 2**16
-_WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
 
 class BlockResampler:
@@ -222,21 +225,6 @@ class FileSeparation:
     bounds: tuple[float, float | None]
 
 
-def _decode_with_ffmpeg(path: Path, folder: str) -> Path:
-    """Decode the first audio stream to a float WAV in ``folder`` (for m4a/mp4 and the like)."""
-    if shutil.which("ffmpeg") is None:
-        raise DataError("ffmpeg not installed")
-    wav = Path(folder) / "decoded.wav"
-    done = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
-         "-c:a", "pcm_f32le", "-f", "wav", "-y", str(wav)],
-        capture_output=True, check=False,
-    )
-    if done.returncode != 0 or not wav.is_file():
-        raise DataError(done.stderr.decode(errors="replace").strip() or "ffmpeg failed")
-    return wav
-
-
 def open_song(path: Path, stack: ExitStack) -> sf.SoundFile:
     """Open a song for block reading; containers libsndfile cannot read go through ffmpeg."""
     if not path.is_file():
@@ -246,11 +234,9 @@ def open_song(path: Path, stack: ExitStack) -> sf.SoundFile:
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as sf_exc:
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="waveunet-decode-"))
         try:
-            f = sf.SoundFile(str(_decode_with_ffmpeg(path, folder)))
+            f = sf.SoundFile(str(decode_with_ffmpeg(path, folder)))
         except (DataError, sf.LibsndfileError, RuntimeError) as ff_exc:
-            raise DataError(
-                f"cannot read audio file {path}: {sf_exc}; ffmpeg fallback: {ff_exc}"
-            ) from sf_exc
+            raise ffmpeg_fallback_error(path, sf_exc, ff_exc) from sf_exc
     stack.enter_context(f)
     if f.frames <= 0:
         raise DataError(f"audio file is empty (0 samples): {path}")
@@ -282,13 +268,6 @@ def _resampled(blocks: Iterator[torch.Tensor], resampler: BlockResampler) -> Ite
         yield out
 
 
-def _temporary(target: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}",
-                               dir=target.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def separate_file(
     separator: Separator,
     song: str | os.PathLike,
@@ -312,11 +291,7 @@ def separate_file(
     targets = [Path(t) for t in targets]
     if len(targets) != len(separator.sources):
         raise ValueError(f"need {len(separator.sources)} targets, got {len(targets)}")
-    for t in targets:
-        if _WRITE_FORMATS.get(t.suffix.lower()) is None:
-            raise DataError(f"cannot write {t}: unsupported extension (use {', '.join(_WRITE_FORMATS)})")
-        if t.exists() and not overwrite:
-            raise DataError(f"refusing to overwrite existing file {t} (pass overwrite=True)")
+    formats = [check_writable(t, overwrite) for t in targets]
     if block_frames < 1:
         raise ValueError(f"block_frames must be >= 1, got {block_frames}")
     model_rate, model_ch = separator.sample_rate_hz, separator.channels
@@ -326,21 +301,18 @@ def separate_file(
     with ExitStack() as stack:
         f = open_song(song, stack)
         rate, in_ch, length = int(f.samplerate), int(f.channels), int(f.frames)
-        total = output_length(length, rate, model_rate)
-        if total == 0:
-            raise DataError(f"audio of {length} samples at {rate} Hz is shorter than one sample "
-                            f"at the model's {model_rate} Hz")
+        total = output_length(length, rate, model_rate)  # >= 1: open_song refuses 0 frames
         resampled = rate != model_rate
+        writers: list[sf.SoundFile] = []
         try:
-            writers = []
-            for t in targets:
+            for t, fmt in zip(targets, formats, strict=True):
                 missing = [d for d in (t.parent, *t.parent.parents) if not d.exists()]
                 t.parent.mkdir(parents=True, exist_ok=True)
                 made.extend(missing)
-                temps.append(_temporary(t))
+                temps.append(temporary_next_to(t))
                 writers.append(stack.enter_context(sf.SoundFile(
                     str(temps[-1]), "w", samplerate=rate, channels=in_ch, subtype=subtype,
-                    format=_WRITE_FORMATS[t.suffix.lower()])))
+                    format=fmt)))
             n_src = len(separator.sources)
             back = BlockResampler(model_rate, rate, 2 * n_src * model_ch)
             clips = ClipAccumulator(separator.sources, low, high)
@@ -374,8 +346,7 @@ def separate_file(
                 w.close()
             for t, tmp in zip(targets, temps, strict=True):
                 os.chmod(tmp, FILE_MODE)
-                if t.exists() and not overwrite:
-                    raise DataError(f"refusing to overwrite existing file {t} (pass overwrite=True)")
+                check_not_existing(t, overwrite)  # again: one may have appeared meanwhile
             done: list[Path] = []
             try:
                 for t, tmp in zip(targets, temps, strict=True):
@@ -387,6 +358,11 @@ def separate_file(
                         t.unlink(missing_ok=True)
                 raise
         except BaseException:
+            for w in writers:  # close before unlinking: an open writer would flush into a removed file
+                try:
+                    w.close()
+                except Exception:
+                    pass
             for tmp in temps:
                 tmp.unlink(missing_ok=True)
             for folder in made:  # deepest first

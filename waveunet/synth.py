@@ -33,6 +33,7 @@ from scipy.signal import fftconvolve
 
 from .audio import write_audio
 from .errors import DataError
+from .files import DIR_MODE
 
 STEMS = ("vocals", "drums", "bass", "other")
 SUBTYPE = "FLOAT"
@@ -140,9 +141,9 @@ def _vocals(rng, n_samples, beat_s, key_root, scale, sr) -> np.ndarray:
         pitches.append(key_root + 12 + 12 * (degree // 7) + scale[degree % 7])
         vowels.append(rng.integers(len(_VOWELS)))
         beat += length
-    out = np.zeros(n_samples)
     if not starts:
         return np.zeros((2, n_samples))
+    out = np.zeros(n_samples)
     start_s = (np.array(starts) * beat_s * sr).astype(int)
     end_s = np.minimum(((np.array(starts) + np.array(lengths)) * beat_s * sr).astype(int), n_samples)
     note = np.full(n_samples, -1)
@@ -203,6 +204,11 @@ def generate_track(seed_seq: list[int], seconds: float, sample_rate_hz: int, lou
     return out
 
 
+def default_test_tracks(tracks: int) -> int:
+    """Test tracks when not given: a quarter of ``tracks``, at least one."""
+    return max(1, round(tracks / 4))
+
+
 def generate_dataset(
     out_dir: str | os.PathLike,
     *,
@@ -222,7 +228,7 @@ def generate_dataset(
     out_dir = Path(out_dir)
     if tracks < 1 or seconds <= 0:
         raise DataError(f"synth: need tracks >= 1 and seconds > 0 (got {tracks}, {seconds})")
-    n_test = max(1, round(tracks / 4)) if test_tracks is None else int(test_tracks)
+    n_test = default_test_tracks(tracks) if test_tracks is None else int(test_tracks)
     non_empty = out_dir.is_dir() and any(out_dir.iterdir())
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"synth: {out_dir} exists and is not a directory")
@@ -231,9 +237,7 @@ def generate_dataset(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     target = out_dir if non_empty else Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     if target != out_dir:
-        umask = os.umask(0)
-        os.umask(umask)
-        target.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the dataset should look like any other folder
+        target.chmod(DIR_MODE)  # mkdtemp makes 0700; the dataset should look like any other folder
     try:
         for subset, count, subset_id in (("train", tracks, 0), ("test", n_test, 1)):
             for i in range(count):
