@@ -321,9 +321,21 @@ class WaveUNet(nn.Module):
         x = mixture
         skips = []
         # In-place activations: a convolution's backward needs its input, not its output.
+        kernel = self.config.down_kernel
         for conv, crop_length in zip(self.down, crop_lengths, strict=True):
-            y = F.leaky_relu(conv(x), 0.2, inplace=True)
-            x, skip = _DecimateAndCrop.apply(y, (y.shape[-1] - crop_length) // 2, crop_length)
+            conv_length = x.shape[-1] - (kernel - 1 if self.config.context else 0)
+            start = (conv_length - crop_length) // 2
+            if 2 * crop_length < conv_length:
+                # Most of this level's output is context: only its even samples (the next
+                # level) and the centre (the skip) are ever used, so compute just those.
+                # Same numbers as the full convolution, up to ~40 % fewer multiply-adds.
+                x_next = F.conv1d(x, conv.weight, conv.bias, stride=2)
+                skip = conv(x[..., start:start + crop_length + kernel - 1])
+                x = F.leaky_relu(x_next, 0.2, inplace=True)
+                skip = F.leaky_relu(skip, 0.2, inplace=True)
+            else:
+                y = F.leaky_relu(conv(x), 0.2, inplace=True)
+                x, skip = _DecimateAndCrop.apply(y, start, crop_length)
             skips.append(skip)
         x = F.leaky_relu(self.bottleneck(x), 0.2, inplace=True)
         for i, conv in enumerate(self.up):
