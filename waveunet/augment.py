@@ -52,36 +52,50 @@ class Gain(nn.Module):
         return stems * gain
 
 
-class ChannelSwap(nn.Module):
+class _PerSourceChoice(nn.Module):
+    """Apply ``transform`` to each source of each example with probability ``p``."""
+
+    name = ""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = _probability(self.name, p)
+
+    def applies(self, stems: torch.Tensor) -> bool:
+        return True
+
+    def transform(self, stems: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, stems: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return stems
+        b, s = _per_example(stems)
+        if not self.applies(stems):
+            return stems
+        chosen = torch.rand(b, s, 1, 1, device=stems.device) < self.p
+        return torch.where(chosen, self.transform(stems), stems)
+
+
+class ChannelSwap(_PerSourceChoice):
     """Swap left and right of each source with probability ``p`` (no-op for mono)."""
 
-    def __init__(self, p: float = 0.5):
-        super().__init__()
-        self.p = _probability("channelswap", p)
+    name = "channelswap"
 
-    def forward(self, stems: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return stems
-        b, s = _per_example(stems)
-        if stems.shape[2] != 2:
-            return stems
-        swap = torch.rand(b, s, 1, 1, device=stems.device) < self.p
-        return torch.where(swap, stems.flip(2), stems)
+    def applies(self, stems: torch.Tensor) -> bool:
+        return stems.shape[2] == 2
+
+    def transform(self, stems: torch.Tensor) -> torch.Tensor:
+        return stems.flip(2)
 
 
-class SignFlip(nn.Module):
+class SignFlip(_PerSourceChoice):
     """Negate each source with probability ``p``: the waveform's sign is inaudible."""
 
-    def __init__(self, p: float = 0.5):
-        super().__init__()
-        self.p = _probability("signflip", p)
+    name = "signflip"
 
-    def forward(self, stems: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return stems
-        b, s = _per_example(stems)
-        flip = torch.rand(b, s, 1, 1, device=stems.device) < self.p
-        return torch.where(flip, -stems, stems)
+    def transform(self, stems: torch.Tensor) -> torch.Tensor:
+        return -stems
 
 
 class Remix(nn.Module):

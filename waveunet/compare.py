@@ -40,9 +40,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import compose, config_dir
 from .errors import ConfigError
-from .files import atomic_write, atomic_write_text
+from .files import atomic_write_text
 from .metrics import bound_hits, dumps_json, framewise_sdr
-from .report import _pyplot
+from .report import pyplot, save_figure
 
 log = logging.getLogger("waveunet.compare")
 
@@ -533,36 +533,32 @@ def waveform_figure(path: Path, results: Sequence[RunResult], settings: Settings
     top = high if high is not None else max(1.0, float(np.abs(mixture[:, sl]).max()))
     t = np.arange(sl.start, sl.stop) / rate
 
-    def draw(p: str) -> None:
-        plt = _pyplot()
-        fig, axes = plt.subplots(1 + len(rows), 1, figsize=(10, 1.9 * (1 + len(rows))), sharex=True, sharey=True)
-        x = mixture[0, sl]
-        ax = axes[0]
-        ax.plot(t, x, lw=0.5, color="black")
-        hit = bound_marks(x, None, low, high)
-        ax.scatter(t[hit], x[hit], s=2, color="red")
-        ax.set_title(f"input mixture ({track.name}, channel 0; other sources' energy "
-                     f"{ratio:.1e} x {name}'s here)", fontsize=8)
-        _bound_lines(ax, low, high)
-        for ax, row in zip(axes[1:], rows, strict=True):
-            ax.plot(t, reference[0, sl], lw=0.5, color="0.75", label=f"true {name}")
-            ax.plot(t, row["est"], lw=0.5, color="tab:blue", label="estimate")
-            at = bound_marks(row["est"], row["raw"], row["low"], row["high"])
-            ax.scatter(t[at], row["est"][at], s=2, color="red", label="clipped (at/beyond bound)")
-            ax.set_title(f"{row['mode']} (seed {row['seed']}): {name}; peak ratio {row['peak_ratio']:.3f}, "
-                         f"passage SDR {row['sdr_db']:.2f} dB, {row['clipped']} samples at a bound "
-                         "(both channels)", fontsize=8)
-            _bound_lines(ax, row["low"], row["high"])
-        for ax in axes:
-            ax.set_ylim(low * 1.1, top * 1.1)
-        axes[1].legend(loc="upper right", fontsize=6, markerscale=3)
-        axes[-1].set_xlabel("time (s)")
-        fig.suptitle(f"Loud passage where only {name} plays: red = samples at or beyond the bound", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(p, format="png", dpi=110)
-        plt.close(fig)
-
-    atomic_write(str(path), draw)
+    plt = pyplot()
+    fig, axes = plt.subplots(1 + len(rows), 1, figsize=(10, 1.9 * (1 + len(rows))), sharex=True, sharey=True)
+    x = mixture[0, sl]
+    ax = axes[0]
+    ax.plot(t, x, lw=0.5, color="black")
+    hit = bound_marks(x, None, low, high)
+    ax.scatter(t[hit], x[hit], s=2, color="red")
+    ax.set_title(f"input mixture ({track.name}, channel 0; other sources' energy "
+                 f"{ratio:.1e} x {name}'s here)", fontsize=8)
+    _bound_lines(ax, low, high)
+    for ax, row in zip(axes[1:], rows, strict=True):
+        ax.plot(t, reference[0, sl], lw=0.5, color="0.75", label=f"true {name}")
+        ax.plot(t, row["est"], lw=0.5, color="tab:blue", label="estimate")
+        at = bound_marks(row["est"], row["raw"], row["low"], row["high"])
+        ax.scatter(t[at], row["est"][at], s=2, color="red", label="clipped (at/beyond bound)")
+        ax.set_title(f"{row['mode']} (seed {row['seed']}): {name}; peak ratio {row['peak_ratio']:.3f}, "
+                     f"passage SDR {row['sdr_db']:.2f} dB, {row['clipped']} samples at a bound "
+                     "(both channels)", fontsize=8)
+        _bound_lines(ax, row["low"], row["high"])
+    for ax in axes:
+        ax.set_ylim(low * 1.1, top * 1.1)
+    axes[1].legend(loc="upper right", fontsize=6, markerscale=3)
+    axes[-1].set_xlabel("time (s)")
+    fig.suptitle(f"Loud passage where only {name} plays: red = samples at or beyond the bound", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
     return {"track": track.name, "source": name, "start_seconds": start / rate,
             "seconds": (sl.stop - sl.start) / rate, "other_sources_energy_ratio": ratio,
             "reference_peak": peak,
@@ -592,76 +588,68 @@ def curves_figure(path: Path, results: Sequence[RunResult], modes: Sequence[Mode
             if rec.get("kind") == "valid":
                 sources += [s for s in rec["sdr"] if s not in sources]
 
-    def draw(p: str) -> None:
-        plt = _pyplot()
-        n = 2 + len(sources)
-        fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4))
-        seen = set()
-        for r, recs in per_run.values():
-            c = colours[r.mode.name]
-            label = r.mode.name if r.mode.name not in seen else None
-            seen.add(r.mode.name)
-            train = [(x["step"], x["loss"]) for x in recs if x.get("kind") == "train"]
-            if train:
-                steps, loss = np.array(train).T
-                k = max(1, len(loss) // 50)
-                smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-                axes[0].plot(steps[k - 1:], smooth, color=c, lw=0.8, alpha=0.8,
-                             label=f"{label} ({r.mode.loss})" if label else None)
-            valid = [x for x in recs if x.get("kind") == "valid"]
-            if valid:
-                steps = [x["step"] for x in valid]
-                axes[1].plot(steps, [x["loss"] for x in valid], color=c, lw=0.8, marker=".", label=label)
-                for j, s in enumerate(sources):
-                    axes[2 + j].plot(steps, [x["sdr"].get(s, np.nan) for x in valid], color=c,
-                                     lw=0.8, marker=".", label=label)
-        axes[0].set_title("training loss (moving average)", fontsize=9)
-        axes[0].set_yscale("log")
-        axes[1].set_title("validation MSE (eval mode, test-time clip)", fontsize=9)
-        axes[1].set_yscale("log")
-        for j, s in enumerate(sources):
-            axes[2 + j].set_title(f"validation SDR {s} (median frame, dB)", fontsize=9)
-        for ax in axes:
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
-        fig.suptitle("Training curves, one line per seed", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(p, format="png", dpi=100)
-        plt.close(fig)
-
-    atomic_write(str(path), draw)
+    plt = pyplot()
+    n = 2 + len(sources)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4))
+    seen = set()
+    for r, recs in per_run.values():
+        c = colours[r.mode.name]
+        label = r.mode.name if r.mode.name not in seen else None
+        seen.add(r.mode.name)
+        train = [(x["step"], x["loss"]) for x in recs if x.get("kind") == "train"]
+        if train:
+            steps, loss = np.array(train).T
+            k = max(1, len(loss) // 50)
+            smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+            axes[0].plot(steps[k - 1:], smooth, color=c, lw=0.8, alpha=0.8,
+                         label=f"{label} ({r.mode.loss})" if label else None)
+        valid = [x for x in recs if x.get("kind") == "valid"]
+        if valid:
+            steps = [x["step"] for x in valid]
+            axes[1].plot(steps, [x["loss"] for x in valid], color=c, lw=0.8, marker=".", label=label)
+            for j, s in enumerate(sources):
+                axes[2 + j].plot(steps, [x["sdr"].get(s, np.nan) for x in valid], color=c,
+                                 lw=0.8, marker=".", label=label)
+    axes[0].set_title("training loss (moving average)", fontsize=9)
+    axes[0].set_yscale("log")
+    axes[1].set_title("validation MSE (eval mode, test-time clip)", fontsize=9)
+    axes[1].set_yscale("log")
+    for j, s in enumerate(sources):
+        axes[2 + j].set_title(f"validation SDR {s} (median frame, dB)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Training curves, one line per seed", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
 
 
 def sdr_figure(path: Path, summary: dict, modes: Sequence[Mode]) -> None:
     """Per source: each seed's SDR (dots) and the mean over seeds (bar), both aggregations."""
     sources = summary["sources"]
 
-    def draw(p: str) -> None:
-        plt = _pyplot()
-        fig, axes = plt.subplots(1, 2, figsize=(5 + 1.6 * len(sources) * len(modes) / 2, 3.6), sharey=True)
-        for ax, (agg, stat, title) in zip(axes, SDR_COLUMNS[:2], strict=True):
-            width = 0.8 / len(modes)
-            for i, m in enumerate(modes):
-                for j, s in enumerate(sources):
-                    entry = summary["table"][s][m.name][f"sdr_{agg}_{stat}"]
-                    x = j + (i - (len(modes) - 1) / 2) * width
-                    if entry["mean"] is not None:
-                        ax.bar(x, entry["mean"], width * 0.9, color=f"C{i}", alpha=0.5,
-                               label=m.name if j == 0 else None)
-                        vals = [v for v in entry["values"] if v is not None]
-                        ax.scatter([x] * len(vals), vals, color=f"C{i}", s=10, zorder=3)
-            ax.set_xticks(range(len(sources)), sources)
-            ax.set_title(title, fontsize=9)
-            ax.grid(axis="y", alpha=0.3)
-        axes[0].set_ylabel("SDR (dB)")
-        axes[0].legend(fontsize=7)
-        fig.suptitle("SDR per source: bars = mean over seeds, dots = seeds", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(p, format="png", dpi=100)
-        plt.close(fig)
-
-    atomic_write(str(path), draw)
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(5 + 1.6 * len(sources) * len(modes) / 2, 3.6), sharey=True)
+    for ax, (agg, stat, title) in zip(axes, SDR_COLUMNS[:2], strict=True):
+        width = 0.8 / len(modes)
+        for i, m in enumerate(modes):
+            for j, s in enumerate(sources):
+                entry = summary["table"][s][m.name][f"sdr_{agg}_{stat}"]
+                x = j + (i - (len(modes) - 1) / 2) * width
+                if entry["mean"] is not None:
+                    ax.bar(x, entry["mean"], width * 0.9, color=f"C{i}", alpha=0.5,
+                           label=m.name if j == 0 else None)
+                    vals = [v for v in entry["values"] if v is not None]
+                    ax.scatter([x] * len(vals), vals, color=f"C{i}", s=10, zorder=3)
+        ax.set_xticks(range(len(sources)), sources)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("SDR (dB)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("SDR per source: bars = mean over seeds, dots = seeds", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
 
 
 # --------------------------------------------------------------------------------------------

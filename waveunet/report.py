@@ -300,7 +300,8 @@ def _markdown(summary: dict[str, Any], files: dict[str, str]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless; must precede the pyplot import in a fresh process
@@ -309,9 +310,17 @@ def _pyplot() -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Write a figure as PNG atomically, then free it."""
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    finally:
+        pyplot().close(fig)
+
+
 def _boxplot(summary: dict[str, Any], results: Sequence[TrackResult]) -> Callable[[str], None]:
     def draw(path: str) -> None:
-        plt = _pyplot()
+        plt = pyplot()
         sources = summary["sources"]
         data = []
         for s in sources:
@@ -348,7 +357,7 @@ def loudest_passage(references: np.ndarray, length: int) -> int:
 
 def _waveform(spec: WaveformSpec, source_names: Sequence[str]) -> Callable[[str], None]:
     def draw(path: str) -> None:
-        plt = _pyplot()
+        plt = pyplot()
         ref, est = _np(spec.references), _np(spec.estimates)
         raw = None if spec.raw is None else _np(spec.raw)
         low, high = spec.bounds

@@ -41,11 +41,11 @@ from torch import nn
 from .compare import _threads
 from .config import config_dir
 from .errors import ConfigError
-from .files import atomic_write, atomic_write_text
+from .files import atomic_write_text
 from .losses import check_loss, compute_loss
 from .metrics import dumps_json
 from .model import build_model
-from .report import _pyplot
+from .report import pyplot, save_figure
 
 GENERATOR = "waveunet saturation"  # marks saturation.json as ours: a later run may replace it
 JSON_NAME, MD_NAME = "saturation.json", "saturation.md"
@@ -189,36 +189,32 @@ def plot(path: Path, runs: Sequence[dict], title: str) -> None:
               ("mse_to_target", "MSE to the target", True),
               ("output_mean", "mean output (target 1.0, then recovery target)", False)]
 
-    def draw(p: str) -> None:
-        plt = _pyplot()
-        fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
-        for i, run in enumerate(runs):
-            rec = run["records"]
-            steps = np.arange(1, len(rec["loss"]) + 1)
-            label = run["mode"]["name"]
-            for ax, (key, _, log) in zip(axes.flat, panels, strict=True):
-                y = np.array(rec[key], dtype=np.float64)
-                if log:
-                    y = np.where(y > 0, y, np.nan)  # log axes: an exact 0 (clip, linear at 1.0) is a gap
-                ax.plot(steps, y, color=f"C{i}", lw=1.0, label=label)
-                if key == "pre_activation_max_abs":
-                    m = np.array(rec["pre_activation_mean_abs"], dtype=np.float64)
-                    ax.plot(steps, m, color=f"C{i}", lw=0.8, ls="--")
-        for ax, (_key, name, log) in zip(axes.flat, panels, strict=True):
-            ax.set_title(name, fontsize=9)
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+    for i, run in enumerate(runs):
+        rec = run["records"]
+        steps = np.arange(1, len(rec["loss"]) + 1)
+        label = run["mode"]["name"]
+        for ax, (key, _, log) in zip(axes.flat, panels, strict=True):
+            y = np.array(rec[key], dtype=np.float64)
             if log:
-                ax.set_yscale("log")
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-            if runs and runs[0]["recovery_steps"]:
-                ax.axvline(runs[0]["steps"] + 0.5, color="0.3", lw=0.8, ls=":")
-        axes.flat[0].legend(fontsize=8)
-        fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
-        fig.savefig(p, format="png", dpi=100)
-        plt.close(fig)
-
-    atomic_write(str(path), draw)
+                y = np.where(y > 0, y, np.nan)  # log axes: an exact 0 (clip, linear at 1.0) is a gap
+            ax.plot(steps, y, color=f"C{i}", lw=1.0, label=label)
+            if key == "pre_activation_max_abs":
+                m = np.array(rec["pre_activation_mean_abs"], dtype=np.float64)
+                ax.plot(steps, m, color=f"C{i}", lw=0.8, ls="--")
+    for ax, (_key, name, log) in zip(axes.flat, panels, strict=True):
+        ax.set_title(name, fontsize=9)
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if runs and runs[0]["recovery_steps"]:
+            ax.axvline(runs[0]["steps"] + 0.5, color="0.3", lw=0.8, ls=":")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
 
 
 def _g(v: float | None) -> str:
