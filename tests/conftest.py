@@ -10,6 +10,18 @@ from omegaconf import DictConfig, OmegaConf
 from waveunet.synth import generate_dataset
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` skip where no CUDA GPU is visible (``make gpu-check`` runs them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated MUSDB18-HQ-layout dataset: 3 train + 1 test tracks of 2 s, 44.1 kHz stereo.

@@ -171,6 +171,10 @@ def interpolate_upsample(x: torch.Tensor, weight: torch.Tensor | float, same: bo
     without aligned corners).
     """
     n = x.shape[-1]
+    if isinstance(weight, torch.Tensor):
+        # Under autocast the features are bf16/fp16 while the learned weight stays a
+        # float32 parameter; lerp needs one dtype (the cast keeps the weight's gradient).
+        weight = weight.to(x.dtype)
     out = x.new_empty(*x.shape[:-1], 2 * n if same else 2 * n - 1)
     out[..., 0::2] = x
     # lerp(right, left, w) = w * left + (1 - w) * right, in one pass
