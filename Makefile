@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install ffmpeg test demo lint bench compare clean-venv
+.PHONY: install ffmpeg test demo lint bench compare gpu-wheels gpu-check gpu-check-smoke clean-venv
 
 install: $(STAMP) ffmpeg
 
@@ -33,6 +33,17 @@ lint: install
 
 bench: install
 	$(PY) scripts/bench.py
+
+# On a lent GPU machine (no venv there: its own python3 with torch, plus the carried wheels).
+gpu-wheels:
+	bash scripts/gpu_wheels.sh
+
+gpu-check:
+	bash scripts/gpu_check.sh
+
+# The same steps on this CPU with a tiny model: try the script before spending GPU time.
+gpu-check-smoke: install
+	PYTHON=$(abspath $(PY)) bash scripts/gpu_check.sh --smoke --out gpu-check-out
 
 compare: install
 	$(VENV)/bin/waveunet compare experiment=compare_quick

@@ -12,10 +12,14 @@ from waveunet.synth import generate_dataset
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``cuda`` skip where no CUDA GPU is visible (``make gpu-check`` runs them)."""
+    import os
+
     import torch
 
     if torch.cuda.is_available():
         return
+    if os.environ.get("WAVEUNET_REQUIRE_CUDA") == "1":  # make gpu-check: a skip is a failure
+        raise pytest.UsageError("WAVEUNET_REQUIRE_CUDA=1 but torch sees no CUDA GPU")
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
         if "cuda" in item.keywords:
