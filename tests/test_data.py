@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from waveunet import data as data_module
+from waveunet.data import cache as data_module
 from waveunet.audio import convert_channels, read_audio, resample, write_audio
 from waveunet.data import Track, TrainingExamples, load_split, make_loader, split_batch
 from waveunet.errors import ConfigError, DataError
