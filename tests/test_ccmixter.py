@@ -166,6 +166,21 @@ def test_combined_validation_is_musdbs_official_split(tmp_path: Path, synth_root
     assert len([t for t in train if t.dataset == "ccmixter"]) == len(SONGS)
 
 
+def test_musdb_stem_files_with_ccmixter(tmp_path: Path, ccmixter) -> None:
+    """The compare_paper preset's datasets: MUSDB18 .stem.mp4 files (AAC) and CCMixter WAVs."""
+    from test_data import _write_stem_mp4
+
+    musdb = tmp_path / "musdb18"
+    _write_stem_mp4(musdb / "train" / "Actions - One Minute Smile.stem.mp4", seconds=0.5)
+    _write_stem_mp4(musdb / "train" / "Some - Song.stem.mp4", seconds=0.5, seed=1)
+    cfg = data_cfg(tmp_path, "musdb_ccmixter", f"data.root={musdb}",
+                   f"data.ccmixter_root={ccmixter[0]}")
+    train = _load(cfg, "train")
+    assert [(t.dataset, t.name) for t in train] == (
+        [("musdb", "Some - Song")] + [("ccmixter", s) for s in sorted(SONGS)])
+    assert [t.name for t in _load(cfg, "valid")] == ["Actions - One Minute Smile"]
+
+
 def test_valid_tracks_count_draws_training_songs_with_a_fixed_seed(tmp_path: Path,
                                                                    ccmixter) -> None:
     root = ccmixter[0]

@@ -59,9 +59,8 @@ def dataset_root(spec: DatasetSpec) -> Path:
     if spec.format == "musdb" and root is None:
         root = os.environ.get("MUSDB_PATH") or None
     if root is None:
-        hint = f" {spec.hint}" if spec.hint else ""
-        raise ConfigError(f"{spec.setting}.root is not set for the '{spec.format}' dataset "
-                          f"(set {spec.setting}.root=/path/to/dataset){hint}")
+        how = spec.hint or f"Set {spec.setting}.root=/path/to/dataset."
+        raise ConfigError(f"{spec.setting}.root is not set for the '{spec.name}' dataset. {how}")
     path = Path(root).expanduser()
     if spec.format == "preview":
         _ensure_preview(path)

@@ -77,12 +77,17 @@ def load_split(data_cfg: Any, split: str, *, sample_rate_hz: int, channels: int,
 
 def _present_datasets(spec: DataSpec, split: str) -> list[DatasetSpec]:
     """The datasets with a root; optional ones without are left out, with a warning."""
-    present = []
+    present, left_out = [], []
     for dataset in spec.datasets:
         from_env = dataset.format == "musdb" and os.environ.get("MUSDB_PATH")  # as dataset_root
-        if dataset.required or dataset.root_is_set or from_env:
+        if dataset.root_is_set or from_env:
             present.append(dataset)
-        elif split in dataset.splits:
+        elif dataset.required:
+            dataset_root(dataset)  # the error that names the missing root, before any warning
+        else:
+            left_out.append(dataset)
+    for dataset in left_out:
+        if split in dataset.splits:
             hint = f" {dataset.hint}" if dataset.hint else ""
             log.warning("%s.root is not set: the '%s' split leaves out the %s dataset.%s",
                         dataset.setting, split, dataset.name, hint)
