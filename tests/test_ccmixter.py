@@ -281,7 +281,7 @@ def test_unknown_setting_of_a_dataset_entry(tmp_path: Path, synth_root: Path, cc
     with pytest.raises(ConfigError, match=r"data\.datasets\.ccmixter: unknown setting\(s\) fles"):
         _load(cfg, "train")
     cfg = combined(tmp_path, synth_root, ccmixter[0], "data.datasets.ccmixter.weight=-1")
-    with pytest.raises(ConfigError, match=r"data\.datasets\.ccmixter\.weight must be in >= 0"):
+    with pytest.raises(ConfigError, match=r"data\.datasets\.ccmixter\.weight must be >= 0, got -1"):
         _load(cfg, "train")
 
 

@@ -122,8 +122,9 @@ def data_spec(cfg: Any) -> DataSpec:
         if unknown:
             raise ConfigError(f"{setting}: unknown setting(s) {', '.join(unknown)} "
                               f"(known: {', '.join(sorted(_ENTRY_KEYS))})")
-        merged = {**{k: v for k, v in inherited.items() if v is not None},
-                  **{k: v for k, v in entry.items() if v is not None or k not in INHERITED}}
+        # The entry's own values win; where it leaves an inherited setting null, the top level's.
+        merged = {k: v for k, v in inherited.items() if v is not None}
+        merged.update({k: v for k, v in entry.items() if not (v is None and k in INHERITED)})
         specs.append(dataset_spec(merged, str(name), setting))
     return DataSpec(str(_get(cfg, "name", "combined")), tuple(specs), sampling, combined=True)
 
@@ -135,11 +136,10 @@ def dataset_spec(cfg: Any, name: str, setting: str) -> DatasetSpec:
         raise ConfigError(f"unknown {setting}.format '{fmt}' (valid: {', '.join(FORMATS)})")
     files = _files(cfg)
     subsets = {**DEFAULT_SUBSETS, **{str(k): v for k, v in (_get(cfg, "subsets") or {}).items()}}
-    if fmt != "folder":
-        for key, default in (("files", {}), ("subsets", DEFAULT_SUBSETS)):
-            if (files if key == "files" else subsets) != default:
-                raise ConfigError(f"{setting}.{key} applies to format 'folder' only "
-                                  f"({setting}.format is '{fmt}')")
+    for key, given in (("files", files != {}), ("subsets", subsets != DEFAULT_SUBSETS)):
+        if given and fmt != "folder":
+            raise ConfigError(f"{setting}.{key} applies to format 'folder' only "
+                              f"({setting}.format is '{fmt}')")
     if set(subsets) != set(DEFAULT_SUBSETS):
         raise ConfigError(f"{setting}.subsets names {', '.join(sorted(subsets))}; "
                           "it maps 'train' and 'test' to folders under the root (or null)")
@@ -156,7 +156,7 @@ def dataset_spec(cfg: Any, name: str, setting: str) -> DatasetSpec:
         required=bool(_get(cfg, "required", True)), hint=str(_get(cfg, "hint", "")).strip(),
         valid_tracks=_valid_tracks(_get(cfg, "valid_tracks"), setting),
         valid_fraction=_number(cfg, "valid_fraction", 0.0, setting, minimum=0.0, below=1.0),
-        valid_seed=int(_get(cfg, "valid_seed", 0)),
+        valid_seed=int(_number(cfg, "valid_seed", 0, setting, minimum=0)),
         synthetic={k: _get(cfg, k) for k in ("tracks", "test_tracks", "seconds", "seed")},
     )
 
@@ -198,8 +198,8 @@ def _number(cfg: Any, key: str, default: float, setting: str, *, minimum: float,
     except (TypeError, ValueError):
         raise ConfigError(f"{setting}.{key}={raw!r} is not a number") from None
     if value < minimum or (below is not None and value >= below):
-        limit = f"[{minimum:g}, {below:g})" if below is not None else f">= {minimum:g}"
-        raise ConfigError(f"{setting}.{key} must be in {limit}, got {value:g}")
+        limit = f"in [{minimum:g}, {below:g})" if below is not None else f">= {minimum:g}"
+        raise ConfigError(f"{setting}.{key} must be {limit}, got {value:g}")
     return value
 
 
