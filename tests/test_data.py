@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import pickle
 import shutil
 from pathlib import Path
@@ -8,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from waveunet import data as data_module
 from waveunet.audio import convert_channels, read_audio, resample, write_audio
 from waveunet.data import Track, TrainingExamples, load_split, make_loader, split_batch
+from waveunet.data import cache as data_module
 from waveunet.errors import ConfigError, DataError
 
 FOUR = ["bass", "drums", "other", "vocals"]
@@ -22,7 +23,8 @@ def _wav(path: Path) -> np.ndarray:
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*")}
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -58,7 +60,8 @@ def test_musdb_hq_tracks_match_files_sample_exactly(synth_root: Path, make_data_
 def test_resampled_and_downmixed_cache(synth_root: Path, make_data_cfg) -> None:
     cfg = make_data_cfg("musdb_hq", synth_root)
     (track,) = load_split(cfg, "test", sample_rate_hz=22050, channels=1, sources=["vocals"])
-    expected = resample(convert_channels(_wav(synth_root / "test/track_000/vocals.wav"), 1), 44100, 22050)
+    vocals = _wav(synth_root / "test/track_000/vocals.wav")
+    expected = resample(convert_channels(vocals, 1), 44100, 22050)
     assert track.sources.shape == (1, 1, 44100) and track.sample_rate_hz == 22050
     assert np.allclose(track.sources[0], expected, atol=1e-6)
 
@@ -67,15 +70,19 @@ def test_folder_dataset_with_vocals_and_accompaniment_only(tmp_path: Path, make_
     rng = np.random.default_rng(0)
     written = {}
     for i in range(4):
-        stems = {n: (0.3 * rng.uniform(-1, 1, (2, 3000 + 100 * i))).astype(np.float32) for n in ("vocals", "accompaniment")}
+        stems = {n: (0.3 * rng.uniform(-1, 1, (2, 3000 + 100 * i))).astype(np.float32)
+                 for n in ("vocals", "accompaniment")}
         stems["mixture"] = stems["vocals"] + stems["accompaniment"]
         for name, audio in stems.items():
-            write_audio(tmp_path / "songs" / "train" / f"song {i}" / f"{name}.wav", audio, 44100, subtype="FLOAT")
+            write_audio(tmp_path / "songs" / "train" / f"song {i}" / f"{name}.wav", audio, 44100,
+                        subtype="FLOAT")
         written[f"song {i}"] = stems
-    cfg = make_data_cfg("folder", tmp_path / "songs", stems=["vocals", "accompaniment"], valid_fraction=0.25)
+    cfg = make_data_cfg("folder", tmp_path / "songs", stems=["vocals", "accompaniment"],
+                        valid_fraction=0.25)
     train = load_split(cfg, "train", sample_rate_hz=44100, channels=2, sources=VOICE)
     valid = load_split(cfg, "valid", sample_rate_hz=44100, channels=2, sources=VOICE)
-    assert [t.name for t in train] == ["song 0", "song 1", "song 2"] and [t.name for t in valid] == ["song 3"]
+    assert [t.name for t in train] == ["song 0", "song 1", "song 2"]
+    assert [t.name for t in valid] == ["song 3"]
     for track in train + valid:
         stems = written[track.name]
         assert np.array_equal(track.mixture, stems["mixture"])
@@ -88,17 +95,20 @@ def test_folder_dataset_with_vocals_and_accompaniment_only(tmp_path: Path, make_
 
 
 def _write_stem_mp4(path: Path, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
-    """A MUSDB18-style .stem.mp4 (mixture, drums, bass, other, vocals); returns what was written (5, T, 2)."""
+    """A MUSDB18-style .stem.mp4 (mixture, drums, bass, other, vocals); returns what was
+    written (5, T, 2)."""
     import stempeg
 
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 44100)) / 44100
-    stems = [0.15 * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    stems = [0.15 * np.sin(2 * np.pi * f * t + rng.uniform(0, 6))
+             * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
              for f in (200.0, 110.0, 660.0, 440.0)]
     stems = np.stack([np.stack([s, 0.8 * s], axis=-1) for s in stems])  # (4, T, 2)
     data = np.concatenate([stems.sum(0, keepdims=True), stems]).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    stempeg.write_stems(str(path), data, sample_rate=44100, writer=stempeg.StreamsWriter(codec="aac", bitrate=256000))
+    stempeg.write_stems(str(path), data, sample_rate=44100,
+                        writer=stempeg.StreamsWriter(codec="aac", bitrate=256000))
     return data
 
 
@@ -110,8 +120,8 @@ def _snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
 def stem_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
     root = tmp_path_factory.mktemp("musdb")
     written = {}
-    for subset, name, seed in (("train", "Actions - One Minute Smile", 0), ("train", "Some - Song", 1),
-                               ("test", "Other - Song", 2)):
+    for subset, name, seed in (("train", "Actions - One Minute Smile", 0),
+                               ("train", "Some - Song", 1), ("test", "Other - Song", 2)):
         written[name] = _write_stem_mp4(root / subset / f"{name}.stem.mp4", seed=seed)
     return root, written
 
@@ -122,7 +132,8 @@ def test_musdb_stem_mp4_with_official_validation(stem_root, make_data_cfg) -> No
     train = load_split(cfg, "train", sample_rate_hz=44100, channels=2, sources=FOUR)
     valid = load_split(cfg, "valid", sample_rate_hz=44100, channels=2, sources=VOICE)
     assert [t.name for t in train] == ["Some - Song"]
-    assert [t.name for t in valid] == ["Actions - One Minute Smile"]  # an official MUSDB18 validation name
+    # an official MUSDB18 validation name
+    assert [t.name for t in valid] == ["Actions - One Minute Smile"]
     stream = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
     for track in train:
         data = written[track.name]
@@ -135,7 +146,8 @@ def test_musdb_stem_mp4_with_official_validation(stem_root, make_data_cfg) -> No
     assert _snr_db(acc, valid[0].sources[0, :, : acc.shape[1]]) > 15
 
 
-def test_preview_downloads_once_through_musdb(tmp_path: Path, make_data_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preview_downloads_once_through_musdb(tmp_path: Path, make_data_cfg,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import musdb
 
     calls = []
@@ -152,14 +164,15 @@ def test_preview_downloads_once_through_musdb(tmp_path: Path, make_data_cfg, mon
     cfg = make_data_cfg("preview", root)
     valid = load_split(cfg, "valid", sample_rate_hz=22050, channels=2, sources=VOICE)
     train = load_split(cfg, "train", sample_rate_hz=22050, channels=2, sources=VOICE)
-    assert [t.name for t in valid] == ["Leaf - Summerghost"] and [t.name for t in train] == ["A - B"]
+    assert [t.name for t in valid] == ["Leaf - Summerghost"]
+    assert [t.name for t in train] == ["A - B"]
     assert len(calls) == 1 and (root / "test" / "C - D.stem.mp4").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_synthetic_dataset_is_generated_on_first_use(tmp_path: Path, make_data_cfg) -> None:
-    cfg = make_data_cfg("synthetic", tmp_path / "synth", tracks=2, test_tracks=1, seconds=1.0, seed=0,
-                        valid_fraction=0.5)
+    cfg = make_data_cfg("synthetic", tmp_path / "synth", tracks=2, test_tracks=1, seconds=1.0,
+                        seed=0, valid_fraction=0.5)
     train = load_split(cfg, "train", sample_rate_hz=22050, channels=2, sources=VOICE)
     valid = load_split(cfg, "valid", sample_rate_hz=22050, channels=2, sources=VOICE)
     assert [t.name for t in train] == ["track_000"] and [t.name for t in valid] == ["track_001"]
@@ -169,7 +182,8 @@ def test_synthetic_dataset_is_generated_on_first_use(tmp_path: Path, make_data_c
 def test_synthetic_dataset_with_other_settings_is_refused(tmp_path: Path, make_data_cfg) -> None:
     root = tmp_path / "synth"
     base = dict(tracks=2, test_tracks=1, seconds=1.0, seed=0, valid_fraction=0.5)
-    load_split(make_data_cfg("synthetic", root, **base), "test", sample_rate_hz=22050, channels=2, sources=VOICE)
+    load_split(make_data_cfg("synthetic", root, **base), "test", sample_rate_hz=22050, channels=2,
+               sources=VOICE)
     for change in ({"seed": 1}, {"test_tracks": 2}, {"seconds": 2.0}, {"tracks": 3}):
         cfg = make_data_cfg("synthetic", root, **{**base, **change})
         with pytest.raises(ConfigError, match=r"synth\.json"):
@@ -184,10 +198,12 @@ def test_synthetic_root_name_holds_every_setting() -> None:
 
     cfg = OmegaConf.load(Path(__file__).parent.parent / "configs" / "data" / "synthetic.yaml")
     cfg.cache_dir = "/cache"
-    assert cfg.root == f"/cache/synthetic-{cfg.tracks}+{cfg.test_tracks}x{cfg.seconds}s-seed{cfg.seed}"
+    settings = f"{cfg.tracks}+{cfg.test_tracks}x{cfg.seconds}s-seed{cfg.seed}"
+    assert cfg.root == f"/cache/synthetic-{settings}"
 
 
-def test_empty_fraction_validation_split_names_the_fraction(synth_root: Path, make_data_cfg) -> None:
+def test_empty_fraction_validation_split_names_the_fraction(synth_root: Path,
+                                                            make_data_cfg) -> None:
     with pytest.raises(DataError, match=r"data\.valid_fraction=0\.0 gives 0 of 3 tracks") as info:
         _load(make_data_cfg("folder", synth_root, stems=FOUR, valid_fraction=0.0), "valid")
     assert "MUSDB" not in str(info.value)
@@ -210,7 +226,8 @@ def test_cache_reused_rebuilt_when_source_changes(tmp_path: Path, synth_root: Pa
     cfg = make_data_cfg("musdb_hq", root)
     built = []
     real_build = data_module._build_track
-    monkeypatch.setattr(data_module, "_build_track", lambda found, *a: built.append(found.name) or real_build(found, *a))
+    monkeypatch.setattr(data_module, "_build_track",
+                        lambda found, *a: built.append(found.name) or real_build(found, *a))
     load_split(cfg, "train", sample_rate_hz=44100, channels=2, sources=FOUR)
     assert built == ["track_000", "track_001", "track_002"]
     load_split(cfg, "train", sample_rate_hz=44100, channels=2, sources=FOUR)
@@ -234,7 +251,8 @@ def test_interrupted_build_is_detected_and_redone(tmp_path: Path, synth_root: Pa
     def dies_on_second(found, fmt, plan, npy, *args):
         built.append(found.name)
         if len(built) == 2:
-            # Half a cache file, as a killed process leaves it: the array is written, the manifest is not.
+            # Half a cache file, as a killed process leaves it: the array is written, the
+            # manifest is not.
             np.save(npy, np.zeros((3, 2, 10), dtype=np.float32))
             raise KeyboardInterrupt
         return real_build(found, fmt, plan, npy, *args)
@@ -245,7 +263,8 @@ def test_interrupted_build_is_detected_and_redone(tmp_path: Path, synth_root: Pa
     cache = next((tmp_path / "cache").iterdir())
     (cache / ".stale.npy.pid999999999.tmp.npy").write_bytes(b"left by a killed build")
     built.clear()
-    monkeypatch.setattr(data_module, "_build_track", lambda found, *a: built.append(found.name) or real_build(found, *a))
+    monkeypatch.setattr(data_module, "_build_track",
+                        lambda found, *a: built.append(found.name) or real_build(found, *a))
     tracks = load_split(cfg, "train", sample_rate_hz=44100, channels=2, sources=VOICE)
     assert built == ["track_001", "track_002"]  # the finished track is kept, the rest redone
     assert np.array_equal(tracks[1].mixture, _wav(synth_root / "train/track_001/mixture.wav"))
@@ -261,7 +280,8 @@ def test_interrupted_build_is_detected_and_redone(tmp_path: Path, synth_root: Pa
     assert built == ["track_002"]
 
 
-def test_cache_dir_inside_dataset_is_refused(tmp_path: Path, synth_root: Path, make_data_cfg) -> None:
+def test_cache_dir_inside_dataset_is_refused(tmp_path: Path, synth_root: Path,
+                                             make_data_cfg) -> None:
     cfg = make_data_cfg("musdb_hq", synth_root, cache_dir=str(synth_root / "cache"))
     with pytest.raises(ConfigError, match="inside the dataset"):
         load_split(cfg, "test", sample_rate_hz=44100, channels=2, sources=VOICE)
@@ -269,8 +289,8 @@ def test_cache_dir_inside_dataset_is_refused(tmp_path: Path, synth_root: Path, m
 
 
 def test_track_pickles_by_reference(synth_root: Path, make_data_cfg) -> None:
-    (track,) = load_split(make_data_cfg("musdb_hq", synth_root), "test", sample_rate_hz=44100, channels=2,
-                          sources=FOUR)
+    (track,) = load_split(make_data_cfg("musdb_hq", synth_root), "test", sample_rate_hz=44100,
+                          channels=2, sources=FOUR)
     blob = pickle.dumps(track)
     assert len(blob) < 10_000  # the path, not the audio
     back = pickle.loads(blob)
@@ -365,7 +385,8 @@ def test_examples_are_crops_uniform_over_positions() -> None:
         if i < 50:
             example = ds[i]
             assert example.shape == (2, 2, 100) and example.dtype == torch.float32
-            assert torch.equal(example, torch.from_numpy(tracks[track].sources[:, :, start:start + 100]))
+            crop = tracks[track].sources[:, :, start:start + 100]
+            assert torch.equal(example, torch.from_numpy(crop))
     # 1000 vs 3000 positions: a quarter of the examples come from the short track.
     assert abs(counts[0] / counts.sum() - 0.25) < 0.03
     starts = [ds.locate(i)[1] for i in range(len(ds)) if ds.locate(i)[0] == 0]
@@ -388,6 +409,73 @@ def test_examples_deterministic_per_seed_epoch_index() -> None:
         a[20]
 
 
+def _locate_before_weights(tracks: list[Track], input_samples: int, seed: int, epoch: int,
+                           index: int) -> tuple[int, int]:
+    """How TrainingExamples drew an example before sampling weights existed (a copy, kept as the
+    reference): uniform over all start positions of all tracks."""
+    positions = np.array([max(t.samples - input_samples + 1, 1) for t in tracks])
+    ends = np.cumsum(positions)
+    position = int(np.random.default_rng([seed, epoch, index]).integers(int(ends[-1])))
+    track = int(np.searchsorted(ends, position, side="right"))
+    return track, position - (int(ends[track - 1]) if track else 0)
+
+
+@pytest.mark.parametrize("weight", [1.0, 2.5])
+def test_default_sampling_draws_the_same_examples_as_before(weight: float) -> None:
+    tracks = [_fake_track("a", 1099), _fake_track("b", 3099), _fake_track("tiny", 10),
+              _fake_track("c", 777)]
+    for track in tracks:  # equal weights are the default draw, whatever their value
+        track.weight, track.dataset = weight, "d"
+    ds = TrainingExamples(tracks, input_samples=100, examples_per_epoch=500, seed=7)
+    for epoch in (0, 3):
+        ds.set_epoch(epoch)
+        for i in range(500):
+            assert ds.locate(i) == _locate_before_weights(tracks, 100, 7, epoch, i)
+
+
+def test_per_track_sampling_draws_each_track_equally() -> None:
+    tracks = [_fake_track("short", 300), _fake_track("long", 30_000)]
+    for track in tracks:
+        track.sampling = "per_track"
+    ds = TrainingExamples(tracks, input_samples=100, examples_per_epoch=4000, seed=0)
+    located = [ds.locate(i) for i in range(len(ds))]
+    short = sum(t == 0 for t, _ in located)
+    # 4.5 standard deviations of a fair coin over 4000 draws (per second would give ~0.7 %).
+    assert abs(short - 2000) <= 4.5 * math.sqrt(4000 * 0.25)
+    assert max(s for t, s in located if t == 0) <= 200  # starts stay inside each track
+    assert max(s for t, s in located if t == 1) > 20_000
+    np.testing.assert_allclose(ds.track_probabilities(), [0.5, 0.5])
+    # Still a pure function of (seed, epoch, index): a resumed run draws the same.
+    again = TrainingExamples(tracks, input_samples=100, examples_per_epoch=4000, seed=0)
+    again.set_epoch(2)
+    ds.set_epoch(2)
+    assert [again.locate(i) for i in range(100)] == [ds.locate(i) for i in range(100)]
+    assert [ds.locate(i) for i in range(100)] != located[:100]
+
+
+def test_weighted_sampling_gives_zero_weight_tracks_no_examples() -> None:
+    tracks = [_fake_track("a", 500), _fake_track("b", 500), _fake_track("c", 500)]
+    tracks[2].weight = 0.0
+    ds = TrainingExamples(tracks, input_samples=100, examples_per_epoch=1000, seed=0)
+    assert {ds.locate(i)[0] for i in range(1000)} == {0, 1}
+    tracks[0].weight = tracks[1].weight = 0.0
+    with pytest.raises(ConfigError, match="not all 0"):
+        TrainingExamples(tracks, input_samples=100, examples_per_epoch=10, seed=0)
+
+
+def test_tracks_that_cannot_share_a_batch_are_refused() -> None:
+    a, b = _fake_track("a", 500), _fake_track("b", 500, sources=3)
+    a.dataset, b.dataset = "musdb", "other"
+    with pytest.raises(ConfigError, match=r"disagree on sources: 'a' \(musdb\) has s0, s1, "
+                                          r"'b' \(other\) has s0, s1, s2"):
+        TrainingExamples([a, b], 100, 10, seed=0)
+    c = _fake_track("c", 500)
+    c.sample_rate_hz = 44100
+    with pytest.raises(ConfigError,
+                       match="disagree on sample rate: 'a' .* 22050 Hz, 'c' has 44100 Hz"):
+        TrainingExamples([a, c], 100, 10, seed=0)
+
+
 def test_short_track_is_zero_padded() -> None:
     ds = TrainingExamples([_fake_track("tiny", 10)], input_samples=16, examples_per_epoch=1, seed=0)
     example = ds[0]
@@ -408,8 +496,8 @@ def test_split_batch() -> None:
 
 
 def test_loader_workers_follow_set_epoch(synth_root: Path, make_data_cfg) -> None:
-    tracks = load_split(make_data_cfg("musdb_hq", synth_root), "train", sample_rate_hz=22050, channels=2,
-                        sources=VOICE)
+    tracks = load_split(make_data_cfg("musdb_hq", synth_root), "train", sample_rate_hz=22050,
+                        channels=2, sources=VOICE)
     ds = TrainingExamples(tracks, input_samples=1000, examples_per_epoch=8, seed=0)
     loader = make_loader(ds, 4, workers=1, shuffle=False, seed=0)
     assert loader.persistent_workers and len(loader) == 2
@@ -434,7 +522,8 @@ def test_loader_shuffle_and_distributed_samplers(tmp_path: Path) -> None:
     assert shuffled.drop_last and sorted(shuffled.sampler) == list(range(10))
     fresh = [list(make_loader(ds, 5, workers=0, shuffle=True, seed=0).sampler) for _ in range(2)]
     assert fresh[0] == fresh[1] != list(range(10))  # seeded, not the identity order
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
     try:
         loader = make_loader(ds, 5, workers=0, shuffle=False, seed=0, distributed=True)
         assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)

@@ -1,0 +1,295 @@
+"""Decode once: a dataset's tracks as float32 arrays in a cache folder, memory-mapped back.
+
+Each track is decoded (soundfile, or stempeg for ``.stem.mp4``), converted to the
+model's channels, resampled to its rate, and stored as one ``(1 + S, C, T)``
+array, the mixture then the requested sources, with a JSON manifest of its source
+files' size and mtime. Writes are atomic; a track whose files changed is decoded
+again; temporaries of killed builds are removed. See docs/data.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..audio import convert_channels, read_audio, resample
+from ..errors import ConfigError, DataError
+from .find import Found
+from .spec import DEFAULT_SUBSETS, DatasetSpec
+
+CACHE_VERSION = 1
+# Stream order inside a MUSDB18 .stem.mp4 (musdb's mus.yaml).
+MUSDB_STREAMS = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
+
+
+@dataclass
+class Track:
+    """One decoded track. Arrays are read-only views of the cache file (memory-mapped).
+
+    ``dataset``, ``weight`` and ``sampling`` say how :class:`~waveunet.data.TrainingExamples`
+    draws from it: per second of audio or per track, times its dataset's weight.
+    """
+
+    name: str
+    mixture: np.ndarray  # (C, T) float32
+    sources: np.ndarray  # (S, C, T) float32, in the requested source order
+    source_names: list[str]
+    sample_rate_hz: int
+    cache_path: Path | None = field(default=None, repr=False)
+    dataset: str = ""
+    weight: float = 1.0
+    sampling: str = "per_second"
+
+    @property
+    def samples(self) -> int:
+        return int(self.mixture.shape[-1])
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickling a memory map would copy the whole track into every DataLoader
+        # worker (spawn) or DDP process; send the path and map it again instead.
+        state = dict(self.__dict__)
+        if self.cache_path is not None:
+            state["mixture"] = state["sources"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.cache_path is not None:
+            self.mixture, self.sources = _open_cached(self.cache_path)
+
+
+# --------------------------------------------------------------------------- the cache folder
+
+
+def _slug(name: str) -> str:
+    short = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:60]}-{short}"
+
+
+def _file_signature(path: Path, root: Path) -> list[Any]:
+    st = path.stat()
+    relative = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    return [relative, st.st_size, st.st_mtime_ns]
+
+
+def _open_cached(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    array = np.load(path, mmap_mode="r")
+    return array[0], array[1:]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temporaries(cache: Path) -> None:
+    """Delete temporary files left by builds that were killed (their process is gone)."""
+    for tmp in cache.glob(".*.tmp*"):
+        match = re.search(r"\.pid(\d+)\.", tmp.name)
+        if match is None or not _pid_alive(int(match.group(1))):
+            tmp.unlink(missing_ok=True)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.pid{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def cache_folder(spec: DatasetSpec, root: Path, sample_rate_hz: int, channels: int,
+                 sources: Sequence[str]) -> Path:
+    """The cache folder for one (dataset, sample rate, channels, sources) combination."""
+    if spec.cache_dir is None:
+        raise ConfigError(f"{spec.setting}.cache_dir is not set")
+    key: dict[str, Any] = {"version": CACHE_VERSION, "format": spec.format,
+                           "root": str(root.resolve()), "sample_rate_hz": sample_rate_hz,
+                           "channels": channels, "sources": list(sources),
+                           "stems": list(spec.stems)}
+    # Only where set, so the caches of datasets without them keep their folder.
+    if spec.files:
+        key["files"] = dict(spec.files)
+    if spec.subsets != DEFAULT_SUBSETS:
+        key["subsets"] = dict(spec.subsets)
+    text = json.dumps(key, sort_keys=True)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    name = f"{spec.name}-{sample_rate_hz}hz-{channels}ch-{digest}"
+    folder = Path(spec.cache_dir).expanduser() / name
+    if folder.resolve().is_relative_to(root.resolve()):
+        raise ConfigError(f"{spec.setting}.cache_dir {spec.cache_dir} is inside the dataset "
+                          f"{root}; the dataset is never written to")
+    folder.mkdir(parents=True, exist_ok=True)
+    info = folder / "cache.json"
+    if not info.exists():
+        _atomic_write_text(info, json.dumps(json.loads(text), indent=2) + "\n")
+    return folder
+
+
+def _manifest(found: Found, root: Path, sample_rate_hz: int, channels: int,
+              sources: Sequence[str]) -> dict[str, Any]:
+    files = sorted(set(found.files.values()))
+    return {"version": CACHE_VERSION, "name": found.name, "subset": found.subset,
+            "files": [_file_signature(p, root) for p in files],
+            "sample_rate_hz": sample_rate_hz, "channels": channels, "sources": list(sources)}
+
+
+def _cached_is_valid(npy: Path, manifest_path: Path, expected: dict[str, Any]) -> bool:
+    if not (npy.is_file() and manifest_path.is_file()):
+        return False
+    try:
+        stored = json.loads(manifest_path.read_text())
+        if {k: stored.get(k) for k in expected} != expected:
+            return False
+        array = np.load(npy, mmap_mode="r")
+        return list(array.shape) == stored.get("shape") and array.dtype == np.float32
+    except (OSError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _decode_files(found: Found, needed: Sequence[str], sample_rate_hz: int,
+                  channels: int) -> dict[str, np.ndarray]:
+    """Read the needed stems of a WAV-folder track, check they agree, resample and convert."""
+    out: dict[str, np.ndarray] = {}
+    reference: tuple[str, int, int] | None = None
+    for stem in needed:
+        path = found.files[stem]
+        try:
+            audio, rate = read_audio(path)
+        except DataError as exc:
+            raise DataError(f"track '{found.name}': {exc}") from exc
+        if reference is None:
+            reference = (path.name, rate, audio.shape[1])
+        elif rate != reference[1]:
+            raise DataError(f"track '{found.name}': {path} is at {rate} Hz "
+                            f"but {reference[0]} is at {reference[1]} Hz")
+        elif audio.shape[1] != reference[2]:
+            raise DataError(f"track '{found.name}': {path} has {audio.shape[1]} samples "
+                            f"but {reference[0]} has {reference[2]}")
+        out[stem] = _to_model_format(audio, rate, sample_rate_hz, channels, found.name, path)
+    return out
+
+
+def _decode_stem_mp4(found: Found, needed: Sequence[str], sample_rate_hz: int,
+                     channels: int) -> dict[str, np.ndarray]:
+    import stempeg
+
+    path = found.files["mixture"]
+    try:
+        streams, rate = stempeg.read_stems(str(path), dtype=np.float32, always_3d=True)
+    except Exception as exc:
+        raise DataError(f"track '{found.name}': cannot decode {path}: {exc}") from exc
+    if streams.shape[0] < len(MUSDB_STREAMS):
+        raise DataError(f"track '{found.name}': {path} has {streams.shape[0]} streams, "
+                        "a MUSDB18 stem file has 5")
+    return {
+        stem: _to_model_format(np.ascontiguousarray(streams[MUSDB_STREAMS[stem]].T), int(rate),
+                               sample_rate_hz, channels, found.name, path)
+        for stem in needed
+    }
+
+
+def _to_model_format(audio: np.ndarray, rate: int, sample_rate_hz: int, channels: int, name: str,
+                     path: Path) -> np.ndarray:
+    try:
+        # Before resampling: less to resample when down-mixing.
+        audio = convert_channels(audio, channels)
+    except DataError as exc:
+        raise DataError(f"track '{name}': {path}: {exc}") from exc
+    return np.asarray(resample(audio, rate, sample_rate_hz), dtype=np.float32)
+
+
+def _sum_stems(parts: list[np.ndarray]) -> np.ndarray:
+    """The float32 sum, added in place: no (stems, C, T) stack of a long track."""
+    total = np.array(parts[0], dtype=np.float32, copy=True)
+    for part in parts[1:]:
+        np.add(total, part, out=total, casting="unsafe")
+    return total
+
+
+def _build_track(found: Found, fmt: str, plan: list[list[str]], npy: Path, sample_rate_hz: int,
+                 channels: int) -> bool:
+    """Decode one track into ``npy`` (mixture first, then the sources); True if it is silent."""
+    has_mixture = "mixture" in found.files
+    if has_mixture:
+        needed = sorted({s for group in plan for s in group} | {"mixture"})
+    else:
+        needed = sorted(found.files)
+    if fmt in ("musdb", "preview"):
+        stems = _decode_stem_mp4(found, needed, sample_rate_hz, channels)
+    else:
+        stems = _decode_files(found, needed, sample_rate_hz, channels)
+    mixture = stems["mixture"] if has_mixture else _sum_stems([stems[s] for s in stems])
+    n_samples = mixture.shape[-1]
+    silent = not np.any(mixture)
+    tmp = npy.with_name(f".{npy.name}.pid{os.getpid()}.tmp.npy")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                        shape=(1 + len(plan), channels, n_samples))
+        out[0] = mixture
+        for i, group in enumerate(plan, start=1):
+            source = stems[group[0]] if len(group) == 1 else _sum_stems([stems[s] for s in group])
+            silent = silent and not np.any(source)
+            out[i] = source
+        out.flush()
+        del out
+        os.replace(tmp, npy)
+    except OSError as exc:
+        raise DataError(f"cannot write the cache file {npy}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return silent
+
+
+def load_tracks(spec: DatasetSpec, root: Path, found: list[Found], plan: list[list[str]], *,
+                split: str, sample_rate_hz: int, channels: int,
+                sources: Sequence[str]) -> list[Track]:
+    """The found tracks, decoded into the cache where needed and memory-mapped from it."""
+    from tqdm import tqdm
+
+    cache = cache_folder(spec, root, sample_rate_hz, channels, sources)
+    _remove_stale_temporaries(cache)
+    todo = []
+    for track in found:
+        slug = _slug(f"{track.subset}/{track.name}")
+        npy, manifest_path = cache / f"{slug}.npy", cache / f"{slug}.json"
+        try:
+            expected = _manifest(track, root, sample_rate_hz, channels, sources)
+        except OSError as exc:
+            raise DataError(f"track '{track.name}': cannot stat its files: {exc}") from exc
+        if not _cached_is_valid(npy, manifest_path, expected):
+            todo.append((track, npy, manifest_path, expected))
+    for track, npy, manifest_path, expected in tqdm(todo, desc=f"decoding {spec.name} {split}",
+                                                    unit="track", disable=not todo):
+        # Drop the old manifest first: a crash below must not leave it vouching for a stale array.
+        manifest_path.unlink(missing_ok=True)
+        silent = _build_track(track, spec.format, plan, npy, sample_rate_hz, channels)
+        shape = list(np.load(npy, mmap_mode="r").shape)
+        _atomic_write_text(manifest_path,
+                           json.dumps({**expected, "shape": shape, "silent": silent}, indent=1))
+
+    tracks = []
+    for track in found:
+        npy = cache / f"{_slug(f'{track.subset}/{track.name}')}.npy"
+        if json.loads(npy.with_suffix(".json").read_text()).get("silent"):
+            files = ", ".join(str(p) for p in track.files.values())
+            warnings.warn(f"track '{track.name}' is silent ({files})", stacklevel=3)
+        mixture, srcs = _open_cached(npy)
+        tracks.append(Track(track.name, mixture, srcs, list(sources), sample_rate_hz,
+                            cache_path=npy))
+    return tracks
