@@ -27,7 +27,8 @@ changes the outputs. For each model it writes, under ``--out``::
                the step, TensorFlow's version
 
 The default set is small (3 levels, a few filters; the committed fixtures under
-``tests/fixtures/tf``). ``--full DIR`` writes the paper's M1, M4, M5-HighSR and
+``tests/fixtures/tf``), plus ``not_waveunet``, a checkpoint of another graph.
+``--full DIR`` writes the paper's M1, M4, M5-HighSR and
 M6 at full size instead (about 120 MB each: keep them outside the repository),
 without the variable dump.
 """
@@ -183,6 +184,31 @@ def build_and_save(original: Path, name: str, settings: dict, output_samples: in
     return meta
 
 
+def save_other_model(original: Path, out: Path, step: int = 77) -> dict:
+    """A TensorFlow checkpoint that is not a Wave-U-Net (import-tf must refuse it)."""
+    import numpy as np
+
+    tf, v1, _ = import_original(original)
+    v1.reset_default_graph()
+    with v1.variable_scope("dense"):
+        v1.get_variable("kernel", [3, 2], dtype=tf.float32)
+        v1.get_variable("bias", [2], dtype=tf.float32)
+    v1.get_variable("global_step", [], initializer=v1.constant_initializer(step),
+                    trainable=False, dtype=tf.int64)
+    name = "not_waveunet"
+    with v1.Session() as sess:
+        sess.run(v1.global_variables_initializer())
+        saver = v1.train.Saver(write_version=v1.train.SaverDef.V2, save_relative_paths=True)
+        prefix = saver.save(sess, str(out / name / name), global_step=step, write_meta_graph=False)
+    reader = tf.train.load_checkpoint(prefix)
+    np.savez(out / f"{name}.npz", **{f"var/{n}": reader.get_tensor(n)
+                                     for n in sorted(reader.get_variable_to_shape_map())})
+    meta = {"name": name, "prefix": f"{name}/{Path(prefix).name}", "step": step,
+            "tensorflow": tf.version.VERSION}
+    (out / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--original", required=True, type=Path,
@@ -197,12 +223,15 @@ def main() -> int:
     if not (args.original / "Models" / "UnetAudioSeparator.py").is_file():
         p.error(f"--original {args.original}: no Models/UnetAudioSeparator.py there")
     specs, out = (FULL, args.full) if args.full else (FIXTURES, args.out)
-    names = args.only or list(specs)
+    names = args.only or list(specs) + ([] if args.full else ["not_waveunet"])
     existing = [n for n in names if (out / f"{n}.npz").exists() or (out / n).exists()]
     if existing and not args.force:
         p.error(f"{out}: {', '.join(existing)} already there (--force replaces them)")
     out.mkdir(parents=True, exist_ok=True)
     for seed, name in enumerate(names):
+        if name == "not_waveunet":
+            print(f"{name}: {save_other_model(args.original, out)['prefix']}")
+            continue
         settings, output_samples, step = specs[name]
         meta = build_and_save(args.original, name, settings, output_samples, step, out,
                               dump_variables=not args.full, seed=seed)

@@ -164,7 +164,8 @@ class Inferred:
         task = self.task
         what = (f"{len(task[1])} sources, {task[0]} output" if task
                 else f"{self.predicted} output convolutions")
-        return (f"{'mono' if self.channels == 1 else f'{self.channels} channels'}, {what}, "
+        layout = {1: "mono", 2: "stereo"}.get(self.channels, f"{self.channels} channels")
+        return (f"{layout}, {what}, "
                 f"{self.upsampling} upsampling, {self.levels} levels x {self.initial_filters} "
                 f"filters, kernels {self.down_kernel}/{self.up_kernel}/{self.output_kernel}")
 
@@ -234,7 +235,7 @@ def _matches(cfg: DictConfig, inferred: Inferred) -> bool:
 def _choices(candidates: list[str], presets: dict[str, DictConfig], key: str) -> str:
     parts = [f"{PAPER_NAMES[c]}: model.{key}={str(presets[c].model[key]).lower()}"
              for c in candidates]
-    return ", ".join(parts) + " (or --model " + " / ".join(candidates) + ")"
+    return ", ".join(parts) + "; or --model " + " / ".join(candidates)
 
 
 def settings_from_shapes(
