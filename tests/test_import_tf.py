@@ -321,6 +321,14 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
         convert(fixture("not_waveunet")[2])
     message = one_line(info)
     assert "no 'separator/conv1d*' variables (dense/bias, dense/kernel, global_step)" in message
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(Path(f"{fixture('m4_small')[2]}.index"), lone / "m4_small-1234.index")
+    with pytest.raises(TFCheckpointError) as info:
+        convert(lone)
+    message = one_line(info)
+    data_file = lone / "m4_small-1234.data-00000-of-00001"
+    assert f"{data_file}: cannot read the checkpoint's data" in message
     folder = tmp_path / "two"
     folder.mkdir()
     (folder / "a.index").touch()

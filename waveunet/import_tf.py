@@ -238,6 +238,40 @@ def _choices(candidates: list[str], presets: dict[str, DictConfig], key: str) ->
     return ", ".join(parts) + "; or --model " + " / ".join(candidates)
 
 
+# What the shapes cannot tell: (key, what it is, the choices when no paper model fits).
+_UNDECIDABLE = (
+    ("context", "the context",
+     "model.context=true: valid convolutions, as M3-M6; false: 'same' padding, as M1/M2"),
+    ("sample_rate_hz", "the sample rate",
+     "model.sample_rate_hz=22050, as M1-M6, or 44100, as M5-HighSR"),
+)
+
+
+def _given_value(overrides: Sequence[str], key: str):
+    text = next(o.split("=", 1)[1] for o in overrides if _override_key(o) == key)
+    return OmegaConf.create(f"v: {text}").v  # typed as Hydra reads it
+
+
+def _undecided(inferred: Inferred, overrides: Sequence[str],
+               presets: dict[str, DictConfig]) -> tuple[list[str], list[str]]:
+    """The paper models that fit the shapes and the overrides, and what is still open."""
+    given = {_override_key(o) for o in overrides}
+    candidates = [name for name, cfg in presets.items() if _matches(cfg, inferred)]
+    for key, _, _ in _UNDECIDABLE:  # the user's choice narrows the paper models
+        if f"model.{key}" in given:
+            value = _given_value(overrides, f"model.{key}")
+            candidates = [c for c in candidates if presets[c].model[key] == value]
+    open_items = []
+    for key, what, generic in _UNDECIDABLE:
+        if f"model.{key}" not in given and len({presets[c].model[key] for c in candidates}) != 1:
+            choices = _choices(candidates, presets, key) if candidates else generic
+            open_items.append(f"{what} ({choices})")
+    if not given & {"output", "output.activation"}:
+        open_items.append("the output activation (output.activation=tanh, as the published "
+                          "models were trained, or output.activation=linear)")
+    return candidates, open_items
+
+
 def settings_from_shapes(
     orig: OriginalVariables, where: str, overrides: Sequence[str]
 ) -> DictConfig:
@@ -250,32 +284,10 @@ def settings_from_shapes(
             "sources (1 output convolution with output.type=difference, 2 with direct) or 4 "
             "(3 or 4); name them with model.sources=[...] and output.type=..."
         )
-    presets = _preset_configs()
-    candidates = [name for name, cfg in presets.items() if _matches(cfg, inferred)]
-    for key in ("context", "sample_rate_hz"):  # the user's choice narrows the presets
-        if f"model.{key}" in given:
-            text = next(o.split("=", 1)[1] for o in overrides if _override_key(o) == f"model.{key}")
-            value = OmegaConf.create(f"v: {text}").v  # typed as Hydra reads it
-            candidates = [c for c in candidates if presets[c].model[key] == value]
-    undecided = []
-    for key, what, generic in (
-        ("context", "the context",
-         "model.context=true: valid convolutions, as M3-M6; false: 'same' padding, as M1/M2"),
-        ("sample_rate_hz", "the sample rate",
-         "model.sample_rate_hz=22050, as M1-M6, or 44100, as M5-HighSR"),
-    ):
-        if f"model.{key}" in given:
-            continue
-        values = {presets[c].model[key] for c in candidates}
-        if len(values) != 1:
-            choices = _choices(candidates, presets, key) if candidates else generic
-            undecided.append(f"{what} ({choices})")
-    if not given & {"output", "output.activation"}:
-        undecided.append("the output activation (output.activation=tanh, as the published "
-                         "models were trained, or output.activation=linear)")
-    if undecided:
+    candidates, open_items = _undecided(inferred, overrides, _preset_configs())
+    if open_items:
         raise ConfigError(f"{where}: the shapes say {inferred.summary()}; they cannot tell "
-                          f"{'; '.join(undecided)}")
+                          f"{'; '.join(open_items)}")
     preset = candidates[0] if len(candidates) == 1 else "base"
     implied = [f"model.{key}={'[' + ','.join(value) + ']' if isinstance(value, list) else value}"
                for key, value in inferred.model_settings().items() if f"model.{key}" not in given]
@@ -432,8 +444,8 @@ def import_tf(path: str | Path, out: str | Path, model: str | None = None,
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="waveunet import-tf",
-        description="Convert a TensorFlow checkpoint of the original Wave-U-Net (f90/Wave-U-Net) "
-        "into a waveunet checkpoint for 'waveunet separate' and 'waveunet evaluate'. "
+        description="Convert a TensorFlow checkpoint of the original Wave-U-Net (f90/Wave-U-Net)\n"
+        "into a waveunet checkpoint for 'waveunet separate' and 'waveunet evaluate'.\n"
         "No TensorFlow needed.",
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
