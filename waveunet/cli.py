@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("waveunet.evaluate", "score a checkpoint or estimates: SDR, clipping statistics, report"),
     "separate": ("waveunet.separate", "separate songs into stems with a trained checkpoint"),
     "compare": ("waveunet.compare", "train and evaluate several output modes side by side"),
+    "import-tf": ("waveunet.import_tf", "convert the original Wave-U-Net's TensorFlow checkpoints"),
 }
 
 
