@@ -38,6 +38,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from waveunet.config import compose
 from waveunet.model import build_model
+from waveunet.reporting.format import number
+from waveunet.reporting.format import table as format_table
 
 PRESETS = ["tiny", "m4", "m5_highsr", "m6"]
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -237,17 +239,16 @@ def _separate_child(preset, device, precision, song_seconds, mode, chunk) -> Non
 
 
 # -- driver -----------------------------------------------------------------
-def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    head = "| " + " | ".join(title for title, _, _ in columns) + " |"
-    rule = "|" + "|".join("---" for _ in columns) + "|"
-    lines = [head, rule]
-    for row in rows:
-        cells = []
-        for _, key, fmt in columns:
-            value = row.get(key)
-            cells.append("" if value is None else format(value, fmt))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+INT = {"digits": 0}
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, dict | None]]) -> str:
+    """A markdown table of ``rows``; a column is (title, key, :func:`number` options or None
+    for text)."""
+    return "\n".join(format_table(
+        [title for title, _, _ in columns],
+        [["" if row.get(key) is None else str(row[key]) if options is None
+          else number(row[key], **options) for _, key, options in columns] for row in rows]))
 
 
 def main(argv=None) -> int:
@@ -299,11 +300,11 @@ def main(argv=None) -> int:
                               f"{row['flop_per_s'] / 1e9:.1f} GFLOP/s ({row['vs_conv_reference']:.0%} of conv1d)")
         print("\n## Training (one optimiser step)\n")
         print(table(results["train"], [
-            ("preset", "preset", "s"), ("precision", "precision", "s"), ("compile", "compile", ""),
-            ("batch", "batch", "d"), ("output samples", "output_samples", "d"),
-            ("s / step", "step_seconds", ".3f"), ("GFLOP / step", "flops_per_step", ".3e"),
-            ("supervised samples / s", "output_samples_per_s", ",.0f"),
-            ("achieved FLOP/s", "flop_per_s", ".3e"), ("of conv1d ref.", "vs_conv_reference", ".0%"),
+            ("preset", "preset", None), ("precision", "precision", None), ("compile", "compile", None),
+            ("batch", "batch", INT), ("output samples", "output_samples", INT),
+            ("s / step", "step_seconds", {"digits": 3}), ("GFLOP / step", "flops_per_step", {"digits": 3, "kind": "e"}),
+            ("supervised samples / s", "output_samples_per_s", {"digits": 0, "grouping": True}),
+            ("achieved FLOP/s", "flop_per_s", {"digits": 3, "kind": "e"}), ("of conv1d ref.", "vs_conv_reference", {"digits": 0, "kind": "%"}),
         ]))
 
     if "separate" in args.sections:
@@ -316,9 +317,9 @@ def main(argv=None) -> int:
                           f"RTF {row['rtf']:.3f}, peak RSS {row['peak_rss_bytes'] / 2**30:.2f} GiB")
         print(f"\n## Separation of a {args.song_seconds:.0f}-second stereo song\n")
         print(table(results["separate"], [
-            ("preset", "preset", "s"), ("precision", "precision", "s"), ("original way", "original_way", ""),
-            ("chunk (output samples)", "chunk_output_samples", "d"), ("seconds", "seconds", ".1f"),
-            ("real-time factor", "rtf", ".3f"), ("peak RSS (bytes)", "peak_rss_bytes", ",d"),
+            ("preset", "preset", None), ("precision", "precision", None), ("original way", "original_way", None),
+            ("chunk (output samples)", "chunk_output_samples", INT), ("seconds", "seconds", {"digits": 1}),
+            ("real-time factor", "rtf", {"digits": 3}), ("peak RSS (bytes)", "peak_rss_bytes", {"digits": 0, "grouping": True}),
         ]))
 
     if "scaling" in args.sections:
@@ -332,14 +333,14 @@ def main(argv=None) -> int:
                 bench_separate(preset, device, args.precision[0], seconds, False, file_to_file=True))
         print(f"\n## Scaling ({preset})\n\nChunk length (60-second song, array API):\n")
         print(table(results["scaling_chunk"], [
-            ("chunk (output samples)", "chunk_output_samples", "d"), ("seconds", "seconds", ".2f"),
-            ("real-time factor", "rtf", ".3f"), ("peak RSS (bytes)", "peak_rss_bytes", ",d"),
+            ("chunk (output samples)", "chunk_output_samples", INT), ("seconds", "seconds", {"digits": 2}),
+            ("real-time factor", "rtf", {"digits": 3}), ("peak RSS (bytes)", "peak_rss_bytes", {"digits": 0, "grouping": True}),
         ]))
         print("\nSong length (default chunk, file to file as `waveunet separate`):\n")
         print(table(results["scaling_song"], [
-            ("song seconds", "song_seconds", ".0f"), ("seconds", "seconds", ".2f"),
-            ("real-time factor", "rtf", ".3f"), ("peak RSS (bytes)", "peak_rss_bytes", ",d"),
-            ("RSS growth in separation (bytes)", "peak_rss_growth_bytes", ",d"),
+            ("song seconds", "song_seconds", {"digits": 0}), ("seconds", "seconds", {"digits": 2}),
+            ("real-time factor", "rtf", {"digits": 3}), ("peak RSS (bytes)", "peak_rss_bytes", {"digits": 0, "grouping": True}),
+            ("RSS growth in separation (bytes)", "peak_rss_growth_bytes", {"digits": 0, "grouping": True}),
         ]))
 
     out = Path(args.json or f"bench-{device.type}.json")

@@ -18,16 +18,15 @@ from waveunet.compare import (
     SDR_FIGURE_NAME,
     WAVEFORM_NAME,
     Settings,
-    bound_marks,
     compare,
     config_differences,
-    quiet_passage,
     run_config,
     shared_overrides,
     spread,
 )
 from waveunet.config import compose
 from waveunet.errors import ConfigError
+from waveunet.reporting.figures import bound_marks, quiet_passage
 
 
 def shrunken(cache: Path, out: Path, *extra: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""waveunet.report: files written, their content, and never clobbering foreign files."""
+"""waveunet.reporting.evaluation: files written, their content, and never clobbering foreign files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from waveunet.metrics import clipping_stats, difference_error_share, framewise_sdr
-from waveunet.report import TrackResult, WaveformSpec, build_summary, loudest_passage, write_report
+from waveunet.reporting.evaluation import TrackResult, WaveformSpec, build_summary, write_report
+from waveunet.reporting.figures import loudest_passage
 
 RATE = 4000
 SOURCES = ["accompaniment", "vocals"]

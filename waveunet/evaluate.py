@@ -13,7 +13,7 @@ estimates per track, either separated by the checkpoint (:meth:`Separator.separa
 mixture is resampled to the model's rate, tiled into exact output chunks, and the stems are
 resampled back) or read from ``DIR/<track>/<source>.wav`` -> :mod:`waveunet.metrics`
 (framewise SDR in torch, clipping statistics, museval BSSEval in worker processes for
-``metrics=bss``) -> :func:`waveunet.report.write_report`.
+``metrics=bss``) -> :func:`waveunet.reporting.evaluation.write_report`.
 
 All sources of a task are scored together (museval's SDR/ISR/SIR/SAR depend on which sources
 are evaluated together): the voice task scores vocals against (vocals, accompaniment).
@@ -53,7 +53,13 @@ from .metrics import (
     framewise_sdr,
     silent_sources,
 )
-from .report import REPORT_NAME, TrackResult, WaveformSpec, prepare_out_dir, write_report
+from .reporting.evaluation import (
+    TrackResult,
+    WaveformSpec,
+    prepare_out_dir,
+    terminal_summary,
+    write_report,
+)
 
 METRICS = ("sdr", "bss")
 MUSEVAL_DIR = "museval"  # per-track museval JSON (metrics=bss) inside out_dir
@@ -424,7 +430,7 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
             ``data`` group as in ``configs/data/``.
 
     Returns:
-        The summary as written to ``<out_dir>/summary.json`` (:func:`waveunet.report.build_summary`):
+        The summary as written to ``<out_dir>/summary.json`` (:func:`waveunet.reporting.evaluation.build_summary`):
         ``aggregates`` (per metric and source, pooled frames and median of track medians),
         ``clipping``, ``tracks``, and ``meta`` (with ``out_dir``, the scored rate and timings).
     """
@@ -552,30 +558,12 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """A few lines for the terminal: SDR both ways per source, and where the report is."""
-    meta = summary["meta"]
-    lines = [f"{meta['tracks']} track(s) of {meta['data']}/{meta['split']}, scored at "
-             f"{meta['scored_rate']}"]
-    for m in summary["metrics"]:
-        for src, agg in summary["aggregates"][m].items():
-            p, t = agg["pooled_frames"], agg["median_of_track_medians"]
-            lines.append(f"  {m} {src:>14}: pooled frames median {_num(p['median'])} dB "
-                         f"(mean {_num(p['mean'])}); median of track medians {_num(t['median'])} dB")
-    lines.append(f"report: {Path(meta['out_dir']) / REPORT_NAME}")
-    return "\n".join(lines)
-
-
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(HELP)
         return 0
     summary = evaluate(compose("evaluate", argv))
-    print(format_summary(summary))
+    print(terminal_summary(summary))
     return 0
 
 

@@ -441,6 +441,23 @@ def _db(ratio: float, power: bool = False) -> float | None:
     return (10.0 if power else 20.0) * math.log10(ratio)
 
 
+def at_bounds(x: ArrayLike, low: float, high: float | None) -> ArrayLike:
+    """Samples of ``x`` at or beyond a bound (``high=None``: the lower one only), as a mask.
+
+    On stems: where the test-time clip acted, or a squashing activation reached the bound in
+    float32. Works on numpy arrays and torch tensors alike; the counts of :func:`bound_hits`
+    and the red marks of every figure come from here.
+    """
+    marks = x <= low
+    return marks if high is None else marks | (x >= high)
+
+
+def beyond_bounds(x: ArrayLike, low: float, high: float | None) -> ArrayLike:
+    """Samples of ``x`` strictly beyond a bound: on raw output, where the test-time clip acts."""
+    marks = x < low
+    return marks if high is None else marks | (x > high)
+
+
 def bound_hits(
     estimates: ArrayLike, raw: ArrayLike | None, low: float, high: float | None
 ) -> list[dict[str, Any]]:
@@ -462,10 +479,7 @@ def bound_hits(
     _check_sct(est, "estimates")
     n = est.shape[1] * est.shape[2]
     dims = (1, 2)
-    at_bound = est <= low
-    if high is not None:
-        at_bound |= est >= high
-    clipped = at_bound.sum(dim=dims)
+    clipped = at_bounds(est, low, high).sum(dim=dims)
     if raw is not None:
         r = _as_float64(raw, "raw", device=est.device)
         _check_sct(r, "raw")

@@ -45,7 +45,8 @@ from .files import atomic_write_text
 from .losses import check_loss, compute_loss
 from .metrics import dumps_json
 from .model import build_model
-from .report import pyplot, save_figure
+from .reporting.figures import saturation_panels
+from .reporting.saturation import saturation_markdown
 
 GENERATOR = "waveunet saturation"  # marks saturation.json as ours: a later run may replace it
 JSON_NAME, MD_NAME = "saturation.json", "saturation.md"
@@ -180,89 +181,6 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def plot(path: Path, runs: Sequence[dict], title: str) -> None:
-    """Six panels, log scale where the values span decades; the dotted line starts recovery."""
-    panels = [("pre_activation_max_abs", "output conv max |a| (solid) / mean |a| (dashed)", True),
-              ("hidden_max_abs", "largest |hidden activation|", True),
-              ("first_layer_grad_norm", "gradient norm at the first conv's weights", True),
-              ("loss", "training loss (each mode's own)", True),
-              ("mse_to_target", "MSE to the target", True),
-              ("output_mean", "mean output (target 1.0, then recovery target)", False)]
-
-    plt = pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
-    for i, run in enumerate(runs):
-        rec = run["records"]
-        steps = np.arange(1, len(rec["loss"]) + 1)
-        label = run["mode"]["name"]
-        for ax, (key, _, log) in zip(axes.flat, panels, strict=True):
-            y = np.array(rec[key], dtype=np.float64)
-            if log:
-                y = np.where(y > 0, y, np.nan)  # log axes: an exact 0 (clip, linear at 1.0) is a gap
-            ax.plot(steps, y, color=f"C{i}", lw=1.0, label=label)
-            if key == "pre_activation_max_abs":
-                m = np.array(rec["pre_activation_mean_abs"], dtype=np.float64)
-                ax.plot(steps, m, color=f"C{i}", lw=0.8, ls="--")
-    for ax, (_key, name, log) in zip(axes.flat, panels, strict=True):
-        ax.set_title(name, fontsize=9)
-        if log:
-            ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if runs and runs[0]["recovery_steps"]:
-            ax.axvline(runs[0]["steps"] + 0.5, color="0.3", lw=0.8, ls=":")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-
-
-def _g(v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "-" if v is None else str(v)
-    return f"{v:.3g}"
-
-
-def markdown(result: dict[str, Any]) -> str:
-    lines = ["# Saturation experiment: every target at the bound (1.0)", "",
-             f"Command: `{result['command']}`", "",
-             f"Model `{result['model']['name']}` ({result['parameters']:,} parameters), random inputs "
-             f"N(0, {result['input_std']}^2), batch {result['batch_size']}, seed {result['seed']}, "
-             f"{result['steps']} steps at target 1.0, then {result['recovery_steps']} steps at target "
-             f"{result['recovery_target']} (recovery). Machine: {result['machine']}; wall time "
-             f"{result['wall_s']:.0f} s.", ""]
-    for opt in result["optimisers"]:
-        key = f"{opt['name']}"
-        lines += [f"## {opt['name']} (lr {opt['lr']:g})", "", f"![{key}]({result['figures'][key]})", "",
-                  "| mode | loss | step | loss value | MSE to target | mean output | mean \\|a\\| | max \\|a\\| | "
-                  "max \\|hidden\\| | first-layer grad norm |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for run in result["runs"]:
-            if run["optimiser"]["name"] != opt["name"]:
-                continue
-            s = run["summary"]
-            phases = [("1", s["first_step"]), (str(run["steps"]), s["end_of_bound_phase"])]
-            if run["recovery_steps"]:
-                phases += [(f"{run['steps'] + 1} (recovery starts)", s["start_of_recovery"]),
-                           (str(run["steps"] + run["recovery_steps"]), s["end_of_recovery"])]
-            for step, v in phases:
-                lines.append(f"| {run['mode']['name']} | {run['mode']['loss']} | {step} | {_g(v['loss'])} | "
-                             f"{_g(v['mse_to_target'])} | {_g(v['output_mean'])} | "
-                             f"{_g(v['pre_activation_mean_abs'])} | {_g(v['pre_activation_max_abs'])} | "
-                             f"{_g(v['hidden_max_abs'])} | {_g(v['first_layer_grad_norm'])} |")
-        lines.append("")
-        lines += ["| mode | max \\|a\\| growth over the 2nd half of the bound phase | first-layer grad, end / start "
-                  "of the bound phase | recovery: MSE end / start |", "|---|---|---|---|"]
-        for run in result["runs"]:
-            if run["optimiser"]["name"] != opt["name"]:
-                continue
-            s = run["summary"]
-            lines.append(f"| {run['mode']['name']} | {_g(s['pre_activation_growth_second_half'])}x | "
-                         f"{_g(s['first_layer_grad_ratio_end_to_start'])} | {_g(s.get('recovery_mse_ratio'))} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def run_saturation(model_cfg: Any, modes: Sequence[SaturationMode], optimisers: Sequence[OptimiserSpec],
                    out_dir: str | os.PathLike, *, steps: int, recovery_steps: int = 0,
                    recovery_target: float = 0.0, batch_size: int = 4, input_std: float = 0.3,
@@ -294,7 +212,7 @@ def run_saturation(model_cfg: Any, modes: Sequence[SaturationMode], optimisers: 
     for opt in optimisers:
         name = f"saturation_{opt.name}.png"
         figures[opt.name] = name
-        plot(out / name, [r for r in runs if r["optimiser"]["name"] == opt.name],
+        saturation_panels(out / name, [r for r in runs if r["optimiser"]["name"] == opt.name],
              f"All targets at the bound 1.0 for {steps} steps"
              + (f", then {recovery_target:g} for {recovery_steps}" if recovery_steps else "")
              + f": {opt.name}, lr {opt.lr:g}, batch {batch_size}, seed {seed}")
@@ -311,7 +229,7 @@ def run_saturation(model_cfg: Any, modes: Sequence[SaturationMode], optimisers: 
         "wall_s": time.perf_counter() - t0, "figures": figures, "runs": runs,
     }
     atomic_write_text(str(out / JSON_NAME), dumps_json(result))
-    atomic_write_text(str(out / MD_NAME), markdown(result))
+    atomic_write_text(str(out / MD_NAME), saturation_markdown(result))
     result["out_dir"] = str(out.resolve())
     return result
 
