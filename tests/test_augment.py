@@ -86,3 +86,29 @@ def test_channelswap_checks_the_shape_first() -> None:
         module(torch.zeros(2, 50))
     mono = torch.randn(3, 4, 1, 20)
     assert torch.equal(module(mono), mono)
+
+
+def test_remix_partners_come_from_a_fixed_group_whatever_the_process_count(stems: torch.Tensor) -> None:
+    """Groups of 4 consecutive examples of the global batch: 1 process with all 16 examples
+    and 4 processes with 4 each draw partners from the same groups."""
+    module = build_augmentation(["remix"], remix={"group_size": 4})
+    for batch in (stems, stems[:4], stems[8:12]):  # a whole batch, or one process's share
+        out = module(batch)
+        for s in range(batch.shape[1]):
+            match = (out[:, s, None] == batch[None, :, s]).flatten(2).all(-1)  # (B_out, B_in)
+            partner = match.float().argmax(1)
+            assert (match.sum(1) == 1).all()
+            assert torch.equal(partner // 4, torch.arange(batch.shape[0]) // 4)
+    with pytest.raises(ValueError, match="whole groups of 4"):
+        module(stems[:6])
+
+
+def test_remix_group_size_must_divide_each_process_batch() -> None:
+    from waveunet.augment import check_batch
+
+    module = build_augmentation(["gain", "remix"], remix={"group_size": 4})
+    check_batch(module, 8)
+    with pytest.raises(ConfigError, match="remix.group_size=4 must divide"):
+        check_batch(module, 6)
+    with pytest.raises(ConfigError, match="group_size"):
+        build_augmentation(["remix"], remix={"group_size": 0})

@@ -7,8 +7,8 @@ torch's generator on the batch's device (seed it with ``torch.manual_seed``).
 
 Config (``configs/data/*.yaml``)::
 
-    augmentations: [gain, channelswap]
-    augmentation_params: {gain: {low: 0.7, high: 1.0}}
+    augmentations: [gain, channelswap, remix]
+    augmentation_params: {gain: {low: 0.7, high: 1.0}, remix: {group_size: 4}}
 """
 
 from __future__ import annotations
@@ -99,14 +99,44 @@ class SignFlip(_PerSourceChoice):
 
 
 class Remix(nn.Module):
-    """Shuffle each source independently across the batch: new mixtures from other tracks' stems (Demucs)."""
+    """Shuffle each source independently within groups of ``group_size`` consecutive examples:
+    new mixtures from other tracks' stems (Demucs' remix, with its group size of 4).
+
+    Partners come from the example's own group, never from the whole batch: a process holds
+    whole groups of the global batch (:func:`check_batch`), so the partners' statistics are the
+    same on 1 GPU or 8, where a shuffle of each process's share would not be.
+    """
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+            raise ConfigError(f"remix augmentation needs an integer group_size >= 1 "
+                              f"(got group_size={group_size!r})")
+        self.group_size = group_size
 
     def forward(self, stems: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return stems
         b, s = _per_example(stems)
-        order = torch.argsort(torch.rand(b, s, device=stems.device), dim=0)  # a permutation per source
-        return torch.gather(stems, 0, order[:, :, None, None].expand_as(stems))
+        g = self.group_size
+        if b % g:
+            raise ValueError(f"remix: a batch of {b} examples is not whole groups of {g} "
+                             "(data.augmentation_params.remix.group_size)")
+        groups = stems.reshape(b // g, g, *stems.shape[1:])
+        # a permutation of each group, per source
+        order = torch.argsort(torch.rand(b // g, g, s, device=stems.device), dim=1)
+        shuffled = torch.gather(groups, 1, order[..., None, None].expand_as(groups))
+        return shuffled.reshape(stems.shape)
+
+
+def check_batch(augmentation: nn.Module, batch_per_process: int) -> None:
+    """Refuse, before training, a remix group size that does not divide each process's batch."""
+    for module in augmentation.modules():
+        if isinstance(module, Remix) and batch_per_process % module.group_size:
+            raise ConfigError(
+                f"data.augmentation_params.remix.group_size={module.group_size} must divide the "
+                f"batch each process trains on ({batch_per_process}: optim.batch_size over the "
+                "processes)")
 
 
 AUGMENTATIONS: dict[str, type[nn.Module]] = {
