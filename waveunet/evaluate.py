@@ -24,24 +24,22 @@ summary is what ``summary.json`` holds, with ``meta.out_dir`` saying where it wa
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .audio import convert_channels, read_audio, resample
 from .checkpoint import load_checkpoint, load_model
-from .config import compose, config_dir
-from .data import SPLITS, Track, dataset_stems, find_audio, load_split, source_plan
+from .config import compose, config_text
+from .data import Track, dataset_stems, find_audio, load_split, source_plan
 from .errors import CheckpointError, ConfigError, DataError
 from .inference import GIB, Separator, resolve_device
 from .metrics import (
@@ -60,8 +58,8 @@ from .reporting.evaluation import (
     terminal_summary,
     write_report,
 )
+from .settings import EvaluateConfig, typed
 
-METRICS = ("sdr", "bss")
 MUSEVAL_DIR = "museval"  # per-track museval JSON (metrics=bss) inside out_dir
 
 HELP = f"""usage: waveunet evaluate [hydra overrides]
@@ -73,115 +71,9 @@ disk, and write summary.json, report.md, SDR box plots and a waveform figure.
   waveunet evaluate checkpoint=runs/<name>/<stamp> metrics=bss workers=4
   waveunet evaluate estimates=separated data=folder data.root=/data/songs data.stems=[vocals,accompaniment]
 
-Settings (configs/evaluate.yaml; data presets: configs/data/):
-{(config_dir() / "evaluate.yaml").read_text() if (config_dir() / "evaluate.yaml").is_file() else ""}"""
-
-
-# --------------------------------------------------------------------------------------------
-# Settings
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Settings:
-    """The evaluate config, checked; every error names its setting."""
-
-    checkpoint: Path | None
-    estimates: Path | None
-    split: str
-    metrics: str
-    sources: list[str] | None
-    sample_rate_hz: int | None
-    channels: int | None
-    out_dir: Path | None
-    overwrite: bool
-    workers: int | None
-    device: str
-    batch_size: int | None
-    memory_gib: float | None
-    max_tracks: int | None
-    waveform_track: str | None
-    waveform_seconds: float
-    progress: bool
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig | dict) -> Settings:
-        get = _getter(cfg)
-        checkpoint, estimates = get("checkpoint"), get("estimates")
-        if (checkpoint is None) == (estimates is None):
-            raise ConfigError(
-                "give exactly one of checkpoint=PATH (separate and score a dataset split) or "
-                "estimates=DIR (score DIR/<track>/<source>.wav)"
-                + (" -- both were set" if checkpoint is not None else "")
-            )
-        metrics = str(get("metrics", "sdr"))
-        if metrics not in METRICS:
-            raise ConfigError(f"metrics: unknown {metrics!r} (choose sdr: SDR only, or bss: SDR, ISR, SIR, SAR)")
-        split = str(get("split", "test"))
-        if split not in SPLITS:
-            raise ConfigError(f"split: unknown {split!r} (choose {', '.join(SPLITS)})")
-        sources = get("sources")
-        if sources is not None:
-            sources = [sources] if isinstance(sources, str) else [str(s) for s in sources]
-            if not sources or len(set(sources)) != len(sources):
-                raise ConfigError(f"sources: need distinct source names, got {sources}")
-        device = str(get("device", "auto"))
-        if device not in ("auto", "cpu") and not device.startswith("cuda"):
-            raise ConfigError(f"device: unknown {device!r} (use auto, cpu or cuda)")
-        memory_gib = get("memory_gib")
-        if memory_gib is not None and not (_is_number(memory_gib) and memory_gib > 0):
-            raise ConfigError(f"memory_gib: must be a number > 0, got {memory_gib!r}")
-        waveform_seconds = get("waveform_seconds", 2.0)
-        if not (_is_number(waveform_seconds) and waveform_seconds > 0):
-            raise ConfigError(f"waveform_seconds: must be a number > 0, got {waveform_seconds!r}")
-        out_dir = get("out_dir")
-        return cls(
-            checkpoint=None if checkpoint is None else Path(str(checkpoint)).expanduser(),
-            estimates=None if estimates is None else Path(str(estimates)).expanduser(),
-            split=split,
-            metrics=metrics,
-            sources=sources,
-            sample_rate_hz=_optional_int(get, "sample_rate_hz", 1),
-            channels=_optional_int(get, "channels", 1),
-            out_dir=None if out_dir is None else Path(str(out_dir)).expanduser(),
-            overwrite=_bool(get, "overwrite"),
-            workers=_optional_int(get, "workers", 0),
-            device=device,
-            batch_size=_optional_int(get, "batch_size", 1),
-            memory_gib=None if memory_gib is None else float(memory_gib),
-            max_tracks=_optional_int(get, "max_tracks", 1),
-            waveform_track=None if get("waveform_track") is None else str(get("waveform_track")),
-            waveform_seconds=float(waveform_seconds),
-            progress=_bool(get, "progress", True),
-        )
-
-
-def _getter(cfg: DictConfig | dict) -> Callable[..., Any]:
-    def get(key: str, default: Any = None) -> Any:
-        value = OmegaConf.select(cfg, key, throw_on_missing=False) if isinstance(cfg, DictConfig) else cfg.get(key)
-        return default if value is None else value
-
-    return get
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _optional_int(get: Callable[..., Any], key: str, minimum: int) -> int | None:
-    v = get(key)
-    if v is None:
-        return None
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise ConfigError(f"{key}: must be null or an integer >= {minimum}, got {v!r}")
-    return int(v)
-
-
-def _bool(get: Callable[..., Any], key: str, default: bool = False) -> bool:
-    v = get(key, default)
-    if not isinstance(v, bool):
-        raise ConfigError(f"{key}: must be true or false, got {v!r}")
-    return v
+Settings (configs/evaluate.yaml and configs/eval/default.yaml; data presets: configs/data/):
+{config_text("evaluate.yaml")}
+{config_text("eval/default.yaml")}"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,10 +86,10 @@ class ModelEstimates:
 
     kind = "checkpoint"
 
-    def __init__(self, s: Settings):
+    def __init__(self, s: EvaluateConfig):
         assert s.checkpoint is not None
         try:
-            payload = load_checkpoint(s.checkpoint)
+            payload = load_checkpoint(Path(s.checkpoint).expanduser())
         except CheckpointError as exc:
             raise CheckpointError(f"checkpoint: {exc}") from exc
         self.path = Path(payload["path"])
@@ -301,13 +193,13 @@ class DiskEstimates:
     bounds = (-1.0, 1.0)
     difference_index = None
 
-    def __init__(self, s: Settings, data_cfg: Any):
+    def __init__(self, s: EvaluateConfig, data_cfg: Any):
         assert s.estimates is not None
-        self.root = s.estimates
+        self.root = Path(s.estimates).expanduser()
         if not self.root.is_dir():
             raise DataError(f"estimates: no such directory {self.root}")
         if s.sources is not None:
-            fmt = str(_getter(data_cfg)("format", ""))
+            fmt = str(data_cfg.get("format") or "")
             source_plan(s.sources, dataset_stems(data_cfg, fmt), f"sources: data.format={fmt}")
         self.sources = s.sources or self._default_sources(data_cfg)
         self.resampled: dict[str, int] = {}
@@ -319,7 +211,7 @@ class DiskEstimates:
 
     def _default_sources(self, data_cfg: Any) -> list[str]:
         """The sources with files in DIR/*/ that the dataset provides; all its stems if all are there."""
-        fmt = str(_getter(data_cfg)("format", ""))
+        fmt = str(data_cfg.get("format") or "")
         stems = dataset_stems(data_cfg, fmt)
         candidates = list(stems)
         if "vocals" in stems and len(stems) > 1 and "accompaniment" not in stems:
@@ -405,11 +297,12 @@ class DiskEstimates:
 # --------------------------------------------------------------------------------------------
 
 
-def _default_out_dir(s: Settings, source: ModelEstimates | DiskEstimates, data_name: str) -> Path:
+def _default_out_dir(s: EvaluateConfig, source: ModelEstimates | DiskEstimates,
+                     data_name: str) -> Path:
     tag = f"{s.split}-{data_name}-{s.metrics}"
     if isinstance(source, ModelEstimates):
         return source.path.parent / f"eval-{source.path.stem}-{tag}"
-    return Path("evaluations") / f"{s.estimates.resolve().name}-{tag}"  # type: ignore[union-attr]
+    return Path("evaluations") / f"{source.root.resolve().name}-{tag}"
 
 
 def default_bss_workers() -> int:
@@ -435,19 +328,19 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
         ``clipping``, ``tracks``, and ``meta`` (with ``out_dir``, the scored rate and timings).
     """
     t_start = time.perf_counter()
-    s = Settings.from_config(cfg)
-    data_cfg = cfg["data"] if "data" in cfg else None
+    s = typed(EvaluateConfig, cfg)
+    data_cfg = s.data
     if data_cfg is None:
         raise ConfigError("data: no dataset configured (data=musdb | musdb_hq | folder | ...)")
-    get_data = _getter(data_cfg)
-    data_name = str(get_data("name", get_data("format", "data")))
+    data_name = str(data_cfg.get("name") or data_cfg.get("format") or "data")
 
     source: ModelEstimates | DiskEstimates = (
         ModelEstimates(s) if s.checkpoint is not None else DiskEstimates(s, data_cfg)
     )
     rate = s.sample_rate_hz or source.default_rate_hz
     channels = s.channels or source.default_channels
-    out_dir = s.out_dir or _default_out_dir(s, source, data_name)
+    out_dir = (Path(s.out_dir).expanduser() if s.out_dir is not None
+               else _default_out_dir(s, source, data_name))
     try:  # the one out_dir guard, before any work; overwrite=true clears stale files
         prepare_out_dir(out_dir, s.overwrite, subdirs=(MUSEVAL_DIR,))
     except FileExistsError as exc:
@@ -532,8 +425,8 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
         "source": source.kind,
         **source.meta(rate),
         "data": data_name,
-        "data_format": str(get_data("format", "")),
-        "data_root": str(get_data("root", "")),
+        "data_format": str(data_cfg.get("format") or ""),
+        "data_root": str(data_cfg.get("root") or ""),
         "split": s.split,
         "tracks": len(tracks),
         "audio_seconds": round(audio_seconds, 3),

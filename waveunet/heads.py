@@ -33,7 +33,6 @@ on the test-time clip.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -41,8 +40,10 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .settings import OUTPUT_TYPES, OutputConfig, check
 
-OUTPUT_TYPES = ("direct", "difference")
+__all__ = ["ACTIVATIONS", "OUTPUT_TYPES", "Activation", "ModelOutput", "OutputBounds",
+           "OutputHead", "OutputMode", "output_health"]
 
 
 class OutputBounds(NamedTuple):
@@ -161,35 +162,24 @@ ACTIVATIONS: dict[str, type[Activation]] = {
 }
 
 
-@dataclass(frozen=True)
-class OutputMode:
-    """What the output head is: ``type`` x ``activation`` on [low, high]."""
+@dataclass
+class OutputMode(OutputConfig):
+    """What the output head is: ``type`` x ``activation`` on [low, high].
 
-    type: str = "difference"
-    activation: str = "tanh"
-    low: float = -1.0
-    high: float | None = 1.0
+    The settings' own checks (:class:`waveunet.settings.OutputConfig`) plus the rules that need
+    the activation classes: the name must be one of them, and a two-sided one needs ``high``.
+    """
 
-    def __post_init__(self):
-        if self.type not in OUTPUT_TYPES:
-            raise ConfigError(
-                f"output.type: unknown {self.type!r}; choose from {', '.join(OUTPUT_TYPES)}"
-            )
+    def __post_init__(self) -> None:
+        check(self, "output.")
         if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"output.activation: unknown {self.activation!r} "
+                              f"(choose from {', '.join(ACTIVATIONS)})")
+        if self.high is None and ACTIVATIONS[self.activation].two_sided:
             raise ConfigError(
-                f"output.activation: unknown {self.activation!r}; "
-                f"choose from {', '.join(ACTIVATIONS)}"
+                f"output.high is null, but output.activation={self.activation!r} needs both "
+                "bounds (only 'relu' and 'softplus' are one-sided)"
             )
-        if not math.isfinite(self.low):
-            raise ConfigError(f"output.low must be a finite number, got {self.low}")
-        if self.high is None:
-            if ACTIVATIONS[self.activation].two_sided:
-                raise ConfigError(
-                    f"output.high is null, but output.activation={self.activation!r} needs both "
-                    "bounds (only 'relu' and 'softplus' are one-sided)"
-                )
-        elif not (math.isfinite(self.high) and self.low < self.high):
-            raise ConfigError(f"output.low ({self.low}) must be below output.high ({self.high})")
 
     @property
     def bounds(self) -> OutputBounds:
@@ -198,20 +188,6 @@ class OutputMode:
     @property
     def name(self) -> str:
         return f"{self.activation}_{self.type}"
-
-    @classmethod
-    def from_config(cls, cfg) -> OutputMode:
-        known = {"type", "activation", "low", "high", "name"}
-        unknown = sorted(set(cfg.keys()) - known)
-        if unknown:
-            raise ConfigError(f"output: unknown key(s) {', '.join(unknown)}")
-        high = cfg.get("high", 1.0)
-        return cls(
-            type=str(cfg.get("type", "difference")),
-            activation=str(cfg.get("activation", "tanh")),
-            low=float(cfg.get("low", -1.0)),
-            high=None if high is None else float(high),
-        )
 
     def predicted_sources(self, num_sources: int) -> int:
         """How many sources get their own output convolution."""

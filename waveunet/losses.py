@@ -20,8 +20,7 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 from .heads import ModelOutput, OutputHead
-
-LOSSES = ("mse", "l1", "cross_entropy")
+from .settings import LOSSES
 
 
 def check_loss(name: str, head: OutputHead) -> None:
