@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from waveunet.config import compose
+from waveunet.experiment import machine_stamp
 from waveunet.model import build_model
 from waveunet.reporting.format import number
 from waveunet.reporting.format import table as format_table
@@ -275,13 +276,14 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     batch = args.batch or (2 if device.type == "cpu" else 16)
     machine = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
+        **machine_stamp(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else platform.processor() or platform.machine(),
     }
     results: dict = {"machine": machine, "reference": [], "train": [], "separate": [], "scaling_chunk": [],
                      "scaling_song": []}
     print(f"# waveunet benchmark on {machine['device']} ({device}), torch {torch.__version__}, "
-          f"{machine['cpu_threads']} threads\n")
+          f"{machine['torch_threads']} threads\n")
 
     if "train" in args.sections:
         for precision in args.precision:

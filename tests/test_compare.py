@@ -17,11 +17,11 @@ from waveunet.compare import (
     RESULTS_NAME,
     SDR_FIGURE_NAME,
     WAVEFORM_NAME,
+    Comparison,
     Settings,
     compare,
     config_differences,
     run_config,
-    shared_overrides,
     spread,
 )
 from waveunet.config import compose
@@ -47,10 +47,23 @@ def shrunken(cache: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> tuple[dict, list[str], Path]:
+    """One finished comparison, shared and read-only: tests that change it use ``own_copy``."""
     root = tmp_path_factory.mktemp("compare")
     args = shrunken(root / "cache", root / "out")
     result = compare(compose("compare", args), args)
     return result, args, root / "out"
+
+
+@pytest.fixture
+def own_copy(finished, tmp_path) -> tuple[list[str], Path]:
+    """This test's own copy of the finished comparison: (its args, its out_dir)."""
+    import shutil
+
+    _, args, out = finished
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    return [a if not a.startswith("compare.out_dir=") else f"compare.out_dir={copy}"
+            for a in args], copy
 
 
 def test_runs_differ_only_in_the_head_and_seed(finished):
@@ -95,18 +108,18 @@ def test_table_and_figures_are_written(finished):
         assert Path(run["evaluation"]).is_file()
 
 
-def test_a_second_call_reuses_finished_runs(finished):
-    _, args, out = finished
+def test_a_second_call_reuses_finished_runs(own_copy):
+    args, out = own_copy
     stamp = (out / "runs/tanh_difference/seed0/best.pt").stat().st_mtime_ns
     again = compare(compose("compare", args), args)
     assert all(r["reused"] for r in again["runs"])
     assert (out / "runs/tanh_difference/seed0/best.pt").stat().st_mtime_ns == stamp
 
 
-def test_an_interrupted_run_resumes_from_its_last_checkpoint(finished):
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(own_copy):
     import shutil
 
-    _, args, out = finished
+    args, out = own_copy
     run = out / "runs/linear_direct/seed1"
     steps = sum('"kind": "train"' in line for line in (run / "metrics.jsonl").read_text().splitlines())
     (run / "train_summary.json").unlink()  # as if killed after its last checkpoint
@@ -119,8 +132,8 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(finished):
     assert (run / "eval" / "summary.json").is_file()
 
 
-def test_changed_eval_settings_are_evaluated_again_not_reused(finished):
-    _, args, out = finished
+def test_changed_eval_settings_are_evaluated_again_not_reused(own_copy):
+    args, out = own_copy
     run = out / "runs/tanh_difference/seed0"
     stamp = (run / "eval/summary.json").stat().st_mtime_ns
     changed = [*args, "compare.eval.max_tracks=1"]
@@ -143,8 +156,8 @@ def test_bound_marks_of_a_one_sided_head():
     assert bound_marks(est, None, -1.0, 1.0).tolist() == [False, False, True, True, False]
 
 
-def test_changed_settings_are_refused_not_mixed_in(finished):
-    _, args, _ = finished
+def test_changed_settings_are_refused_not_mixed_in(own_copy):
+    args, _ = own_copy
     changed = [*args, "optim.lr=0.01"]
     with pytest.raises(ConfigError, match="trained with other settings"):
         compare(compose("compare", changed), changed)
@@ -178,7 +191,7 @@ def test_settings_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="compare.seeds"):
         Settings.from_config(compose("compare", [*base, "compare.seeds=[]"]))
     with pytest.raises(ConfigError, match="set per run"):
-        shared_overrides(["output=linear_direct"])
+        Comparison(compose("compare", base), [*base, "output=linear_direct"])
     assert cli_main(["compare", *base, "seed=3"]) == 2
 
 

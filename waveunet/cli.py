@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("waveunet.synth", "write a generated MUSDB18-HQ-layout dataset"),
     "train": ("waveunet.train", "train a separation model (Hydra overrides)"),
     "evaluate": ("waveunet.evaluate", "score a checkpoint or estimates: SDR, clipping statistics, report"),
+    "saturation": ("waveunet.saturation", "train output heads on targets at the bound: saturation"),
     "separate": ("waveunet.separate", "separate songs into stems with a trained checkpoint"),
     "compare": ("waveunet.compare", "train and evaluate several output modes side by side"),
 }

@@ -5,28 +5,28 @@ Examples::
     waveunet compare experiment=compare_quick                 # make compare (~20 min, 2-core CPU)
     waveunet compare experiment=compare_paper data.root=/data/musdb18
     waveunet compare experiment=compare_quick compare.seeds=[0] \\
-        'compare.modes=[{name:tanh,output:tanh_difference},{name:tanh_ce,output:tanh_difference,loss:cross_entropy},{name:clip,output:clip_direct}]'
-    waveunet compare experiment=saturation                    # see waveunet/saturation.py
+        'compare.modes=[{name:tanh,output:tanh_difference},{name:clip,output:clip_direct}]'
 
-Data flow: ``configs/compare.yaml`` (the ``train`` config + a ``compare`` block) -> one training
+An experiment of :mod:`waveunet.experiment`: ``configs/compare.yaml`` (the ``train`` config, a
+``compare`` block, and ``waveunet evaluate``'s settings under ``compare.eval``) -> one training
 config per (mode, seed), composed from the *same* overrides plus only ``output=<mode>``,
 ``loss.name=<loss>``, ``seed=<k>`` -> :class:`waveunet.solver.Solver` in
 ``<out_dir>/runs/<mode>/seed<k>/`` -> :func:`waveunet.evaluate.evaluate` of its best checkpoint on
-the same test split -> ``results.md``, ``comparison.json`` and figures in ``<out_dir>``.
+the same test split -> aggregation over seeds -> ``comparison.json``, rendered into ``results.md``
+and figures by :mod:`waveunet.reporting`.
 
 A run folder with a ``train_summary.json`` is finished and reused, one with a ``last.pt`` is
-resumed, and an evaluation with a ``summary.json`` is reused: an interrupted compare continues
-where it stopped. A run folder trained with other settings is refused, not mixed in.
+resumed, and an evaluation with a ``summary.json`` is reused when it was made with the same
+settings: an interrupted compare continues where it stopped. A run folder trained with other
+settings is refused, not mixed in (:func:`waveunet.config.meaning_changes`).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
+import dataclasses
 import json
 import logging
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -38,10 +38,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import compose, config_dir
+from .config import compose, config_text, flatten, meaning_changes
+from .config import config_differences as config_differences
 from .errors import ConfigError
+from .experiment import Experiment, Mode, parse_modes, read_json, shared_overrides, write_json
 from .files import atomic_write_text
-from .metrics import bound_hits, dumps_json, framewise_sdr, to_jsonable
+from .metrics import bound_hits, framewise_sdr
 from .reporting.comparison import (
     CLIPPING_COLUMNS,
     RUN_SCORES,
@@ -56,6 +58,7 @@ from .reporting.figures import (
     sdr_by_mode,
     training_curves,
 )
+from .settings import CompareConfig, typed
 
 log = logging.getLogger("waveunet.compare")
 
@@ -71,19 +74,21 @@ EVAL_DIR = "eval"
 EVAL_SETTINGS = "eval_settings.json"  # what eval/summary.json was computed with
 # Set per run by the comparison itself; a command-line override of them would be overwritten.
 PER_RUN_KEYS = ("output", "seed", "loss", "loss.name", "name")
+# Evaluation settings that cannot change the numbers: an evaluation is reused across them.
+EVAL_REUSE_ALLOWED = ("settings.workers",)
+
 HELP = f"""usage: waveunet compare [hydra overrides]
 
 Train every output mode of compare.modes once per seed in compare.seeds, with identical
 settings except the output head / loss, evaluate each on the same test split, and write
 results.md, comparison.json and figures to compare.out_dir. Re-running continues an
-interrupted comparison. experiment=saturation runs the saturation experiment instead.
+interrupted comparison. (The saturation experiment is its own command: waveunet saturation.)
 
   waveunet compare experiment=compare_quick
   waveunet compare experiment=compare_paper data.root=/data/musdb18
-  waveunet compare experiment=saturation
 
-Settings (configs/compare.yaml, on top of configs/train.yaml):
-{(config_dir() / "compare.yaml").read_text() if (config_dir() / "compare.yaml").is_file() else ""}"""
+Settings (configs/compare.yaml, on top of configs/train.yaml; compare.eval: configs/eval/default.yaml):
+{config_text("compare.yaml")}"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,129 +96,36 @@ Settings (configs/compare.yaml, on top of configs/train.yaml):
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Mode:
-    """One compared configuration: an output preset, a loss, and (rarely) extra overrides."""
-
-    name: str
-    output: str
-    loss: str
-    overrides: tuple[str, ...] = ()
-
-    def run_overrides(self, seed: int) -> list[str]:
-        return [f"output={self.output}", f"loss.name={self.loss}", f"seed={seed}",
-                f"name={self.name}", *self.overrides]
-
-
 @dataclass
 class Settings:
+    """The comparison's checked settings, with its modes parsed."""
+
     modes: list[Mode]
     seeds: list[int]
     out_dir: Path
     eval: dict[str, Any]
     figure: dict[str, Any]
-    progress: bool = True
-    threads: int | None = None
+    progress: bool
+    threads: int | None
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Settings:
-        c = cfg.get("compare")
-        if c is None:
+        if cfg.get("compare") is None:
             raise ConfigError("compare: missing (compose configs/compare.yaml)")
+        c = typed(CompareConfig, cfg.compare, "compare.")
         default_loss = str(OmegaConf.select(cfg, "loss.name", default="mse"))
-        entries = c.get("modes")
-        if not entries:
-            raise ConfigError("compare.modes: need at least one mode, e.g. [{name: tanh, output: tanh_difference}]")
-        outputs = set(p.stem for p in (config_dir() / "output").glob("*.yaml"))
-        modes = []
-        for i, entry in enumerate(entries):
-            if isinstance(entry, str):
-                entry = {"name": entry, "output": entry}
-            entry = dict(entry)
-            unknown = sorted(set(entry) - {"name", "output", "loss", "overrides"})
-            if unknown:
-                raise ConfigError(f"compare.modes[{i}]: unknown key(s) {', '.join(unknown)} "
-                                  "(name, output, loss, overrides)")
-            output = entry.get("output")
-            if output not in outputs:
-                raise ConfigError(f"compare.modes[{i}].output: unknown preset {output!r} "
-                                  f"(available: {', '.join(sorted(outputs))})")
-            name = str(entry.get("name") or output)
-            if not name.replace("-", "_").replace(".", "_").isidentifier():
-                raise ConfigError(f"compare.modes[{i}].name: {name!r} must be a plain folder name")
-            overrides = entry.get("overrides") or []
-            if isinstance(overrides, str):
-                overrides = [overrides]
-            modes.append(Mode(name, str(output), str(entry.get("loss") or default_loss),
-                              tuple(str(o) for o in overrides)))
-        names = [m.name for m in modes]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"compare.modes: names must be distinct, got {names}")
-        seeds = c.get("seeds")
-        if isinstance(seeds, int):
-            seeds = [seeds]
-        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds) \
-                or len(set(seeds)) != len(seeds):
-            raise ConfigError(f"compare.seeds: need a list of distinct integers, got {seeds}")
-        out_dir = c.get("out_dir")
-        if not out_dir:
-            raise ConfigError("compare.out_dir: need a folder for the results")
-        return cls(modes, [int(s) for s in seeds], Path(str(out_dir)).expanduser(),
-                   OmegaConf.to_container(c.get("eval") or {}, resolve=True),
-                   OmegaConf.to_container(c.get("figure") or {}, resolve=True),
-                   bool(c.get("progress", True)), _threads(c.get("threads"), "compare.threads"))
-
-
-def _threads(value: Any, key: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}: must be null or an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _override_key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0].strip()
-
-
-def shared_overrides(argv: Sequence[str]) -> list[str]:
-    """The command line's overrides, checked: the per-run keys belong to compare.modes/seeds."""
-    for o in argv:
-        if _override_key(o) in PER_RUN_KEYS:
-            raise ConfigError(
-                f"{o}: {_override_key(o)} is set per run by the comparison; choose heads and losses "
-                "with compare.modes=[...] and seeds with compare.seeds=[...]"
-            )
-    return list(argv)
+        return cls(parse_modes(c.modes, "compare.modes", default_loss), list(c.seeds),
+                   Path(c.out_dir).expanduser(), dataclasses.asdict(c.eval),
+                   dataclasses.asdict(c.figure), c.progress, c.threads)
 
 
 def run_config(overrides: Sequence[str], mode: Mode, seed: int) -> DictConfig:
     """The training config of one run: the shared overrides + this mode's head/loss + seed."""
-    cfg = compose("compare", [*overrides, *mode.run_overrides(seed)])
+    cfg = compose("compare", [*overrides, *mode.run_overrides(), f"seed={seed}",
+                              f"name={mode.name}"])
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("compare", None)
     return OmegaConf.create(container)
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
-def config_differences(configs: dict[str, dict]) -> dict[str, dict[str, Any]]:
-    """{dotted key: {run: value}} for every key whose resolved value differs between runs."""
-    flat = {run: _flatten(c) for run, c in configs.items()}
-    keys = sorted(set().union(*(f.keys() for f in flat.values())))
-    diff = {}
-    for k in keys:
-        values = {run: f.get(k, "<missing>") for run, f in flat.items()}
-        if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
-            diff[k] = values
-    return diff
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,18 +148,6 @@ class RunResult:
         return f"{self.mode.name}/seed{self.seed}"
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(str(path), dumps_json(obj))
-
-
 def train_run(cfg: DictConfig, run_dir: Path) -> tuple[dict, bool]:
     """Train one run (or reuse / resume it); returns (train summary, reused)."""
     from .solver import Solver, TrainingDiverged
@@ -256,17 +156,16 @@ def train_run(cfg: DictConfig, run_dir: Path) -> tuple[dict, bool]:
     saved_path = run_dir / RUN_CONFIG
     if saved_path.is_file():
         saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
-        changed = config_differences({"saved": saved, "now": resolved})
+        changed = meaning_changes(saved, resolved)
         if changed:
-            keys = ", ".join(list(changed)[:6])
             raise ConfigError(
-                f"{run_dir} was trained with other settings ({keys}); use another compare.out_dir "
-                "or delete that run folder"
+                f"{run_dir} was trained with other settings ({', '.join(changed[:6])}); use "
+                "another compare.out_dir or delete that run folder"
             )
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(str(saved_path), OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    done = _read_json(run_dir / RUN_SUMMARY)
+        atomic_write_text(saved_path, OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    done = read_json(run_dir / RUN_SUMMARY)
     if done is not None:
         return done, True
     if (run_dir / "last.pt").is_file():
@@ -282,35 +181,35 @@ def train_run(cfg: DictConfig, run_dir: Path) -> tuple[dict, bool]:
         summary = solver.summary()
         log.warning("%s: %s", run_dir, exc)
     summary.update(status=status, message=message, wall_s=time.perf_counter() - t0)
-    _write_json(run_dir / RUN_SUMMARY, summary)
+    write_json(run_dir / RUN_SUMMARY, summary)
     return summary, False
 
 
-def evaluate_run(run_dir: Path, data_cfg: dict, eval_settings: dict) -> dict | None:
-    """Evaluate the run's best checkpoint (last.pt if none); reuse a finished evaluation."""
+def evaluate_run(run_dir: Path, data_cfg: dict, eval_settings: dict,
+                 progress: bool = False) -> dict | None:
+    """Evaluate the run's best checkpoint (last.pt if none); reuse a finished evaluation made
+    with the same settings."""
     from .evaluate import evaluate
 
     out = run_dir / EVAL_DIR
     checkpoint = run_dir / "best.pt"
     if not checkpoint.is_file():
         checkpoint = run_dir / "last.pt"
-    settings = {"split": "test", "metrics": "sdr", "progress": False, **eval_settings}
-    # What decides the numbers: reuse an evaluation only if it was made with these settings.
-    decisive = {k: v for k, v in settings.items() if k != "progress"}
-    used = json.loads(json.dumps({"checkpoint": checkpoint.name, "settings": decisive, "data": data_cfg},
-                                 default=str))
-    done = _read_json(out / "summary.json")
-    if done is not None and "aggregates" in done and _read_json(run_dir / EVAL_SETTINGS) == used:
+    used = {"checkpoint": checkpoint.name, "settings": eval_settings, "data": data_cfg}
+    done = read_json(out / "summary.json")
+    saved = read_json(run_dir / EVAL_SETTINGS)
+    if (done is not None and "aggregates" in done and saved is not None
+            and not meaning_changes(saved, used, EVAL_REUSE_ALLOWED)):
         return done
     if done is not None:
         log.info("%s: evaluation settings changed (or unrecorded); evaluating again", run_dir)
     if not checkpoint.is_file():
         return None
-    cfg = OmegaConf.create({**settings, "checkpoint": str(checkpoint), "estimates": None,
-                            "out_dir": str(out), "overwrite": True, "data": data_cfg})
+    cfg = {**eval_settings, "checkpoint": str(checkpoint), "estimates": None,
+           "out_dir": str(out), "overwrite": True, "progress": progress, "data": data_cfg}
     (run_dir / EVAL_SETTINGS).unlink(missing_ok=True)
     result = evaluate(cfg)
-    _write_json(run_dir / EVAL_SETTINGS, used)
+    write_json(run_dir / EVAL_SETTINGS, used)
     return result
 
 
@@ -318,18 +217,17 @@ def run_all(settings: Settings, overrides: Sequence[str]) -> list[RunResult]:
     """Compose every run's config first (errors before any training), then train + evaluate."""
     from tqdm import tqdm
 
-    plans = []
-    for mode in settings.modes:
-        for seed in settings.seeds:
-            cfg = run_config(overrides, mode, seed)
-            plans.append((mode, seed, cfg))
+    plans = [(mode, seed, run_config(overrides, mode, seed))
+             for mode in settings.modes for seed in settings.seeds]
     results = []
-    bar = tqdm(plans, desc="compare", unit="run", disable=not settings.progress, dynamic_ncols=True)
+    bar = tqdm(plans, desc="compare", unit="run", disable=not settings.progress,
+               dynamic_ncols=True)
     for mode, seed, cfg in bar:
         bar.set_postfix_str(f"{mode.name} seed {seed}")
         run_dir = settings.out_dir / "runs" / mode.name / f"seed{seed}"
         summary, reused = train_run(cfg, run_dir)
-        evaluation = evaluate_run(run_dir, OmegaConf.to_container(cfg.data, resolve=True), settings.eval)
+        evaluation = evaluate_run(run_dir, OmegaConf.to_container(cfg.data, resolve=True),
+                                  settings.eval)
         results.append(RunResult(mode, seed, run_dir, OmegaConf.to_container(cfg, resolve=True),
                                  summary, evaluation, reused))
     bar.close()
@@ -527,48 +425,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------
-# Entry points
+# The experiment
 # --------------------------------------------------------------------------------------------
-
-
-def compare(cfg: DictConfig, overrides: Sequence[str] = (),
-            command: str | None = None) -> dict[str, Any]:
-    """Run (or continue) a comparison; returns what ``comparison.json`` holds.
-
-    Args:
-        cfg: ``compose("compare", overrides)``.
-        overrides: the same overrides; each run's training config is composed from them.
-        command: the command line recorded in results.md.
-    """
-    t0 = time.perf_counter()
-    settings = Settings.from_config(cfg)
-    overrides = shared_overrides(overrides)
-    threads = torch.get_num_threads()
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
-    try:
-        return _compare(settings, overrides, command, t0)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _check_out_dir(out: Path) -> None:
-    """Refuse to replace files of ours that an earlier comparison in ``out`` did not write."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"compare.out_dir: {out} exists and is not a directory")
-    ours = [RESULTS_NAME, JSON_NAME, WAVEFORM_NAME, CURVES_NAME, SDR_FIGURE_NAME]
-    present = [n for n in ours if (out / n).exists()]
-    previous = _read_json(out / JSON_NAME) or {}
-    if present and previous.get("generator") != GENERATOR:
-        raise ConfigError(f"compare.out_dir: {out} holds {', '.join(present)} not written by "
-                          "`waveunet compare`; choose another compare.out_dir")
-
-
-def _machine() -> dict[str, Any]:
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def _run_entry(r: RunResult) -> dict[str, Any]:
@@ -581,46 +439,73 @@ def _run_entry(r: RunResult) -> dict[str, Any]:
             "scores": run_scores(r.evaluation) if r.evaluation else {}}
 
 
-def _compare(settings: Settings, overrides: list[str], command: str | None,
-             t0: float) -> dict[str, Any]:
-    out = settings.out_dir
-    _check_out_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = run_all(settings, overrides)
-    summary = aggregate(results, settings.modes)
-    passage = waveform_passage(results, settings)
-    if passage is not None:
-        comparison_waveform(out / WAVEFORM_NAME, passage)
-    training_curves(out / CURVES_NAME, [
-        {"mode": r.mode.name, "loss": r.mode.loss, "records": read_metrics(r.run_dir),
-         "colour": [m.name for m in settings.modes].index(r.mode.name)} for r in results])
-    if summary["sources"]:
-        sdr_by_mode(out / SDR_FIGURE_NAME, summary, [m.name for m in settings.modes],
-                    [(sdr_key(a, s), title) for a, s, title in SDR_COLUMNS[:2]])
-    first = results[0].config if results else {}
-    payload = {
-        "generator": GENERATOR,
-        "command": command or "waveunet compare " + " ".join(overrides),
-        "written": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "wall_s": time.perf_counter() - t0,
-        "modes": [m.__dict__ for m in settings.modes],
-        "seeds": settings.seeds,
-        "config_differences": config_differences({r.key: r.config for r in results}),
-        "settings_count": len(_flatten(first)),
-        "model": first.get("model", {}).get("name"),
-        "data": first.get("data", {}).get("name"),
-        "eval": {"split": "test", **settings.eval},
-        **summary,
-        "waveform": passage_summary(passage),
-        "runs": [_run_entry(r) for r in results],
-        "files": {"results": RESULTS_NAME, "json": JSON_NAME, "waveform": WAVEFORM_NAME,
-                  "curves": CURVES_NAME, "sdr": SDR_FIGURE_NAME},
-    }
-    _write_json(out / JSON_NAME, payload)
-    atomic_write_text(str(out / RESULTS_NAME), results_markdown(to_jsonable(payload)))
-    payload["out_dir"] = str(out.resolve())
-    return payload
+class Comparison(Experiment):
+    """Output modes trained identically (once per seed), evaluated alike, side by side."""
+
+    command_name = "compare"
+    setting = "compare"
+    json_name = JSON_NAME
+    generator = GENERATOR
+
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str] = (),
+                 command: str | None = None):
+        self.settings = Settings.from_config(cfg)
+        self.overrides = shared_overrides(
+            overrides, PER_RUN_KEYS, "choose heads and losses with compare.modes=[...] and "
+            "seeds with compare.seeds=[...]")
+        super().__init__(self.settings.out_dir, self.settings.threads,
+                         command or "waveunet compare " + " ".join(self.overrides))
+        self._figures: dict[str, Any] = {}  # what the figures need beyond the results JSON
+
+    def files(self) -> list[str]:
+        return [RESULTS_NAME, JSON_NAME, WAVEFORM_NAME, CURVES_NAME, SDR_FIGURE_NAME]
+
+    def run(self) -> dict[str, Any]:
+        s = self.settings
+        results = run_all(s, self.overrides)
+        summary = aggregate(results, s.modes)
+        passage = waveform_passage(results, s)
+        names = [m.name for m in s.modes]
+        self._figures = {"passage": passage, "curves": [
+            {"mode": r.mode.name, "loss": r.mode.loss, "records": read_metrics(r.run_dir),
+             "colour": names.index(r.mode.name)} for r in results]}
+        first = results[0].config if results else {}
+        return {
+            "modes": [dataclasses.asdict(m) for m in s.modes],
+            "seeds": s.seeds,
+            "config_differences": config_differences({r.key: r.config for r in results}),
+            "settings_count": len(flatten(first)),
+            "model": first.get("model", {}).get("name"),
+            "data": first.get("data", {}).get("name"),
+            "eval": s.eval,
+            **summary,
+            "waveform": passage_summary(passage),
+            "runs": [_run_entry(r) for r in results],
+            "files": {"results": RESULTS_NAME, "json": JSON_NAME, "waveform": WAVEFORM_NAME,
+                      "curves": CURVES_NAME, "sdr": SDR_FIGURE_NAME},
+        }
+
+    def render(self, result: dict[str, Any]) -> None:
+        out = self.out_dir
+        if self._figures["passage"] is not None:
+            comparison_waveform(out / WAVEFORM_NAME, self._figures["passage"])
+        training_curves(out / CURVES_NAME, self._figures["curves"])
+        if result["sources"]:
+            sdr_by_mode(out / SDR_FIGURE_NAME, result, [m["name"] for m in result["modes"]],
+                        [(sdr_key(a, s), title) for a, s, title in SDR_COLUMNS[:2]])
+        atomic_write_text(out / RESULTS_NAME, results_markdown(result))
+
+
+def compare(cfg: DictConfig, overrides: Sequence[str] = (),
+            command: str | None = None) -> dict[str, Any]:
+    """Run (or continue) a comparison; returns what ``comparison.json`` holds (+ ``out_dir``).
+
+    Args:
+        cfg: ``compose("compare", overrides)``.
+        overrides: the same overrides; each run's training config is composed from them.
+        command: the command line recorded in results.md.
+    """
+    return Comparison(cfg, overrides, command).execute()
 
 
 def main(argv: list[str]) -> int:
@@ -629,14 +514,7 @@ def main(argv: list[str]) -> int:
         return 0
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    cfg = compose("compare", argv)
-    if str(OmegaConf.select(cfg, "compare.kind", default="comparison")) == "saturation":
-        from .saturation import run_from_config
-
-        result = run_from_config(cfg, command="waveunet compare " + " ".join(argv))
-        print(f"saturation experiment: {Path(result['out_dir']) / 'saturation.md'}")
-        return 0
-    result = compare(cfg, argv, command="waveunet compare " + " ".join(argv))
+    result = compare(compose("compare", argv), argv, command="waveunet compare " + " ".join(argv))
     print(f"results: {Path(result['out_dir']) / RESULTS_NAME}")
     return 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .format import number, seed_spread, table
+from .format import machine_text, number, seed_spread, table
 
 # SDR columns: (aggregation, statistic, title); the key in the results is sdr_<agg>_<stat>.
 SDR_COLUMNS = (
@@ -169,9 +169,7 @@ def results_markdown(result: dict[str, Any]) -> str:
              f"{number(result['wall_s'] / 60, 1)} min; training time summed over runs "
              f"{number(train_minutes, 1)} min ({sum(r['reused'] for r in runs)} of {len(runs)} "
              "runs reused from an earlier call).", "",
-             f"Machine: {m['platform']}, {m['cpu_count']} CPU cores ({m['torch_threads']} torch "
-             f"thread(s)), {'GPU ' + m['cuda'] if m['cuda'] else 'no GPU'}, torch {m['torch']}.",
-             ""]
+             f"Machine: {machine_text(m)}.", ""]
     lines += _differences(result)
     lines += ["## SDR per source (dB)", "",
               f"Test split `{result['eval']['split']}`, framewise SDR (museval's) in 1-s frames. "

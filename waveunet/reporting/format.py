@@ -1,4 +1,4 @@
-"""Numbers and tables as text: the one formatter and the one markdown table writer.
+"""Numbers, tables and machines as text: the one formatter and the one markdown table writer.
 
 Every report, comparison, saturation summary, terminal summary and benchmark table writes its
 numbers through :func:`number` and its tables through :func:`table`, so a value reads the same
@@ -48,6 +48,13 @@ def seed_spread(entry: dict[str, Any], digits: int = 2, scale: float = 1.0) -> s
     return (f"{mean} ± {number(entry['std'], digits, scale=scale)} "
             f"[{number(entry['min'], digits, scale=scale)}, "
             f"{number(entry['max'], digits, scale=scale)}]")
+
+
+def machine_text(machine: dict[str, Any]) -> str:
+    """A machine stamp (:func:`waveunet.experiment.machine_stamp`) as one phrase."""
+    gpu = f"GPU {machine['cuda']}" if machine.get("cuda") else "no GPU"
+    return (f"{machine['platform']}, {machine['cpu_count']} CPU cores "
+            f"({machine['torch_threads']} torch thread(s)), {gpu}, torch {machine['torch']}")
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:

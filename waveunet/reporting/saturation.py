@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import number, table
+from .format import machine_text, number, table
 
 
 def _g(value: float | None) -> str:
@@ -35,7 +35,8 @@ def saturation_markdown(result: dict[str, Any]) -> str:
              f"inputs N(0, {result['input_std']}^2), batch {result['batch_size']}, seed "
              f"{result['seed']}, {result['steps']} steps at target 1.0, then "
              f"{result['recovery_steps']} steps at target {result['recovery_target']} (recovery). "
-             f"Machine: {result['machine']}; wall time {number(result['wall_s'], 0)} s.", ""]
+             f"Machine: {machine_text(result['machine'])}, device {result['device']} "
+             f"({result['precision']}); wall time {number(result['wall_s'], 0)} s.", ""]
     for opt in result["optimisers"]:
         runs = [r for r in result["runs"] if r["optimiser"]["name"] == opt["name"]]
         lines += [f"## {opt['name']} (lr {number(opt['lr'], 6, kind='g')})", "",
