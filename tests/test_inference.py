@@ -426,3 +426,49 @@ def test_a_failing_stream_closes_its_writers_before_removing_them(tmp_path, monk
         sep.separate_file(song, [out / f"{s}.wav" for s in sep.sources], block_frames=1000)
     assert len(writers) == len(sep.sources) and open_at_unlink == []
     assert not out.exists()
+
+
+def test_iter_chunks_is_the_public_tiling_loop():
+    """Chunks from any window source tile the song exactly as separate_tensor does."""
+    sep = Separator(tiny(), device="cpu", chunk_output_samples=300, batch_size=2)
+    mixture = noise(2, 2500)
+
+    class Window:
+        def __init__(self):
+            self.starts = []
+
+        def window(self, start, stop):
+            self.starts.append(start)
+            out = torch.zeros(2, stop - start)
+            lo, hi = max(start, 0), min(stop, mixture.shape[-1])
+            out[:, lo - start:hi - start] = mixture[:, lo:hi]
+            return out
+
+    source = Window()
+    chunks = list(sep.iter_chunks(mixture.shape[-1], source))
+    assert len(chunks) == sep.plan(mixture.shape[-1]).num_chunks > 1
+    assert source.starts == sorted(source.starts)  # a stream only ever moves forward
+    whole = sep.separate_tensor(mixture)
+    torch.testing.assert_close(torch.cat([est for est, _ in chunks], -1), whole.stems)
+    torch.testing.assert_close(torch.cat([raw for _, raw in chunks], -1), whole.unclipped)
+
+
+def test_any_rate_call_measures_the_bounds_at_the_model_rate():
+    from waveunet.metrics import bound_stats
+
+    model = tiny(output="direct", activation="linear")
+    with torch.no_grad():  # outputs ~ 3x the input: the test-time clip acts
+        for conv in model.head.convs:
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[:, :2, 0] = 3 * torch.eye(2)
+    sep = Separator(model, device="cpu", chunk_output_samples=300)
+    audio = noise(1, 4410, scale=0.9).numpy()
+    result = sep.separate(audio, 44100, bound_statistics=True)
+    assert result.stems.shape == (2, 1, 4410) and result.stems.abs().max() <= 1.0
+    model_rate = sep.separate_tensor(torch.from_numpy(
+        np.ascontiguousarray(resample(np.tile(audio, (2, 1)), 44100, 22050))))
+    expected = bound_stats(model_rate.stems, model_rate.unclipped, bounds=(-1.0, 1.0))
+    assert result.bound_statistics == expected
+    assert expected[0]["clipped_count"] > 0
+    assert sep.separate(audio, 44100).bound_statistics is None  # only when asked for

@@ -338,8 +338,8 @@ def waveform_passage(results: Sequence[RunResult], settings: Settings) -> dict |
     Returns what :func:`waveunet.reporting.figures.comparison_waveform` draws (arrays included)
     or None when no mode has a checkpoint.
     """
+    from . import data as data_lib
     from .checkpoint import load_model
-    from .data import load_split
     from .inference import Separator, resolve_device
 
     firsts = []
@@ -359,7 +359,7 @@ def waveform_passage(results: Sequence[RunResult], settings: Settings) -> dict |
         raise ConfigError(f"compare.figure.source: {name!r} is not a model source "
                           f"({', '.join(sources)})")
     si = sources.index(name)
-    tracks = load_split(firsts[0].config["data"], str(settings.eval.get("split", "test")),
+    tracks = data_lib.load_split(firsts[0].config["data"], str(settings.eval.get("split", "test")),
                         sample_rate_hz=model0.sample_rate_hz, channels=model0.config.channels,
                         sources=sources)
     wanted = settings.figure.get("track")

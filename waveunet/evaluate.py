@@ -36,15 +36,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from .audio import convert_channels, read_audio, resample
+from . import data as data_lib
+from .audio import read_audio, resample
 from .checkpoint import load_checkpoint, load_model
 from .config import compose, config_text
-from .data import Track, dataset_stems, find_audio, load_split, source_plan
 from .errors import CheckpointError, ConfigError, DataError
 from .inference import GIB, Separator, resolve_device
 from .metrics import (
     BssJob,
-    bound_stats,
     clipping_stats,
     difference_error_share,
     evaluate_tracks,
@@ -107,10 +106,7 @@ class ModelEstimates:
         mode = self.separator.model.output_mode
         self.output_name = mode.name
         self.activation = mode.activation
-        # A one-sided head (relu/softplus) has no upper bound: count full scale (1.0) as clipping.
-        low = float(mode.low)
-        high = float(mode.high) if mode.high is not None else max(1.0, low + 1.0)
-        self.bounds = (low, high)
+        self.bounds = mode.bounds.measured()
         # The difference source (the model's last) is attributable only when all sources are scored.
         full = sorted(self.sources) == sorted(model_sources)
         self.difference_index = (
@@ -119,39 +115,19 @@ class ModelEstimates:
         self.default_rate_hz = self.separator.sample_rate_hz
         self.default_channels = self.separator.channels
 
-    def check(self, tracks: Sequence[Track]) -> None:
+    def check(self, tracks: Sequence[data_lib.Track]) -> None:
         """Nothing to check up front: the model separates any mixture."""
 
-    def __call__(self, track: Track) -> tuple[torch.Tensor, torch.Tensor | None, list[dict[str, Any]]]:
-        """(stems, unclipped) at the track's rate and channels, and the bound statistics.
-
-        As :meth:`Separator.separate` does, but the bound statistics (clipped, overshoot,
-        saturated) come from the model-rate output: resampling back rings past the bounds.
-        """
-        sep = self.separator
-        rate, model_rate = int(track.sample_rate_hz), sep.sample_rate_hz
-        in_channels, length = track.mixture.shape
-        mix = convert_channels(np.array(track.mixture, dtype=np.float32), sep.channels, via_mono=True)
-        mix = resample(mix, rate, model_rate)
-        if mix.shape[-1] == 0:
-            raise DataError(f"track '{track.name}': {length} samples at {rate} Hz are shorter than "
-                            f"one sample at the model's {model_rate} Hz")
-        result = sep.separate_tensor(torch.from_numpy(np.ascontiguousarray(mix)), desc=track.name)
-        stems, unclipped = result.stems[self._index], result.unclipped[self._index]
-        bounds = bound_stats(stems, unclipped, bounds=self.bounds)
-        if rate == model_rate and in_channels == sep.channels:
-            return stems, unclipped, bounds
-
-        def back(x: torch.Tensor) -> torch.Tensor:
-            x = resample(x, model_rate, rate)[..., :length]
-            x = torch.nn.functional.pad(x, (0, length - x.shape[-1]))
-            return convert_channels(x, in_channels, via_mono=True).contiguous()
-
-        stems = back(stems)
-        if rate != model_rate:
-            low, high = sep.bounds
-            stems = stems.clamp(min=low, max=high)  # as Separator.separate: the scored stems stay bounded
-        return stems, back(unclipped), bounds
+    def __call__(self, track: data_lib.Track) -> tuple[torch.Tensor, torch.Tensor | None,
+                                              list[dict[str, Any]]]:
+        """(stems, unclipped) at the track's rate and channels, and the bound statistics of the
+        model-rate output (:meth:`Separator.separate`: resampling back rings past the bounds)."""
+        # a copy: the decoded cache is a read-only memory map
+        result = self.separator.separate(np.array(track.mixture, dtype=np.float32),
+                                         int(track.sample_rate_hz),
+                                         desc=track.name, bound_statistics=True)
+        bounds = [result.bound_statistics[i] for i in self._index]
+        return result.stems[self._index], result.unclipped[self._index], bounds
 
     def meta(self, rate_hz: int) -> dict[str, Any]:
         model_rate = self.separator.sample_rate_hz
@@ -200,7 +176,7 @@ class DiskEstimates:
             raise DataError(f"estimates: no such directory {self.root}")
         if s.sources is not None:
             fmt = str(data_cfg.get("format") or "")
-            source_plan(s.sources, dataset_stems(data_cfg, fmt), f"sources: data.format={fmt}")
+            data_lib.source_plan(s.sources, data_lib.dataset_stems(data_cfg, fmt), f"sources: data.format={fmt}")
         self.sources = s.sources or self._default_sources(data_cfg)
         self.resampled: dict[str, int] = {}
         self.length_mismatches: list[dict[str, Any]] = []
@@ -212,13 +188,13 @@ class DiskEstimates:
     def _default_sources(self, data_cfg: Any) -> list[str]:
         """The sources with files in DIR/*/ that the dataset provides; all its stems if all are there."""
         fmt = str(data_cfg.get("format") or "")
-        stems = dataset_stems(data_cfg, fmt)
+        stems = data_lib.dataset_stems(data_cfg, fmt)
         candidates = list(stems)
         if "vocals" in stems and len(stems) > 1 and "accompaniment" not in stems:
             candidates.append("accompaniment")
         found = {
             c for folder in self.root.iterdir() if folder.is_dir()
-            for c in candidates if find_audio(folder, c) is not None
+            for c in candidates if data_lib.find_audio(folder, c) is not None
         }
         if set(stems) <= found:
             return list(stems)  # e.g. a 4-stem system that also wrote accompaniment.wav
@@ -233,7 +209,7 @@ class DiskEstimates:
     def _first_file(self) -> Path:
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
             for source in self.sources:
-                path = find_audio(folder, source)
+                path = data_lib.find_audio(folder, source)
                 if path is not None:
                     return path
         raise DataError(
@@ -247,19 +223,19 @@ class DiskEstimates:
                 f"estimates: no folder for track '{track}' ({folder}); expected "
                 "DIR/<track>/<source>.wav as `waveunet separate` writes"
             )
-        path = find_audio(folder, source)
+        path = data_lib.find_audio(folder, source)
         if path is None:
             raise DataError(f"estimates: missing estimate file {folder / (source + '.wav')} (track "
                             f"'{track}', source '{source}')")
         return path
 
-    def check(self, tracks: Sequence[Track]) -> None:
+    def check(self, tracks: Sequence[data_lib.Track]) -> None:
         """Every track's every source file must be there, before any work is done."""
         for track in tracks:
             for source in self.sources:
                 self._file(track.name, source)
 
-    def __call__(self, track: Track) -> tuple[np.ndarray, None, None]:
+    def __call__(self, track: data_lib.Track) -> tuple[np.ndarray, None, None]:
         channels, length = track.mixture.shape
         out = np.zeros((len(self.sources), channels, length), dtype=np.float32)
         for i, source in enumerate(self.sources):
@@ -346,7 +322,7 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
     except FileExistsError as exc:
         raise ConfigError(f"out_dir: {exc}") from exc
 
-    tracks = load_split(data_cfg, s.split, sample_rate_hz=rate, channels=channels, sources=source.sources)
+    tracks = data_lib.load_split(data_cfg, s.split, sample_rate_hz=rate, channels=channels, sources=source.sources)
     if s.max_tracks is not None:
         tracks = tracks[: s.max_tracks]
     source.check(tracks)
@@ -361,7 +337,7 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
     waveform: list[WaveformSpec] = []
     timing = {"estimates_s": 0.0, "sdr_and_clipping_s": 0.0}
 
-    def score(track: Track) -> tuple[np.ndarray, np.ndarray]:
+    def score(track: data_lib.Track) -> tuple[np.ndarray, np.ndarray]:
         """Estimates + fast metrics of one track; returns (references, estimates) for museval."""
         t0 = time.perf_counter()
         est, raw, bounds = source(track)
@@ -388,7 +364,7 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
                 passage_seconds=s.waveform_seconds, bounds=source.bounds))
         return refs_np, est_np
 
-    def bss_job(track: Track) -> Callable[[], BssJob]:
+    def bss_job(track: data_lib.Track) -> Callable[[], BssJob]:
         def load() -> BssJob:
             refs, est = score(track)
             for what, arr in (("reference", refs), ("estimate", est)):

@@ -63,6 +63,11 @@ class OutputBounds(NamedTuple):
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         return x.clamp(min=self.low, max=self.high)
 
+    def measured(self) -> tuple[float, float]:
+        """The bounds clipping statistics count against: a one-sided head (relu, softplus) has
+        no upper bound, so full scale (``max(1, low + 1)``) counts as its upper one."""
+        return self.low, self.high if self.high is not None else max(1.0, self.low + 1.0)
+
 
 class Activation(nn.Module):
     """Maps the pre-activation ``a`` to an output; subclasses say how in each mode."""

@@ -40,7 +40,6 @@ UPSAMPLING = ("linear", "learned")
 PRECISIONS = ("fp32", "bf16", "fp16")  # autocast off, bfloat16, float16 (with a grad scaler)
 LOSSES = ("mse", "l1", "cross_entropy")
 OPTIMISERS = ("adam", "sgd")
-SPLITS = ("train", "valid", "test")
 METRICS = ("sdr", "bss")
 
 
@@ -54,6 +53,15 @@ def device_problem(value: str) -> str | None:
     if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
         return None
     return f"unknown {value!r} (use auto, cpu, cuda or cuda:N)"
+
+
+def split_problem(value: str) -> str | None:
+    """One of the dataset splits (:data:`waveunet.data.SPLITS`)."""
+    from . import data as data_lib  # lazily: the data module pulls in the audio stack
+
+    if value in data_lib.SPLITS:
+        return None
+    return f"unknown {value!r} (choose from {', '.join(data_lib.SPLITS)})"
 
 
 def distinct_names(value: Any) -> str | None:
@@ -278,7 +286,7 @@ class EvalConfig:
     """How a model is scored (configs/eval/default.yaml): shared by ``waveunet evaluate`` and
     ``compare.eval``."""
 
-    split: str = setting(choices=SPLITS)
+    split: str = setting(rule=split_problem)
     sources: list[str] | None = setting(rule=distinct_names)
     metrics: str = setting(choices=METRICS)
     sample_rate_hz: int | None = setting(ge=1)

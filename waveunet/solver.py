@@ -43,13 +43,14 @@ from .heads import ModelOutput, output_health
 from .inference import Separator
 from .losses import compute_loss
 from .metrics import framewise_sdr
+from .settings import PRECISIONS
 
 __all__ = ["DistInfo", "Solver", "TrainState", "TrainingDiverged", "resume_mode"]
 
 log = logging.getLogger("waveunet.train")
 
-# trainer.precision: the autocast dtype (None: autocast off)
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# trainer.precision (settings.PRECISIONS): the autocast dtype (None: autocast off)
+AUTOCAST_DTYPES = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16), strict=True))
 
 
 class TrainingDiverged(WaveUNetError):

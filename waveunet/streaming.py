@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import soundfile as sf
@@ -47,10 +47,22 @@ from .errors import DataError
 from .files import FILE_MODE, temporary_next_to
 from .metrics import bound_hits
 
-if TYPE_CHECKING:
-    from .inference import Separator
-
 DEFAULT_BLOCK_FRAMES = 2**16
+
+
+class StreamingSeparator(Protocol):
+    """What :func:`separate_file` needs of a :class:`waveunet.inference.Separator`."""
+
+    sources: tuple[str, ...]
+    sample_rate_hz: int
+    channels: int
+    bounds: tuple[float, float | None]
+
+    def iter_chunks(self, total: int, source: Any,
+                    desc: str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def back_to_song(self, stems: torch.Tensor, unclipped: torch.Tensor, channels: int,
+                     resampled: bool) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class BlockResampler:
@@ -269,7 +281,7 @@ def _resampled(blocks: Iterator[torch.Tensor], resampler: BlockResampler) -> Ite
 
 
 def separate_file(
-    separator: Separator,
+    separator: StreamingSeparator,
     song: str | os.PathLike,
     targets: list[str | os.PathLike],
     *,
@@ -323,11 +335,8 @@ def separate_file(
                 n = min(block.shape[-1], length - written)
                 if n <= 0:
                     return
-                both = convert_channels(block[:, :n].reshape(2, n_src, model_ch, n), in_ch,
-                                        via_mono=True)
-                stems, raw = both[0], both[1]
-                if resampled:
-                    stems = stems.clamp(min=low, max=high)
+                both = block[:, :n].reshape(2, n_src, model_ch, n)
+                stems, raw = separator.back_to_song(both[0], both[1], in_ch, resampled)
                 clips.add(stems, raw)
                 for i, w in enumerate(writers):
                     w.write(np.ascontiguousarray(stems[i].numpy().T))
@@ -337,7 +346,7 @@ def separate_file(
                 _resampled(_read_blocks(f, block_frames, model_ch),
                            BlockResampler(rate, model_rate, model_ch)),
                 total, model_ch)
-            for est, raw in separator._iter_chunks(total, window, desc):
+            for est, raw in separator.iter_chunks(total, window, desc):
                 emit(back.push(torch.cat([est, raw]).reshape(2 * n_src * model_ch, -1)))
             emit(back.finish())
             if written < length:  # resampling rounds the length; pad as _fit_length does
