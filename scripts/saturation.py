@@ -1,4 +1,4 @@
-"""The saturation experiment (all targets at the bound): ``python scripts/saturation.py [overrides]``.
+"""The saturation experiment (targets at the bound): ``python scripts/saturation.py [overrides]``.
 
 The same as ``waveunet saturation``; see waveunet/saturation.py and configs/saturation.yaml, e.g.
 

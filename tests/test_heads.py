@@ -41,7 +41,12 @@ def test_every_mode_has_the_right_shapes(output_type, act):
 
 @pytest.mark.parametrize(
     "output_type,act,low,high",
-    [(t, a, lo, hi) for t in OUTPUT_TYPES for a in TWO_SIDED for lo, hi in [(-1.0, 1.0), (0.0, 0.5)]],
+    [
+        (t, a, lo, hi)
+        for t in OUTPUT_TYPES
+        for a in TWO_SIDED
+        for lo, hi in [(-1.0, 1.0), (0.0, 0.5)]
+    ],
 )
 def test_eval_outputs_never_leave_the_bounds(output_type, act, low, high):
     y, _ = head_output(output_type, act, low, high, train=False, scale=5.0)

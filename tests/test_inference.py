@@ -74,7 +74,7 @@ def test_tiling_equals_one_forward_for_any_chunk_size(channels, upsampling, outp
 
 
 def test_unaligned_step_would_not_be_exact():
-    """The reason for aligned steps: shifting the input by a non-multiple of 2**L changes outputs."""
+    """Why steps are aligned: shifting the input by a non-multiple of 2**L changes outputs."""
     model = tiny(activation="linear")
     x = noise(2, 4000)
     ctx = model.context_samples
@@ -200,10 +200,16 @@ def test_from_checkpoint_round_trip(tmp_path):
     model = tiny(activation="linear")
     path = save_checkpoint(tmp_path / "m.pt", model)
     sep = Separator.from_checkpoint(path, device="cpu", chunk_output_samples=300)
-    assert (sep.sample_rate_hz, sep.channels, sep.sources) == (22050, 2, ("accompaniment", "vocals"))
+    assert (sep.sample_rate_hz, sep.channels, sep.sources) == (
+        22050,
+        2,
+        ("accompaniment", "vocals"),
+    )
     mixture = noise(2, 2000)
     expected = Separator(model, device="cpu").separate_tensor(mixture)
-    torch.testing.assert_close(sep.separate_tensor(mixture).stems, expected.stems, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        sep.separate_tensor(mixture).stems, expected.stems, atol=1e-5, rtol=0
+    )
 
 
 def test_clip_report_counts_and_overshoot():
@@ -332,7 +338,10 @@ def test_streamed_file_equals_the_array_api(tmp_path, rate, in_channels, seconds
         assert stem_rate == rate and stem.shape == audio.shape
         np.testing.assert_allclose(stem, expected.stems[i].numpy(), atol=1e-5, rtol=0)
     _assert_reports_equal(done.clip_report, expected.clip_report())
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["accompaniment.wav", "vocals.wav"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "accompaniment.wav",
+        "vocals.wav",
+    ]
 
 
 def test_streamed_clip_report_equals_the_array_report(tmp_path):
@@ -391,7 +400,9 @@ def test_a_failing_stream_leaves_nothing_behind(tmp_path):
 def test_default_chunk_is_capped_on_the_cpu():
     from waveunet.inference import MAX_CPU_CHUNK_OUTPUT_SAMPLES
 
-    sep = Separator(tiny(), device="cpu", memory_budget_bytes=2**40)  # the budget would allow far more
+    sep = Separator(
+        tiny(), device="cpu", memory_budget_bytes=2**40
+    )  # the budget would allow far more
     assert sep.step_samples <= MAX_CPU_CHUNK_OUTPUT_SAMPLES < sep.step_samples + 2**3
 
 
@@ -412,7 +423,9 @@ def test_a_failing_stream_closes_its_writers_before_removing_them(tmp_path, monk
     open_at_unlink = []
 
     def unlink(self, *args, **kwargs):
-        open_at_unlink.extend(str(w.name) for w in writers if not w.closed and str(w.name) == str(self))
+        open_at_unlink.extend(
+            str(w.name) for w in writers if not w.closed and str(w.name) == str(self)
+        )
         return real_unlink(self, *args, **kwargs)
 
     sep = Separator(tiny(), device="cpu", chunk_output_samples=300)

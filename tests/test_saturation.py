@@ -29,10 +29,18 @@ def run(out, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    return run(tmp_path_factory.mktemp("saturation"), MODES, "saturation.optimisers=[{name:adam,lr:1e-2}]",
-               f"saturation.steps={STEPS}", f"saturation.recovery_steps={RECOVERY}",
-               "saturation.recovery_target=0.0", "saturation.batch_size=2", "saturation.seed=0",
-               "saturation.threads=1", "saturation.progress=false")
+    return run(
+        tmp_path_factory.mktemp("saturation"),
+        MODES,
+        "saturation.optimisers=[{name:adam,lr:1e-2}]",
+        f"saturation.steps={STEPS}",
+        f"saturation.recovery_steps={RECOVERY}",
+        "saturation.recovery_target=0.0",
+        "saturation.batch_size=2",
+        "saturation.seed=0",
+        "saturation.threads=1",
+        "saturation.progress=false",
+    )
 
 
 def runs(result) -> dict[str, dict]:
@@ -63,7 +71,9 @@ def test_tanh_saturates_its_gradient_vanishes_and_it_cannot_recover(result):
     tanh = runs(result)["tanh_mse"]["records"]
     assert tanh["pre_activation_mean_abs"][STEPS - 1] > 100 * tanh["pre_activation_mean_abs"][0]
     assert tanh["hidden_max_abs"][STEPS - 1] > 100 * tanh["hidden_max_abs"][0]
-    assert tanh["first_layer_grad_norm"][STEPS - 1] < 1e-6 * max(tanh["first_layer_grad_norm"][:STEPS])
+    assert tanh["first_layer_grad_norm"][STEPS - 1] < 1e-6 * max(
+        tanh["first_layer_grad_norm"][:STEPS]
+    )
     assert tanh["mse_to_target"][-1] > 0.5  # stuck at the old bound when the target moves to 0
 
 

@@ -31,7 +31,10 @@ def _probability(name: str, p: float) -> float:
 
 def _per_example(stems: torch.Tensor) -> tuple[int, int]:
     if stems.dim() != 4:
-        raise ValueError(f"augmentations expect (batch, sources, channels, samples), got shape {tuple(stems.shape)}")
+        raise ValueError(
+            "augmentations expect (batch, sources, channels, samples), got shape "
+            f"{tuple(stems.shape)}"
+        )
     return stems.shape[0], stems.shape[1]
 
 
@@ -41,14 +44,18 @@ class Gain(nn.Module):
     def __init__(self, low: float = 0.7, high: float = 1.0):
         super().__init__()
         if not 0 <= low <= high:
-            raise ConfigError(f"gain augmentation needs 0 <= low <= high (got low={low}, high={high})")
+            raise ConfigError(
+                f"gain augmentation needs 0 <= low <= high (got low={low}, high={high})"
+            )
         self.low, self.high = float(low), float(high)
 
     def forward(self, stems: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return stems
         b, s = _per_example(stems)
-        gain = torch.empty(b, s, 1, 1, device=stems.device, dtype=stems.dtype).uniform_(self.low, self.high)
+        gain = torch.empty(b, s, 1, 1, device=stems.device, dtype=stems.dtype).uniform_(
+            self.low, self.high
+        )
         return stems * gain
 
 
@@ -165,7 +172,9 @@ def build_augmentation(names: Sequence[str], **params: Mapping[str, Any]) -> nn.
         try:
             modules.append(AUGMENTATIONS[name](**kwargs))
         except TypeError as exc:
-            raise ConfigError(f"bad parameters for augmentation '{name}': {kwargs} ({exc})") from exc
+            raise ConfigError(
+                f"bad parameters for augmentation '{name}': {kwargs} ({exc})"
+            ) from exc
     return nn.Sequential(*modules)
 
 
@@ -173,4 +182,6 @@ def augmentation_from_config(data_cfg: Any) -> nn.Module:
     """``build_augmentation`` from a data config's ``augmentations`` and ``augmentation_params``."""
     names = data_cfg.get("augmentations") or []
     params = data_cfg.get("augmentation_params") or {}
-    return build_augmentation(list(names), **{str(k): dict(v or {}) for k, v in dict(params).items()})
+    return build_augmentation(
+        list(names), **{str(k): dict(v or {}) for k, v in dict(params).items()}
+    )

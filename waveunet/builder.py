@@ -1,4 +1,4 @@
-"""A training run's parts, built from its config: the one place the trainer's collaborators are made.
+"""A training run's parts, built from its config: the one place the trainer's parts are made.
 
 :func:`build_parts` checks the run's typed settings (:mod:`waveunet.settings`), seeds the random
 generators, and makes what :class:`waveunet.solver.Solver` works with: the model (and the
@@ -85,7 +85,7 @@ def run_settings(cfg: DictConfig, world_size: int = 1) -> RunSettings:
 
 
 def seed_everything(seed: int) -> None:
-    """torch, Python and numpy generators from one seed (model initialisation draws from torch's)."""
+    """torch, Python and numpy generators from one seed (model initialisation uses torch's)."""
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -16,7 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("waveunet.info", "print a model preset's shapes and parameter count as JSON"),
     "synth": ("waveunet.synth", "write a generated MUSDB18-HQ-layout dataset"),
     "train": ("waveunet.train", "train a separation model (Hydra overrides)"),
-    "evaluate": ("waveunet.evaluate", "score a checkpoint or estimates: SDR, clipping statistics, report"),
+    "evaluate": (
+        "waveunet.evaluate",
+        "score a checkpoint or estimates: SDR, clipping statistics, report",
+    ),
     "saturation": ("waveunet.saturation", "train output heads on targets at the bound: saturation"),
     "separate": ("waveunet.separate", "separate songs into stems with a trained checkpoint"),
     "compare": ("waveunet.compare", "train and evaluate several output modes side by side"),

@@ -87,7 +87,8 @@ interrupted comparison. (The saturation experiment is its own command: waveunet 
   waveunet compare experiment=compare_quick
   waveunet compare experiment=compare_paper data.root=/data/musdb18
 
-Settings (configs/compare.yaml, on top of configs/train.yaml; compare.eval: configs/eval/default.yaml):
+Settings (configs/compare.yaml, on top of configs/train.yaml;
+compare.eval: configs/eval/default.yaml):
 {config_text("compare.yaml")}"""
 
 

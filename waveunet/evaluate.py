@@ -3,7 +3,8 @@
 Examples::
 
     waveunet evaluate checkpoint=runs/m5_highsr-tanh_difference/<stamp>/best.pt
-    waveunet evaluate checkpoint=runs/.../best.pt data=musdb_hq data.root=/data/musdb18hq metrics=bss
+    waveunet evaluate checkpoint=runs/.../best.pt data=musdb_hq data.root=/data/musdb18hq \\
+        metrics=bss
     waveunet evaluate estimates=separated data=folder data.root=/data/songs \\
         data.stems=[vocals,accompaniment]
 
@@ -68,7 +69,8 @@ disk, and write summary.json, report.md, SDR box plots and a waveform figure.
 
   waveunet evaluate checkpoint=runs/<name>/<stamp>/best.pt data=musdb_hq data.root=/data/musdb18hq
   waveunet evaluate checkpoint=runs/<name>/<stamp> metrics=bss workers=4
-  waveunet evaluate estimates=separated data=folder data.root=/data/songs data.stems=[vocals,accompaniment]
+  waveunet evaluate estimates=separated data=folder data.root=/data/songs \\
+      data.stems=[vocals,accompaniment]
 
 Settings (configs/evaluate.yaml and configs/eval/default.yaml; data presets: configs/data/):
 {config_text("evaluate.yaml")}
@@ -99,7 +101,8 @@ class ModelEstimates:
         unknown = [x for x in (s.sources or []) if x not in model_sources]
         if unknown:
             raise ConfigError(
-                f"sources: {', '.join(unknown)} not among the model's sources ({', '.join(model_sources)})"
+                f"sources: {', '.join(unknown)} not among the model's sources "
+                f"({', '.join(model_sources)})"
             )
         self.sources = s.sources or model_sources
         self._index = [model_sources.index(x) for x in self.sources]
@@ -176,7 +179,9 @@ class DiskEstimates:
             raise DataError(f"estimates: no such directory {self.root}")
         if s.sources is not None:
             fmt = str(data_cfg.get("format") or "")
-            data_lib.source_plan(s.sources, data_lib.dataset_stems(data_cfg, fmt), f"sources: data.format={fmt}")
+            data_lib.source_plan(
+                s.sources, data_lib.dataset_stems(data_cfg, fmt), f"sources: data.format={fmt}"
+            )
         self.sources = s.sources or self._default_sources(data_cfg)
         self.resampled: dict[str, int] = {}
         self.length_mismatches: list[dict[str, Any]] = []
@@ -186,7 +191,8 @@ class DiskEstimates:
             self.default_rate_hz, self.default_channels = _audio_format(self._first_file())
 
     def _default_sources(self, data_cfg: Any) -> list[str]:
-        """The sources with files in DIR/*/ that the dataset provides; all its stems if all are there."""
+        """The sources with files in DIR/*/ that the dataset provides; all its stems if all are
+        there."""
         fmt = str(data_cfg.get("format") or "")
         stems = data_lib.dataset_stems(data_cfg, fmt)
         candidates = list(stems)
@@ -242,15 +248,22 @@ class DiskEstimates:
             path = self._file(track.name, source)
             audio, rate = read_audio(path)
             if audio.shape[0] != channels:
-                raise DataError(f"estimates: {path} has {audio.shape[0]} channel(s), the references "
-                                f"have {channels} (set channels=... to score at another count)")
+                raise DataError(
+                    f"estimates: {path} has {audio.shape[0]} channel(s), the references "
+                    f"have {channels} (set channels=... to score at another count)"
+                )
             if rate != track.sample_rate_hz:
                 audio = np.asarray(resample(audio, rate, track.sample_rate_hz))
                 self.resampled[str(path)] = rate
             if audio.shape[1] != length:
                 # museval's rule (metrics follow it): cut or zero-pad at the end.
                 self.length_mismatches.append(
-                    {"file": str(path), "samples": int(audio.shape[1]), "reference_samples": int(length)})
+                    {
+                        "file": str(path),
+                        "samples": int(audio.shape[1]),
+                        "reference_samples": int(length),
+                    }
+                )
                 warnings.warn(f"estimates: {path} has {audio.shape[1]} samples, the reference "
                               f"{length}; it is zero-padded or cut at the end (as museval does)",
                               stacklevel=2)
@@ -259,10 +272,15 @@ class DiskEstimates:
         return out, None, None
 
     def meta(self, rate_hz: int) -> dict[str, Any]:
-        meta: dict[str, Any] = {"estimates": str(self.root.resolve()), "scored_rate": f"{rate_hz} Hz"}
+        meta: dict[str, Any] = {
+            "estimates": str(self.root.resolve()),
+            "scored_rate": f"{rate_hz} Hz",
+        }
         if self.resampled:
             rates = sorted(set(self.resampled.values()))
-            meta["scored_rate"] += f" (estimate files at {', '.join(map(str, rates))} Hz resampled to it)"
+            meta["scored_rate"] += (
+                f" (estimate files at {', '.join(map(str, rates))} Hz resampled to it)"
+            )
         if self.length_mismatches:
             meta["length_mismatches"] = self.length_mismatches
         return meta
@@ -299,7 +317,8 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
             ``data`` group as in ``configs/data/``.
 
     Returns:
-        The summary as written to ``<out_dir>/summary.json`` (:func:`waveunet.reporting.evaluation.build_summary`):
+        The summary as written to ``<out_dir>/summary.json``
+        (:func:`waveunet.reporting.evaluation.build_summary`):
         ``aggregates`` (per metric and source, pooled frames and median of track medians),
         ``clipping``, ``tracks``, and ``meta`` (with ``out_dir``, the scored rate and timings).
     """
@@ -322,7 +341,9 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
     except FileExistsError as exc:
         raise ConfigError(f"out_dir: {exc}") from exc
 
-    tracks = data_lib.load_split(data_cfg, s.split, sample_rate_hz=rate, channels=channels, sources=source.sources)
+    tracks = data_lib.load_split(
+        data_cfg, s.split, sample_rate_hz=rate, channels=channels, sources=source.sources
+    )
     if s.max_tracks is not None:
         tracks = tracks[: s.max_tracks]
     source.check(tracks)
@@ -347,16 +368,25 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
         est_t = torch.as_tensor(est).to(device)
         raw_t = None if raw is None else torch.as_tensor(raw).to(device)
         sdr = framewise_sdr(refs, est_t, win=rate, hop=rate).cpu()
-        clip = clipping_stats(est_t, refs, raw=raw_t, bounds=source.bounds, activation=source.activation,
-                              bound_statistics=bounds)
+        clip = clipping_stats(
+            est_t,
+            refs,
+            raw=raw_t,
+            bounds=source.bounds,
+            activation=source.activation,
+            bound_statistics=bounds,
+        )
         difference = None
         if source.difference_index is not None:
-            difference = difference_error_share(est_t, refs, difference_index=source.difference_index)
+            difference = difference_error_share(
+                est_t, refs, difference_index=source.difference_index
+            )
             difference["difference_source"] = sources[difference["difference_source_index"]]
         timing["estimates_s"] += t1 - t0
         timing["sdr_and_clipping_s"] += time.perf_counter() - t1
-        results[track.name] = TrackResult(track.name, sources, sdr, dict(zip(sources, clip, strict=True)),
-                                          difference=difference)
+        results[track.name] = TrackResult(
+            track.name, sources, sdr, dict(zip(sources, clip, strict=True)), difference=difference
+        )
         est_np = est.numpy() if isinstance(est, torch.Tensor) else est
         if track.name == waveform_name:
             waveform.append(WaveformSpec(
@@ -371,16 +401,20 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
                 silent = silent_sources(arr)
                 if silent:
                     raise DataError(
-                        f"track '{track.name}': the {what} of {', '.join(sources[i] for i in silent)} "
+                        f"track '{track.name}': the {what} of "
+                        f"{', '.join(sources[i] for i in silent)} "
                         "is silent over the whole track; museval cannot score it (use metrics=sdr, "
-                        "or max_tracks / another split)")
+                        "or max_tracks / another split)"
+                    )
             return BssJob(track.name, sources, refs, est)
 
         return load
 
     if s.metrics == "bss":
         if len(sources) < 2:
-            raise ConfigError(f"metrics=bss needs at least 2 sources scored together, got {sources}")
+            raise ConfigError(
+                f"metrics=bss needs at least 2 sources scored together, got {sources}"
+            )
         t0 = time.perf_counter()
         workers = s.workers if s.workers is not None else default_bss_workers()
         scores = evaluate_tracks([bss_job(t) for t in tracks], rate, json_dir=out_dir / MUSEVAL_DIR,

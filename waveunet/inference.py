@@ -74,7 +74,9 @@ def resolve_device(device: str | torch.device = "auto", *, local_rank: int = 0,
     except RuntimeError as exc:
         raise ConfigError(f"{setting}: unknown {device!r} (use auto, cpu, cuda or cuda:N)") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{setting}: {device!r} asked for, but no CUDA GPU is available (use cpu)")
+        raise ConfigError(
+            f"{setting}: {device!r} asked for, but no CUDA GPU is available (use cpu)"
+        )
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
     return dev
@@ -294,7 +296,9 @@ class Separator:
             n = self._output_for_blocks(blocks)
             return estimate_activation_bytes(self.model, n, self.batch_size) <= budget
 
-        cap = MAX_CHUNK_OUTPUT_SAMPLES if self.device.type == "cuda" else MAX_CPU_CHUNK_OUTPUT_SAMPLES
+        cap = (
+            MAX_CHUNK_OUTPUT_SAMPLES if self.device.type == "cuda" else MAX_CPU_CHUNK_OUTPUT_SAMPLES
+        )
         hi = max(1, cap // self.scale)
         if fits(hi):
             return hi
@@ -328,7 +332,9 @@ class Separator:
                          self.context_samples, num_chunks)
 
     # -- separation ---------------------------------------------------------
-    def separate_tensor(self, mixture: torch.Tensor, *, desc: str | None = None) -> SeparationResult:
+    def separate_tensor(
+        self, mixture: torch.Tensor, *, desc: str | None = None
+    ) -> SeparationResult:
         """Separate a mixture (C, T) at the model's sample rate and channel count.
 
         Returns stems and unclipped stems (S, C, T) as float32 CPU tensors, equal
@@ -338,7 +344,8 @@ class Separator:
             mixture = torch.as_tensor(mixture)
         if mixture.dim() != 2 or mixture.shape[0] != self.channels:
             raise DataError(
-                f"expected a mixture of shape ({self.channels}, samples), got {tuple(mixture.shape)}"
+                f"expected a mixture of shape ({self.channels}, samples), "
+                f"got {tuple(mixture.shape)}"
             )
         song = mixture.detach().to("cpu", torch.float32).contiguous()
         if not torch.isfinite(song).all():

@@ -142,7 +142,11 @@ class _DecimateAndCrop(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_decimated, grad_crop):
-        grad = grad_crop.new_zeros(ctx.shape) if grad_crop is not None else grad_decimated.new_zeros(ctx.shape)
+        grad = (
+            grad_crop.new_zeros(ctx.shape)
+            if grad_crop is not None
+            else grad_decimated.new_zeros(ctx.shape)
+        )
         if grad_decimated is not None:
             grad[..., ::2] = grad_decimated
         if grad_crop is not None:

@@ -58,7 +58,8 @@ class TrainingDiverged(WaveUNetError):
 
 
 def resume_mode(value: Any) -> str | Path | None:
-    """``trainer.resume``: None (start fresh), ``"latest"`` (the newest run of this name) or a run folder."""
+    """``trainer.resume``: None (start fresh), ``"latest"`` (the newest run of this name) or a
+    run folder."""
     if value in (False, None, "", "false", "False"):
         return None
     if value in (True, "true", "True"):
@@ -123,7 +124,9 @@ class Solver:
         self.loss_name = self.settings.loss.name
         self.precision = AUTOCAST_DTYPES[trainer.precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=trainer.precision == "fp16")
-        self.state = TrainState(lr=self.settings.optim.lr, batch_size=self.settings.optim.batch_size)
+        self.state = TrainState(
+            lr=self.settings.optim.lr, batch_size=self.settings.optim.batch_size
+        )
         self.grad_clip_norm = self.settings.optim.grad_clip_norm
         self._maybe_resume()
 
@@ -286,7 +289,9 @@ class Solver:
             return loss_value, output
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)  # a no-op without fp16; true gradients for clipping / logging
+        self.scaler.unscale_(
+            self.optimizer
+        )  # a no-op without fp16; true gradients for clipping / logging
         if self.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
         self.scaler.step(self.optimizer)

@@ -188,7 +188,7 @@ class StreamWindow:
 
 
 class ClipAccumulator:
-    """:func:`waveunet.metrics.bound_hits` summed over blocks: the same report as on the whole stems."""
+    """:func:`waveunet.metrics.bound_hits` summed over blocks: the report of the whole stems."""
 
     def __init__(self, sources: tuple[str, ...], low: float, high: float | None):
         self.sources, self.low, self.high = sources, low, high
@@ -367,7 +367,9 @@ def separate_file(
                         t.unlink(missing_ok=True)
                 raise
         except BaseException:
-            for w in writers:  # close before unlinking: an open writer would flush into a removed file
+            for (
+                w
+            ) in writers:  # close before unlinking: an open writer would flush into a removed file
                 try:
                     w.close()
                 except Exception:

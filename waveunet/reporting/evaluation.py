@@ -20,15 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..files import atomic_write_text
-from ..metrics import (
-    ArrayLike,
-    aggregate_pooled,
-    aggregate_tracks,
-    dumps_json,
-    safe_filename,
-    to_jsonable,
-)
+from ..files import atomic_write_text, safe_filename
+from ..metrics import ArrayLike, aggregate_pooled, aggregate_tracks, dumps_json, to_jsonable
 from . import figures
 from .format import number, table
 
