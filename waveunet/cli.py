@@ -16,11 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("waveunet.info", "print a model preset's shapes and parameter count as JSON"),
     "synth": ("waveunet.synth", "write a generated MUSDB18-HQ-layout dataset"),
     "train": ("waveunet.train", "train a separation model (Hydra overrides)"),
-    "evaluate": (
-        "waveunet.evaluate",
-        "score a checkpoint or estimates: SDR, clipping statistics, report",
-    ),
-    "saturation": ("waveunet.saturation", "train output heads on targets at the bound: saturation"),
+    "evaluate": ("waveunet.evaluate", "score a checkpoint or estimates: SDR, clipping, report"),
+    "saturation": ("waveunet.saturation", "the saturation experiment: targets at the bound"),
     "separate": ("waveunet.separate", "separate songs into stems with a trained checkpoint"),
     "compare": ("waveunet.compare", "train and evaluate several output modes side by side"),
 }
