@@ -30,6 +30,17 @@ def tiny(channels=2, output="difference", activation="tanh", context=True, level
     ).eval()
 
 
+def overshooting_model():
+    """A linear direct head whose outputs are 3x the input: many clipped samples, real overshoot."""
+    model = tiny(output="direct", activation="linear")
+    with torch.no_grad():
+        for conv in model.head.convs:
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[:, :2, 0] = 3 * torch.eye(2)
+    return model
+
+
 def noise(channels, samples, seed=1, scale=0.5):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(channels, samples, generator=g) * 2 - 1) * scale
@@ -213,12 +224,7 @@ def test_from_checkpoint_round_trip(tmp_path):
 
 
 def test_clip_report_counts_and_overshoot():
-    model = tiny(output="direct", activation="linear")
-    with torch.no_grad():  # make the head overshoot: outputs ~ 3x the input
-        for conv in model.head.convs:
-            conv.weight.zero_()
-            conv.bias.zero_()
-            conv.weight[:, :2, 0] = 3 * torch.eye(2)
+    model = overshooting_model()
     mixture = noise(2, 2000, scale=0.9)
     result = Separator(model, device="cpu").separate_tensor(mixture)
     raw = 3 * mixture
@@ -345,12 +351,7 @@ def test_streamed_file_equals_the_array_api(tmp_path, rate, in_channels, seconds
 
 
 def test_streamed_clip_report_equals_the_array_report(tmp_path):
-    model = tiny(output="direct", activation="linear")
-    with torch.no_grad():  # outputs ~ 3x the input: many clipped samples, real overshoot
-        for conv in model.head.convs:
-            conv.weight.zero_()
-            conv.bias.zero_()
-            conv.weight[:, :2, 0] = 3 * torch.eye(2)
+    model = overshooting_model()
     sep = Separator(model, device="cpu", chunk_output_samples=256)
     audio = noise(2, 30_000, scale=0.9).numpy()
     for rate in (22050, 44100):
@@ -469,12 +470,7 @@ def test_iter_chunks_is_the_public_tiling_loop():
 def test_any_rate_call_measures_the_bounds_at_the_model_rate():
     from waveunet.metrics import bound_stats
 
-    model = tiny(output="direct", activation="linear")
-    with torch.no_grad():  # outputs ~ 3x the input: the test-time clip acts
-        for conv in model.head.convs:
-            conv.weight.zero_()
-            conv.bias.zero_()
-            conv.weight[:, :2, 0] = 3 * torch.eye(2)
+    model = overshooting_model()
     sep = Separator(model, device="cpu", chunk_output_samples=300)
     audio = noise(1, 4410, scale=0.9).numpy()
     result = sep.separate(audio, 44100, bound_statistics=True)

@@ -11,7 +11,7 @@ import torch
 from waveunet.cli import main as cli_main
 from waveunet.config import compose
 from waveunet.errors import ConfigError
-from waveunet.saturation import saturation
+from waveunet.saturation import Saturation
 
 SMALL = ["model.levels=3", "model.initial_filters=6", "model.output_samples=256"]
 MODES = ("saturation.modes=[{name:tanh_mse,output:tanh_direct},{name:clip_mse,output:clip_direct},"
@@ -24,7 +24,7 @@ LINEAR_ONLY = ["saturation.modes=[{name:lin,output:linear_direct}]", "saturation
 
 def run(out, *extra: str) -> dict:
     args = [*SMALL, *extra, f"saturation.out_dir={out}"]
-    return saturation(compose("saturation", args), args)
+    return Saturation(compose("saturation", args), args).execute()
 
 
 @pytest.fixture(scope="module")

@@ -444,9 +444,10 @@ class Comparison(Experiment):
     """Output modes trained identically (once per seed), evaluated alike, side by side."""
 
     command_name = "compare"
-    setting = "compare"
     json_name = JSON_NAME
     generator = GENERATOR
+    report_name = RESULTS_NAME
+    help_text = HELP
 
     def __init__(self, cfg: DictConfig, overrides: Sequence[str] = (),
                  command: str | None = None):
@@ -509,15 +510,7 @@ def compare(cfg: DictConfig, overrides: Sequence[str] = (),
     return Comparison(cfg, overrides, command).execute()
 
 
-def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(HELP)
-        return 0
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    result = compare(compose("compare", argv), argv, command="waveunet compare " + " ".join(argv))
-    print(f"results: {Path(result['out_dir']) / RESULTS_NAME}")
-    return 0
+main = Comparison.main
 
 
 if __name__ == "__main__":

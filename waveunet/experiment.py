@@ -19,6 +19,7 @@ plus only what the experiment varies (:func:`shared_overrides` refuses the rest)
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import platform
 import time
@@ -30,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .config import group_options
+from .config import compose, group_options
 from .errors import ConfigError
 from .files import atomic_write_text
 from .metrics import dumps_json
@@ -146,15 +147,19 @@ def shared_overrides(argv: Sequence[str], per_run: Sequence[str], hint: str) -> 
 class Experiment:
     """Settings -> cached runs -> a results dict -> renderers, in ``out_dir``.
 
-    Subclasses set :attr:`command_name` (``waveunet <command_name>``), :attr:`setting` (its
-    config key), :attr:`json_name` and :attr:`generator` (the mark that the results JSON is
-    ours), and implement :meth:`files`, :meth:`run` and :meth:`render`.
+    Subclasses set :attr:`command_name` (``waveunet <command_name>``, composed from
+    ``configs/<command_name>.yaml``, its settings under that key), :attr:`json_name` and
+    :attr:`generator` (the mark that the results JSON is ours), :attr:`report_name` (what the
+    command points the user to) and :attr:`help_text`; their ``__init__(cfg, overrides,
+    command)`` checks the settings, and they implement :meth:`files`, :meth:`run` and
+    :meth:`render`. :meth:`main` is the command.
     """
 
     command_name = ""
-    setting = ""
     json_name = ""
     generator = ""
+    report_name = ""
+    help_text = ""
 
     def __init__(self, out_dir: str | os.PathLike, threads: int | None, command: str):
         self.out_dir = Path(out_dir).expanduser()
@@ -178,13 +183,13 @@ class Experiment:
         not write; before any work."""
         out = self.out_dir
         if out.exists() and not out.is_dir():
-            raise ConfigError(f"{self.setting}.out_dir: {out} exists and is not a directory")
+            raise ConfigError(f"{self.command_name}.out_dir: {out} exists and is not a directory")
         present = [n for n in self.files() if (out / n).exists()]
         previous = read_json(out / self.json_name) or {}
         if present and previous.get("generator") != self.generator:
-            raise ConfigError(f"{self.setting}.out_dir: {out} holds {', '.join(present)} not "
+            raise ConfigError(f"{self.command_name}.out_dir: {out} holds {', '.join(present)} not "
                               f"written by `waveunet {self.command_name}`; choose another "
-                              f"{self.setting}.out_dir")
+                              f"{self.command_name}.out_dir")
 
     def execute(self) -> dict[str, Any]:
         """Guard, run in the thread scope, write the results JSON, render; returns the results
@@ -201,3 +206,16 @@ class Experiment:
         write_json(self.out_dir / self.json_name, result)
         self.render(read_json(self.out_dir / self.json_name))
         return {**result, "out_dir": str(self.out_dir.resolve())}
+
+    @classmethod
+    def main(cls, argv: list[str]) -> int:
+        """``waveunet <command_name> [hydra overrides]``."""
+        if any(a in ("-h", "--help") for a in argv):
+            print(cls.help_text)
+            return 0
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+        command = f"waveunet {cls.command_name} " + " ".join(argv)
+        result = cls(compose(cls.command_name, argv), argv, command).execute()
+        print(f"{cls.command_name}: {Path(result['out_dir']) / cls.report_name}")
+        return 0

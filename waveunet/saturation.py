@@ -32,7 +32,6 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -188,9 +187,10 @@ class Saturation(Experiment):
     """Every (optimiser, mode) trained on targets at the bound, then at the recovery target."""
 
     command_name = "saturation"
-    setting = "saturation"
     json_name = JSON_NAME
     generator = GENERATOR
+    report_name = MD_NAME
+    help_text = HELP
 
     def __init__(self, cfg: DictConfig, overrides: Sequence[str] = (),
                  command: str | None = None):
@@ -249,26 +249,7 @@ def figure_name(optimiser: OptimiserConfig) -> str:
     return f"saturation_{optimiser.name}.png"
 
 
-def saturation(cfg: DictConfig, overrides: Sequence[str] = (),
-               command: str | None = None) -> dict[str, Any]:
-    """Run the saturation experiment; returns what ``saturation.json`` holds (+ ``out_dir``).
-
-    Args:
-        cfg: ``compose("saturation", overrides)``.
-        overrides: the same overrides; each run's training config is composed from them.
-        command: the command line recorded in saturation.md.
-    """
-    return Saturation(cfg, overrides, command).execute()
-
-
-def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(HELP)
-        return 0
-    result = saturation(compose("saturation", argv), argv,
-                        command="waveunet saturation " + " ".join(argv))
-    print(f"saturation experiment: {Path(result['out_dir']) / MD_NAME}")
-    return 0
+main = Saturation.main
 
 
 if __name__ == "__main__":
