@@ -29,6 +29,11 @@ evaluation time, as in the original.
 
 Training vs. evaluation follows ``nn.Module.training``: ``model.eval()`` turns
 on the test-time clip.
+
+What each activation does at the bounds lives on its class (:class:`Activation`): its
+training output, its test-time clip, its slope at the centre (below 1% of it a gradient
+counts as vanished), which outputs count as saturated, and its logit form for the
+cross-entropy loss. Nothing elsewhere looks an activation up by name.
 """
 
 from __future__ import annotations

@@ -22,6 +22,13 @@ length) have no exact context: the zero padding of every convolution sees the
 chunk's own edges. They are tiled into non-overlapping chunks, as the original
 Wave-U-Net did, and their output depends (slightly, near chunk edges) on the
 chunk size.
+
+The layers of the API: :meth:`Separator.plan` (the chunk plan), :meth:`Separator.iter_chunks`
+(the tiling loop over any :class:`Window`, public so that the file-to-file stream of
+:mod:`waveunet.streaming` runs the same loop), :meth:`Separator.separate_tensor` (a model-rate
+array), and :meth:`Separator.separate`, the one any-rate call: stems and unclipped stems at the
+caller's rate and channels, and on request the bound statistics of the model-rate output
+(what ``waveunet evaluate`` scores).
 """
 
 from __future__ import annotations

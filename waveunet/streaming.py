@@ -4,8 +4,11 @@ The array API (:meth:`Separator.separate`) holds the song, its resampled copy
 and every stem whole. This module streams instead: the song is read in blocks
 (``soundfile.SoundFile``), mixed to the model's channels, resampled block by
 block to the model's rate, fed through the same tiling loop as the array API
-(a sliding window holds only the current chunks' inputs), and the stems are
-resampled back block by block and appended to one open output file per stem.
+(:meth:`Separator.iter_chunks`; a sliding window holds only the current chunks'
+inputs), and the stems are resampled back block by block, brought to the song's
+channels and clamped again by the separator's one rule (:meth:`Separator.back_to_song`),
+and appended to one open output file per stem. This module does not import the
+separator: :class:`StreamingSeparator` says what it needs of one.
 The clipping report is accumulated block by block. Peak memory is the model's
 activations plus a few blocks and chunks, independent of the song's length.
 
