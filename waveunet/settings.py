@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from .errors import ConfigError
 
@@ -150,6 +150,8 @@ def typed(cls: type[T], node: Any, prefix: str = "") -> T:
         obj = OmegaConf.to_object(merged)
     except ConfigKeyError as exc:
         raise ConfigError(f"unknown setting '{prefix}{exc.full_key}'") from None
+    except MissingMandatoryValue as exc:
+        raise ConfigError(f"{prefix}{exc.full_key} is missing (it has no default)") from None
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{prefix}{exc.full_key}: {str(exc.msg).splitlines()[0]}") from None
     check(obj, prefix)
