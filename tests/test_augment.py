@@ -27,9 +27,8 @@ def test_gain_per_source_in_range(stems: torch.Tensor) -> None:
     out = build_augmentation(["gain"], gain={"low": 0.7, "high": 1.0})(stems)
     ratio = out / stems
     per_source = ratio[..., :1, :1]
-    assert torch.allclose(
-        ratio, per_source.expand_as(ratio), atol=1e-5
-    )  # one gain per (example, source)
+    # one gain per (example, source)
+    assert torch.allclose(ratio, per_source.expand_as(ratio), atol=1e-5)
     assert per_source.min() >= 0.7 - 1e-6 and per_source.max() <= 1.0 + 1e-6
     assert per_source.flatten().unique().numel() > 32  # independent draws
     with pytest.raises(ConfigError, match="gain"):
@@ -59,9 +58,8 @@ def test_remix_shuffles_each_source_across_the_batch(stems: torch.Tensor) -> Non
         (out[:, s, None] == stems[None, :, s]).flatten(2).all(-1).float().argmax(1)
         for s in range(4)
     ]
-    assert not all(
-        torch.equal(sources_from[0], other) for other in sources_from[1:]
-    )  # independent per source
+    # independent per source
+    assert not all(torch.equal(sources_from[0], other) for other in sources_from[1:])
 
 
 def test_composition_and_config(stems: torch.Tensor) -> None:

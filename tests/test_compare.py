@@ -143,9 +143,8 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(own_copy):
     (entry,) = [r for r in again["runs"] if r["mode"] == "linear_direct" and r["seed"] == 1]
     assert not entry["reused"] and entry["global_step"] == 6
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert (
-        sum('"kind": "train"' in line for line in lines) == steps
-    )  # resumed at the end, not retrained
+    # resumed at the end, not retrained
+    assert sum('"kind": "train"' in line for line in lines) == steps
     assert (run / "eval" / "summary.json").is_file()
 
 

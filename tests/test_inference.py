@@ -401,9 +401,8 @@ def test_a_failing_stream_leaves_nothing_behind(tmp_path):
 def test_default_chunk_is_capped_on_the_cpu():
     from waveunet.inference import MAX_CPU_CHUNK_OUTPUT_SAMPLES
 
-    sep = Separator(
-        tiny(), device="cpu", memory_budget_bytes=2**40
-    )  # the budget would allow far more
+    # the budget would allow far more
+    sep = Separator(tiny(), device="cpu", memory_budget_bytes=2**40)
     assert sep.step_samples <= MAX_CPU_CHUNK_OUTPUT_SAMPLES < sep.step_samples + 2**3
 
 

@@ -289,9 +289,8 @@ class Solver:
             return loss_value, output
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.scaler.unscale_(
-            self.optimizer
-        )  # a no-op without fp16; true gradients for clipping / logging
+        # a no-op without fp16; true gradients for clipping / logging
+        self.scaler.unscale_(self.optimizer)
         if self.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
         self.scaler.step(self.optimizer)
