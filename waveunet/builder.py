@@ -171,10 +171,6 @@ class RunLogger:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
 
-    @property
-    def active(self) -> bool:
-        return self.run_dir is not None
-
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is not None:
             for key, value in values.items():
