@@ -8,11 +8,16 @@ Examples::
     waveunet evaluate estimates=separated data=folder data.root=/data/songs \\
         data.stems=[vocals,accompaniment]
 
+Settings: :class:`waveunet.settings.EvaluateConfig`, checked once; how to score (split,
+metrics, rate, device, ...) is ``configs/eval/default.yaml``, the same block ``waveunet compare``
+scores its runs with.
+
 Data flow: the split is loaded at the *scoring* rate and channels (``sample_rate_hz``,
 ``channels``; by default the dataset's native 44.1 kHz stereo, as the original evaluated) ->
-estimates per track, either separated by the checkpoint (:meth:`Separator.separate`: the
-mixture is resampled to the model's rate, tiled into exact output chunks, and the stems are
-resampled back) or read from ``DIR/<track>/<source>.wav`` -> :mod:`waveunet.metrics`
+estimates per track, either separated by the checkpoint (:meth:`Separator.separate`, the
+any-rate call: the mixture is resampled to the model's rate, tiled into exact output chunks,
+the stems are resampled back, and the bound statistics come from the model-rate output) or
+read from ``DIR/<track>/<source>.wav`` -> :mod:`waveunet.metrics`
 (framewise SDR in torch, clipping statistics, museval BSSEval in worker processes for
 ``metrics=bss``) -> :func:`waveunet.reporting.evaluation.write_report`.
 
