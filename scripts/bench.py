@@ -37,7 +37,10 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from waveunet.config import compose
+from waveunet.experiment import machine_stamp
 from waveunet.model import build_model
+from waveunet.reporting.format import number
+from waveunet.reporting.format import table as format_table
 
 PRESETS = ["tiny", "m4", "m5_highsr", "m6"]
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -121,7 +124,11 @@ def bench_train(preset, device, precision, batch, output_samples, repeats, compi
         loss.backward()
         optimizer.step()
 
-    flops = count_flops(step) if not compile_ else count_flops(lambda: _eager_step(model, mixture, targets))
+    flops = (
+        count_flops(step)
+        if not compile_
+        else count_flops(lambda: _eager_step(model, mixture, targets))
+    )
     seconds = timed(step, device, repeats, warmup=2 if compile_ else 1)
     supervised = batch * model.output_samples
     return {
@@ -199,7 +206,9 @@ def _separate_child(preset, device, precision, song_seconds, mode, chunk) -> Non
     rate = model.sample_rate_hz
     frames = int(song_seconds * rate)
     if original_way:  # the original code: one model-sized output chunk at a time
-        separator = Separator(model, device=device, chunk_output_samples=model.output_samples, batch_size=1)
+        separator = Separator(
+            model, device=device, chunk_output_samples=model.output_samples, batch_size=1
+        )
     else:
         separator = Separator(model, device=device, chunk_output_samples=chunk or None)
     with tempfile.TemporaryDirectory(prefix="waveunet-bench-") as tmp:
@@ -237,33 +246,43 @@ def _separate_child(preset, device, precision, song_seconds, mode, chunk) -> Non
 
 
 # -- driver -----------------------------------------------------------------
-def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    head = "| " + " | ".join(title for title, _, _ in columns) + " |"
-    rule = "|" + "|".join("---" for _ in columns) + "|"
-    lines = [head, rule]
-    for row in rows:
-        cells = []
-        for _, key, fmt in columns:
-            value = row.get(key)
-            cells.append("" if value is None else format(value, fmt))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+INT = {"digits": 0}
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, dict | None]]) -> str:
+    """A markdown table of ``rows``; a column is (title, key, :func:`number` options or None
+    for text)."""
+    return "\n".join(format_table(
+        [title for title, _, _ in columns],
+        [["" if row.get(key) is None else str(row[key]) if options is None
+          else number(row[key], **options) for _, key, options in columns] for row in rows]))
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--presets", nargs="+", default=PRESETS, choices=PRESETS)
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=list(DTYPES))
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
     parser.add_argument("--sections", nargs="+", default=["train", "separate", "scaling"],
                         choices=["train", "separate", "scaling"])
-    parser.add_argument("--batch", type=int, default=None, help="training batch (default: 2 on CPU, 16 on GPU)")
-    parser.add_argument("--train-output-samples", type=int, nargs="+", default=[16384],
-                        help="training output lengths to time (longer crops: more supervised samples per FLOP)")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="training batch (default: 2 on CPU, 16 on GPU)"
+    )
+    parser.add_argument(
+        "--train-output-samples",
+        type=int,
+        nargs="+",
+        default=[16384],
+        help="training output lengths to time (longer crops: more supervised samples per FLOP)",
+    )
     parser.add_argument("--song-seconds", type=float, default=180.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", default=None, help="where to write the results (default bench-<device>.json)")
+    parser.add_argument(
+        "--json", default=None, help="where to write the results (default bench-<device>.json)"
+    )
     parser.add_argument("--_separate-child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._separate_child:
@@ -274,37 +293,66 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     batch = args.batch or (2 if device.type == "cpu" else 16)
     machine = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
+        **machine_stamp(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else platform.processor() or platform.machine(),
     }
-    results: dict = {"machine": machine, "reference": [], "train": [], "separate": [], "scaling_chunk": [],
-                     "scaling_song": []}
+    results: dict = {
+        "machine": machine,
+        "reference": [],
+        "train": [],
+        "separate": [],
+        "scaling_chunk": [],
+        "scaling_song": [],
+    }
     print(f"# waveunet benchmark on {machine['device']} ({device}), torch {torch.__version__}, "
-          f"{machine['cpu_threads']} threads\n")
+          f"{machine['torch_threads']} threads\n")
 
     if "train" in args.sections:
         for precision in args.precision:
             ref = bench_conv_reference(device, precision, args.repeats)
             results["reference"].append({"precision": precision, **ref})
-            print(f"conv1d reference ({precision}): {ref['flop_per_s'] / 1e9:.1f} GFLOP/s  [{ref['shape']}]")
+            print(
+                f"conv1d reference ({precision}): {ref['flop_per_s'] / 1e9:.1f} GFLOP/s  "
+                f"[{ref['shape']}]"
+            )
             for preset in args.presets:
                 for out_len in args.train_output_samples:
                     for compile_ in ([False, True] if args.compile else [False]):
-                        row = bench_train(preset, device, precision, batch, out_len, args.repeats, compile_)
+                        row = bench_train(
+                            preset, device, precision, batch, out_len, args.repeats, compile_
+                        )
                         row["vs_conv_reference"] = row["flop_per_s"] / ref["flop_per_s"]
                         results["train"].append(row)
-                        print(f"  train {preset:9s} out {row['output_samples']:7d} {precision} "
-                              f"{'compiled ' if compile_ else ''}: {row['step_seconds']:.3f} s/step, "
-                              f"{row['output_samples_per_s']:.0f} samples/s, "
-                              f"{row['flop_per_s'] / 1e9:.1f} GFLOP/s ({row['vs_conv_reference']:.0%} of conv1d)")
+                        print(
+                            f"  train {preset:9s} out {row['output_samples']:7d} {precision} "
+                            f"{'compiled ' if compile_ else ''}: {row['step_seconds']:.3f} s/step, "
+                            f"{row['output_samples_per_s']:.0f} samples/s, "
+                            f"{row['flop_per_s'] / 1e9:.1f} GFLOP/s "
+                            f"({row['vs_conv_reference']:.0%} of conv1d)"
+                        )
         print("\n## Training (one optimiser step)\n")
-        print(table(results["train"], [
-            ("preset", "preset", "s"), ("precision", "precision", "s"), ("compile", "compile", ""),
-            ("batch", "batch", "d"), ("output samples", "output_samples", "d"),
-            ("s / step", "step_seconds", ".3f"), ("GFLOP / step", "flops_per_step", ".3e"),
-            ("supervised samples / s", "output_samples_per_s", ",.0f"),
-            ("achieved FLOP/s", "flop_per_s", ".3e"), ("of conv1d ref.", "vs_conv_reference", ".0%"),
-        ]))
+        print(
+            table(
+                results["train"],
+                [
+                    ("preset", "preset", None),
+                    ("precision", "precision", None),
+                    ("compile", "compile", None),
+                    ("batch", "batch", INT),
+                    ("output samples", "output_samples", INT),
+                    ("s / step", "step_seconds", {"digits": 3}),
+                    ("GFLOP / step", "flops_per_step", {"digits": 3, "kind": "e"}),
+                    (
+                        "supervised samples / s",
+                        "output_samples_per_s",
+                        {"digits": 0, "grouping": True},
+                    ),
+                    ("achieved FLOP/s", "flop_per_s", {"digits": 3, "kind": "e"}),
+                    ("of conv1d ref.", "vs_conv_reference", {"digits": 0, "kind": "%"}),
+                ],
+            )
+        )
 
     if "separate" in args.sections:
         for precision in args.precision:
@@ -315,11 +363,20 @@ def main(argv=None) -> int:
                     print(f"  separate {preset} {'original way' if original else 'big chunks'}: "
                           f"RTF {row['rtf']:.3f}, peak RSS {row['peak_rss_bytes'] / 2**30:.2f} GiB")
         print(f"\n## Separation of a {args.song_seconds:.0f}-second stereo song\n")
-        print(table(results["separate"], [
-            ("preset", "preset", "s"), ("precision", "precision", "s"), ("original way", "original_way", ""),
-            ("chunk (output samples)", "chunk_output_samples", "d"), ("seconds", "seconds", ".1f"),
-            ("real-time factor", "rtf", ".3f"), ("peak RSS (bytes)", "peak_rss_bytes", ",d"),
-        ]))
+        print(
+            table(
+                results["separate"],
+                [
+                    ("preset", "preset", None),
+                    ("precision", "precision", None),
+                    ("original way", "original_way", None),
+                    ("chunk (output samples)", "chunk_output_samples", INT),
+                    ("seconds", "seconds", {"digits": 1}),
+                    ("real-time factor", "rtf", {"digits": 3}),
+                    ("peak RSS (bytes)", "peak_rss_bytes", {"digits": 0, "grouping": True}),
+                ],
+            )
+        )
 
     if "scaling" in args.sections:
         preset = "m5_highsr" if "m5_highsr" in args.presets else args.presets[0]
@@ -329,18 +386,37 @@ def main(argv=None) -> int:
             results["scaling_chunk"].append(row)
         for seconds in (60.0, 180.0, 600.0):  # file to file, as `waveunet separate` runs
             results["scaling_song"].append(
-                bench_separate(preset, device, args.precision[0], seconds, False, file_to_file=True))
+                bench_separate(preset, device, args.precision[0], seconds, False, file_to_file=True)
+            )
         print(f"\n## Scaling ({preset})\n\nChunk length (60-second song, array API):\n")
-        print(table(results["scaling_chunk"], [
-            ("chunk (output samples)", "chunk_output_samples", "d"), ("seconds", "seconds", ".2f"),
-            ("real-time factor", "rtf", ".3f"), ("peak RSS (bytes)", "peak_rss_bytes", ",d"),
-        ]))
+        print(
+            table(
+                results["scaling_chunk"],
+                [
+                    ("chunk (output samples)", "chunk_output_samples", INT),
+                    ("seconds", "seconds", {"digits": 2}),
+                    ("real-time factor", "rtf", {"digits": 3}),
+                    ("peak RSS (bytes)", "peak_rss_bytes", {"digits": 0, "grouping": True}),
+                ],
+            )
+        )
         print("\nSong length (default chunk, file to file as `waveunet separate`):\n")
-        print(table(results["scaling_song"], [
-            ("song seconds", "song_seconds", ".0f"), ("seconds", "seconds", ".2f"),
-            ("real-time factor", "rtf", ".3f"), ("peak RSS (bytes)", "peak_rss_bytes", ",d"),
-            ("RSS growth in separation (bytes)", "peak_rss_growth_bytes", ",d"),
-        ]))
+        print(
+            table(
+                results["scaling_song"],
+                [
+                    ("song seconds", "song_seconds", {"digits": 0}),
+                    ("seconds", "seconds", {"digits": 2}),
+                    ("real-time factor", "rtf", {"digits": 3}),
+                    ("peak RSS (bytes)", "peak_rss_bytes", {"digits": 0, "grouping": True}),
+                    (
+                        "RSS growth in separation (bytes)",
+                        "peak_rss_growth_bytes",
+                        {"digits": 0, "grouping": True},
+                    ),
+                ],
+            )
+        )
 
     out = Path(args.json or f"bench-{device.type}.json")
     tmp = out.with_suffix(".json.tmp")

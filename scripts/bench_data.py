@@ -36,8 +36,15 @@ def rate(count: int, seconds: float) -> str:
 
 
 def bench_cache(root: Path, cache: Path, args: argparse.Namespace) -> None:
-    cfg = OmegaConf.create({"name": "bench", "format": "musdb_hq", "root": str(root), "cache_dir": str(cache),
-                            "valid_tracks": []})
+    cfg = OmegaConf.create(
+        {
+            "name": "bench",
+            "format": "musdb_hq",
+            "root": str(root),
+            "cache_dir": str(cache),
+            "valid_tracks": [],
+        }
+    )
     start = time.perf_counter()
     tracks = load_split(cfg, "train", sample_rate_hz=args.sample_rate, channels=2, sources=STEMS)
     print(f"cache build: {len(tracks)} tracks in {time.perf_counter() - start:.1f} s")
@@ -56,7 +63,9 @@ def bench_cache(root: Path, cache: Path, args: argparse.Namespace) -> None:
             start = time.perf_counter()
             count = sum(batch.shape[0] for batch in loader)
             elapsed = time.perf_counter() - start
-        print(f"cache, DataLoader workers={workers}, batch {args.batch_size}: {rate(count, elapsed)}")
+        print(
+            f"cache, DataLoader workers={workers}, batch {args.batch_size}: {rate(count, elapsed)}"
+        )
 
 
 def bench_soundfile(root: Path, args: argparse.Namespace) -> None:
@@ -69,7 +78,10 @@ def bench_soundfile(root: Path, args: argparse.Namespace) -> None:
     for _ in range(count):
         folder = folders[rng.integers(len(folders))]
         offset = int(rng.integers(sf.info(str(folder / "mixture.wav")).frames - frames))
-        crops = [sf.read(str(folder / f"{s}.wav"), start=offset, frames=frames, dtype="float32")[0].T for s in STEMS]
+        crops = [
+            sf.read(str(folder / f"{s}.wav"), start=offset, frames=frames, dtype="float32")[0].T
+            for s in STEMS
+        ]
         resample(torch.from_numpy(np.stack(crops)), native, args.sample_rate)
     print(f"soundfile per example + resample:  {rate(count, time.perf_counter() - start)}")
 
@@ -80,10 +92,17 @@ def bench_musdb(root: Path, tmp: Path, args: argparse.Namespace) -> None:
 
     stems_root = tmp / "stems"
     for folder in sorted((root / "train").iterdir())[:3]:
-        audio = [sf.read(str(folder / f"{n}.wav"), dtype="float32")[0] for n in ("mixture", "drums", "bass", "other", "vocals")]
+        audio = [
+            sf.read(str(folder / f"{n}.wav"), dtype="float32")[0]
+            for n in ("mixture", "drums", "bass", "other", "vocals")
+        ]
         (stems_root / "train").mkdir(parents=True, exist_ok=True)
-        stempeg.write_stems(str(stems_root / "train" / f"{folder.name}.stem.mp4"), np.stack(audio), sample_rate=44100,
-                            writer=stempeg.StreamsWriter(codec="aac", bitrate=256000))
+        stempeg.write_stems(
+            str(stems_root / "train" / f"{folder.name}.stem.mp4"),
+            np.stack(audio),
+            sample_rate=44100,
+            writer=stempeg.StreamsWriter(codec="aac", bitrate=256000),
+        )
     db = musdb.DB(root=str(stems_root), subsets=["train"])
     rng = np.random.default_rng(0)
     seconds = args.input_samples / args.sample_rate
@@ -100,11 +119,15 @@ def bench_musdb(root: Path, tmp: Path, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, help="a MUSDB18-HQ-layout dataset (default: generate one)")
+    parser.add_argument(
+        "--root", type=Path, help="a MUSDB18-HQ-layout dataset (default: generate one)"
+    )
     parser.add_argument("--tracks", type=int, default=6, help="generated training tracks")
     parser.add_argument("--seconds", type=float, default=30.0, help="generated track length")
     parser.add_argument("--sample-rate", type=int, default=22050)
-    parser.add_argument("--input-samples", type=int, default=147443, help="M4's input length at 22.05 kHz")
+    parser.add_argument(
+        "--input-samples", type=int, default=147443, help="M4's input length at 22.05 kHz"
+    )
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
@@ -116,10 +139,18 @@ def main() -> None:
         root = args.root
         if root is None:
             start = time.perf_counter()
-            root = generate_dataset(tmp / "synth", tracks=args.tracks, seconds=args.seconds, seed=0, test_tracks=1)
-            print(f"generated {args.tracks} x {args.seconds:.0f} s tracks in {time.perf_counter() - start:.1f} s")
-        print(f"example: 4 stems x 2 channels x {args.input_samples} samples at {args.sample_rate} Hz "
-              f"({4 * 2 * 4 * args.input_samples / 2**20:.1f} MiB float32)")
+            root = generate_dataset(
+                tmp / "synth", tracks=args.tracks, seconds=args.seconds, seed=0, test_tracks=1
+            )
+            print(
+                f"generated {args.tracks} x {args.seconds:.0f} s tracks in "
+                f"{time.perf_counter() - start:.1f} s"
+            )
+        print(
+            f"example: 4 stems x 2 channels x {args.input_samples} samples at "
+            f"{args.sample_rate} Hz "
+            f"({4 * 2 * 4 * args.input_samples / 2**20:.1f} MiB float32)"
+        )
         bench_cache(root, tmp / "cache", args)
         bench_soundfile(root, args)
         if not args.skip_musdb:

@@ -1,4 +1,4 @@
-"""Benchmark (not a test): real-time factor and peak memory of ``waveunet separate`` on this machine.
+"""Benchmark (not a test): real-time factor and peak memory of ``waveunet separate`` here.
 
 For each preset, a fresh process builds the model from the configs (untrained
 weights: the speed does not depend on them), separates a generated stereo song

@@ -1,7 +1,6 @@
-"""The saturation experiment (all targets at the bound): ``python scripts/saturation.py [overrides]``.
+"""The saturation experiment (targets at the bound): ``python scripts/saturation.py [overrides]``.
 
-The same as ``waveunet compare experiment=saturation``; see waveunet/saturation.py and
-configs/experiment/saturation.yaml, e.g.
+The same as ``waveunet saturation``; see waveunet/saturation.py and configs/saturation.yaml, e.g.
 
     python scripts/saturation.py saturation.steps=500 saturation.out_dir=runs/saturation-long
 """
@@ -11,4 +10,4 @@ import sys
 from waveunet.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["compare", "experiment=saturation", *sys.argv[1:]]))
+    sys.exit(main(["saturation", *sys.argv[1:]]))

@@ -14,11 +14,15 @@ from waveunet.errors import DataError
 
 
 def _noise(channels: int = 2, samples: int = 4410, seed: int = 0) -> np.ndarray:
-    return (0.5 * np.random.default_rng(seed).uniform(-1, 1, (channels, samples))).astype(np.float32)
+    return (0.5 * np.random.default_rng(seed).uniform(-1, 1, (channels, samples))).astype(
+        np.float32
+    )
 
 
-@pytest.mark.parametrize(("ext", "subtype", "tol"), [(".wav", "FLOAT", 0.0), (".wav", "PCM_24", 2.0**-23),
-                                                     (".flac", "PCM_16", 2.0**-15)])
+@pytest.mark.parametrize(
+    ("ext", "subtype", "tol"),
+    [(".wav", "FLOAT", 0.0), (".wav", "PCM_24", 2.0**-23), (".flac", "PCM_16", 2.0**-15)],
+)
 def test_write_read_round_trip(tmp_path: Path, ext: str, subtype: str, tol: float) -> None:
     audio = _noise()
     path = write_audio(tmp_path / f"x{ext}", audio, 22050, subtype=subtype)
@@ -71,10 +75,15 @@ def test_read_errors_name_the_file(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 def test_read_falls_back_to_ffmpeg_for_m4a(tmp_path: Path) -> None:
     t = np.arange(44100) / 44100
-    tone = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.25 * np.sin(2 * np.pi * 440 * t)]).astype(np.float32)
+    tone = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.25 * np.sin(2 * np.pi * 440 * t)]).astype(
+        np.float32
+    )
     wav = write_audio(tmp_path / "tone.wav", tone, 44100, subtype="FLOAT")
     m4a = tmp_path / "tone.m4a"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), "-c:a", "aac", "-b:a", "192k", str(m4a)], check=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(wav), "-c:a", "aac", "-b:a", "192k", str(m4a)],
+        check=True,
+    )
     audio, rate = read_audio(m4a)
     assert rate == 44100 and audio.shape[0] == 2 and audio.shape[1] >= 44100
     # AAC is lossy: compare levels, not samples.

@@ -27,7 +27,8 @@ def test_gain_per_source_in_range(stems: torch.Tensor) -> None:
     out = build_augmentation(["gain"], gain={"low": 0.7, "high": 1.0})(stems)
     ratio = out / stems
     per_source = ratio[..., :1, :1]
-    assert torch.allclose(ratio, per_source.expand_as(ratio), atol=1e-5)  # one gain per (example, source)
+    # one gain per (example, source)
+    assert torch.allclose(ratio, per_source.expand_as(ratio), atol=1e-5)
     assert per_source.min() >= 0.7 - 1e-6 and per_source.max() <= 1.0 + 1e-6
     assert per_source.flatten().unique().numel() > 32  # independent draws
     with pytest.raises(ConfigError, match="gain"):
@@ -53,12 +54,21 @@ def test_remix_shuffles_each_source_across_the_batch(stems: torch.Tensor) -> Non
         match = (out[:, s, None] == stems[None, :, s]).flatten(2).all(-1)  # (B_out, B_in)
         assert (match.sum(1) == 1).all() and (match.sum(0) == 1).all()
     assert not torch.equal(out, stems)
-    sources_from = [(out[:, s, None] == stems[None, :, s]).flatten(2).all(-1).float().argmax(1) for s in range(4)]
-    assert not all(torch.equal(sources_from[0], other) for other in sources_from[1:])  # independent per source
+    sources_from = [
+        (out[:, s, None] == stems[None, :, s]).flatten(2).all(-1).float().argmax(1)
+        for s in range(4)
+    ]
+    # independent per source
+    assert not all(torch.equal(sources_from[0], other) for other in sources_from[1:])
 
 
 def test_composition_and_config(stems: torch.Tensor) -> None:
-    cfg = OmegaConf.create({"augmentations": ["gain", "signflip"], "augmentation_params": {"gain": {"low": 0.5, "high": 0.5}}})
+    cfg = OmegaConf.create(
+        {
+            "augmentations": ["gain", "signflip"],
+            "augmentation_params": {"gain": {"low": 0.5, "high": 0.5}},
+        }
+    )
     module = augmentation_from_config(cfg)
     assert [type(m).__name__ for m in module] == ["Gain", "SignFlip"]
     out = module(stems)
@@ -86,3 +96,31 @@ def test_channelswap_checks_the_shape_first() -> None:
         module(torch.zeros(2, 50))
     mono = torch.randn(3, 4, 1, 20)
     assert torch.equal(module(mono), mono)
+
+
+def test_remix_partners_come_from_a_fixed_group_whatever_the_process_count(
+    stems: torch.Tensor,
+) -> None:
+    """Groups of 4 consecutive examples of the global batch: 1 process with all 16 examples
+    and 4 processes with 4 each draw partners from the same groups."""
+    module = build_augmentation(["remix"], remix={"group_size": 4})
+    for batch in (stems, stems[:4], stems[8:12]):  # a whole batch, or one process's share
+        out = module(batch)
+        for s in range(batch.shape[1]):
+            match = (out[:, s, None] == batch[None, :, s]).flatten(2).all(-1)  # (B_out, B_in)
+            partner = match.float().argmax(1)
+            assert (match.sum(1) == 1).all()
+            assert torch.equal(partner // 4, torch.arange(batch.shape[0]) // 4)
+    with pytest.raises(ValueError, match="whole groups of 4"):
+        module(stems[:6])
+
+
+def test_remix_group_size_must_divide_each_process_batch() -> None:
+    from waveunet.augment import check_batch
+
+    module = build_augmentation(["gain", "remix"], remix={"group_size": 4})
+    check_batch(module, 8)
+    with pytest.raises(ConfigError, match="remix.group_size=4 must divide"):
+        check_batch(module, 6)
+    with pytest.raises(ConfigError, match="group_size"):
+        build_augmentation(["remix"], remix={"group_size": 0})

@@ -17,17 +17,16 @@ from waveunet.compare import (
     RESULTS_NAME,
     SDR_FIGURE_NAME,
     WAVEFORM_NAME,
+    Comparison,
     Settings,
-    bound_marks,
     compare,
     config_differences,
-    quiet_passage,
     run_config,
-    shared_overrides,
     spread,
 )
 from waveunet.config import compose
 from waveunet.errors import ConfigError
+from waveunet.reporting.figures import bound_marks, quiet_passage
 
 
 def shrunken(cache: Path, out: Path, *extra: str) -> list[str]:
@@ -48,17 +47,33 @@ def shrunken(cache: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> tuple[dict, list[str], Path]:
+    """One finished comparison, shared and read-only: tests that change it use ``own_copy``."""
     root = tmp_path_factory.mktemp("compare")
     args = shrunken(root / "cache", root / "out")
     result = compare(compose("compare", args), args)
     return result, args, root / "out"
 
 
+@pytest.fixture
+def own_copy(finished, tmp_path) -> tuple[list[str], Path]:
+    """This test's own copy of the finished comparison: (its args, its out_dir)."""
+    import shutil
+
+    _, args, out = finished
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    return [a if not a.startswith("compare.out_dir=") else f"compare.out_dir={copy}"
+            for a in args], copy
+
+
 def test_runs_differ_only_in_the_head_and_seed(finished):
     result, args, out = finished
     runs = sorted(out.glob("runs/*/seed*/config.yaml"))
     assert len(runs) == 4
-    configs = {f"{p.parent.parent.name}/{p.parent.name}": OmegaConf.to_container(OmegaConf.load(p)) for p in runs}
+    configs = {
+        f"{p.parent.parent.name}/{p.parent.name}": OmegaConf.to_container(OmegaConf.load(p))
+        for p in runs
+    }
     diff = config_differences(configs)
     assert set(diff) == {"output.activation", "output.type", "seed", "name"}, diff
     assert diff["output.activation"]["tanh_difference/seed0"] == "tanh"
@@ -67,7 +82,9 @@ def test_runs_differ_only_in_the_head_and_seed(finished):
     # the config the checkpoint carries is the one compared
     import torch
 
-    payload = torch.load(out / "runs/linear_direct/seed0/best.pt", map_location="cpu", weights_only=False)
+    payload = torch.load(
+        out / "runs/linear_direct/seed0/best.pt", map_location="cpu", weights_only=False
+    )
     assert payload["config"]["output"]["activation"] == "linear"
     assert payload["config"]["optim"] == configs["tanh_difference/seed0"]["optim"]
     assert result["config_differences"].keys() == diff.keys()
@@ -76,10 +93,18 @@ def test_runs_differ_only_in_the_head_and_seed(finished):
 def test_table_and_figures_are_written(finished):
     result, _, out = finished
     text = (out / RESULTS_NAME).read_text()
-    for needle in ["## SDR per source", "## Clipping statistics", "median of track medians (SiSEC)",
-                   "pooled frames median (papers')", "| accompaniment | tanh_difference |",
-                   "| vocals | linear_direct |", "differ only in: `output.activation`, `output.type`",
-                   WAVEFORM_NAME, CURVES_NAME, "Machine:"]:
+    for needle in [
+        "## SDR per source",
+        "## Clipping statistics",
+        "median of track medians (SiSEC)",
+        "pooled frames median (papers')",
+        "| accompaniment | tanh_difference |",
+        "| vocals | linear_direct |",
+        "differ only in: `output.activation`, `output.type`",
+        WAVEFORM_NAME,
+        CURVES_NAME,
+        "Machine:",
+    ]:
         assert needle in text, needle
     for name in (WAVEFORM_NAME, CURVES_NAME, SDR_FIGURE_NAME):
         image = mpimg.imread(out / name)
@@ -96,32 +121,35 @@ def test_table_and_figures_are_written(finished):
         assert Path(run["evaluation"]).is_file()
 
 
-def test_a_second_call_reuses_finished_runs(finished):
-    _, args, out = finished
+def test_a_second_call_reuses_finished_runs(own_copy):
+    args, out = own_copy
     stamp = (out / "runs/tanh_difference/seed0/best.pt").stat().st_mtime_ns
     again = compare(compose("compare", args), args)
     assert all(r["reused"] for r in again["runs"])
     assert (out / "runs/tanh_difference/seed0/best.pt").stat().st_mtime_ns == stamp
 
 
-def test_an_interrupted_run_resumes_from_its_last_checkpoint(finished):
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(own_copy):
     import shutil
 
-    _, args, out = finished
+    args, out = own_copy
     run = out / "runs/linear_direct/seed1"
-    steps = sum('"kind": "train"' in line for line in (run / "metrics.jsonl").read_text().splitlines())
+    steps = sum(
+        '"kind": "train"' in line for line in (run / "metrics.jsonl").read_text().splitlines()
+    )
     (run / "train_summary.json").unlink()  # as if killed after its last checkpoint
     shutil.rmtree(run / "eval")
     again = compare(compose("compare", args), args)
     (entry,) = [r for r in again["runs"] if r["mode"] == "linear_direct" and r["seed"] == 1]
     assert not entry["reused"] and entry["global_step"] == 6
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert sum('"kind": "train"' in line for line in lines) == steps  # resumed at the end, not retrained
+    # resumed at the end, not retrained
+    assert sum('"kind": "train"' in line for line in lines) == steps
     assert (run / "eval" / "summary.json").is_file()
 
 
-def test_changed_eval_settings_are_evaluated_again_not_reused(finished):
-    _, args, out = finished
+def test_changed_eval_settings_are_evaluated_again_not_reused(own_copy):
+    args, out = own_copy
     run = out / "runs/tanh_difference/seed0"
     stamp = (run / "eval/summary.json").stat().st_mtime_ns
     changed = [*args, "compare.eval.max_tracks=1"]
@@ -132,7 +160,9 @@ def test_changed_eval_settings_are_evaluated_again_not_reused(finished):
     compare(compose("compare", changed), changed)  # the same settings again: reused
     assert (run / "eval/summary.json").stat().st_mtime_ns == stamp
     compare(compose("compare", args), args)  # and back
-    assert json.loads((run / "eval_settings.json").read_text())["settings"].get("max_tracks") is None
+    assert (
+        json.loads((run / "eval_settings.json").read_text())["settings"].get("max_tracks") is None
+    )
 
 
 def test_bound_marks_of_a_one_sided_head():
@@ -144,8 +174,8 @@ def test_bound_marks_of_a_one_sided_head():
     assert bound_marks(est, None, -1.0, 1.0).tolist() == [False, False, True, True, False]
 
 
-def test_changed_settings_are_refused_not_mixed_in(finished):
-    _, args, _ = finished
+def test_changed_settings_are_refused_not_mixed_in(own_copy):
+    args, _ = own_copy
     changed = [*args, "optim.lr=0.01"]
     with pytest.raises(ConfigError, match="trained with other settings"):
         compare(compose("compare", changed), changed)
@@ -160,26 +190,38 @@ def test_a_users_own_results_file_is_not_replaced(tmp_path):
 
 
 def test_three_modes_with_cross_entropy_and_one_seed(tmp_path):
-    args = shrunken(tmp_path / "cache", tmp_path / "out", "compare.seeds=[3]", "trainer.max_epochs=1",
-                    "compare.modes=[{name:tanh,output:tanh_difference},"
-                    "{name:tanh_ce,output:tanh_difference,loss:cross_entropy},{name:clip,output:clip_direct}]")
+    args = shrunken(
+        tmp_path / "cache",
+        tmp_path / "out",
+        "compare.seeds=[3]",
+        "trainer.max_epochs=1",
+        "compare.modes=[{name:tanh,output:tanh_difference},"
+        "{name:tanh_ce,output:tanh_difference,loss:cross_entropy},{name:clip,output:clip_direct}]",
+    )
     result = compare(compose("compare", args), args)
     assert [m["name"] for m in result["modes"]] == ["tanh", "tanh_ce", "clip"]
-    assert set(result["config_differences"]) == {"output.activation", "output.type", "loss.name", "name"}
+    assert set(result["config_differences"]) == {
+        "output.activation",
+        "output.type",
+        "loss.name",
+        "name",
+    }
     text = (tmp_path / "out" / RESULTS_NAME).read_text()
     assert "one seed: no spread" in text and "| vocals | tanh_ce |" in text
 
 
 def test_settings_errors_name_the_key(tmp_path):
     base = ["experiment=compare_quick", f"compare.out_dir={tmp_path}"]
-    with pytest.raises(ConfigError, match="compare.modes\\[0\\].output: unknown preset 'tanh_sideways'"):
+    with pytest.raises(
+        ConfigError, match="compare.modes\\[0\\].output: unknown preset 'tanh_sideways'"
+    ):
         Settings.from_config(compose("compare", [*base, "compare.modes=[{output:tanh_sideways}]"]))
     with pytest.raises(ConfigError, match="names must be distinct"):
         Settings.from_config(compose("compare", [*base, "compare.modes=[tanh_direct,tanh_direct]"]))
     with pytest.raises(ConfigError, match="compare.seeds"):
         Settings.from_config(compose("compare", [*base, "compare.seeds=[]"]))
     with pytest.raises(ConfigError, match="set per run"):
-        shared_overrides(["output=linear_direct"])
+        Comparison(compose("compare", base), [*base, "output=linear_direct"])
     assert cli_main(["compare", *base, "seed=3"]) == 2
 
 
@@ -187,7 +229,9 @@ def test_run_config_is_the_train_config_plus_the_head():
     from waveunet.compare import Mode
 
     cfg = run_config(["experiment=compare_quick"], Mode("lin", "linear_direct", "mse"), 7)
-    train = compose("train", ["experiment=compare_quick", "output=linear_direct", "seed=7", "name=lin"])
+    train = compose(
+        "train", ["experiment=compare_quick", "output=linear_direct", "seed=7", "name=lin"]
+    )
     expected = OmegaConf.to_container(train, resolve=True)
     expected.pop("compare", None)
     assert OmegaConf.to_container(cfg) == expected

@@ -42,7 +42,9 @@ def voice_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     t = np.arange(n) / RATE
     for k, name in enumerate(["song_a", "song_b"]):
         env = 0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t + k)
-        vocals = np.stack([0.3 * env * np.sin(2 * np.pi * (330 + 50 * k) * t + c) for c in (0, 0.3)])
+        vocals = np.stack(
+            [0.3 * env * np.sin(2 * np.pi * (330 + 50 * k) * t + c) for c in (0, 0.3)]
+        )
         vocals += 0.01 * rng.standard_normal(vocals.shape)
         accompaniment = 0.2 * rng.standard_normal((2, n))
         folder = root / "test" / name
@@ -72,8 +74,17 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _voice(root: Path, cache: Path, *overrides: str):
-    return compose("evaluate", ["data=folder", f"data.root={root}", "data.stems=[vocals,accompaniment]",
-                                f"data.cache_dir={cache}", "progress=false", *overrides])
+    return compose(
+        "evaluate",
+        [
+            "data=folder",
+            f"data.root={root}",
+            "data.stems=[vocals,accompaniment]",
+            f"data.cache_dir={cache}",
+            "progress=false",
+            *overrides,
+        ],
+    )
 
 
 def _synth(root: Path, cache: Path, *overrides: str):
@@ -92,7 +103,9 @@ def _mixture_estimates(root: Path, out: Path, sources=("vocals", "accompaniment"
 def _museval(root: Path, track: str, sources, estimate_files):
     refs = np.stack([read_audio(root / "test" / track / f"{s}.wav")[0] for s in sources])
     ests = np.stack([read_audio(f)[0] for f in estimate_files])
-    return refs, museval.evaluate(np.moveaxis(refs, 1, 2), np.moveaxis(ests, 1, 2), win=RATE, hop=RATE)
+    return refs, museval.evaluate(
+        np.moveaxis(refs, 1, 2), np.moveaxis(ests, 1, 2), win=RATE, hop=RATE
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,14 +147,18 @@ def test_mixture_as_every_estimate_gives_museval_numbers(voice_root: Path, tmp_p
             assert agg["pooled_frames"]["median"] == pytest.approx(np.median(allf), abs=1e-9)
             assert agg["pooled_frames"]["mean"] == pytest.approx(allf.mean(), abs=1e-9)
             medians = [np.median(f) for f in per_track]
-            assert agg["median_of_track_medians"]["median"] == pytest.approx(np.median(medians), abs=1e-9)
+            assert agg["median_of_track_medians"]["median"] == pytest.approx(
+                np.median(medians), abs=1e-9
+            )
     # No raw model output for files on disk: clipping comes from the estimates only.
     clip = summary["tracks"][0]["clipping"]["vocals"]
     assert clip["fraction_overshoot"] is None and clip["fraction_clipped"] is not None
     assert "difference" not in summary["tracks"][0]
 
 
-def test_wrong_length_estimates_are_padded_or_cut_like_museval(voice_root: Path, tmp_path: Path) -> None:
+def test_wrong_length_estimates_are_padded_or_cut_like_museval(
+    voice_root: Path, tmp_path: Path
+) -> None:
     est_dir = tmp_path / "est"
     lengths = {"song_a": int(1.7 * RATE), "song_b": int(2.9 * RATE)}  # short, long
     for track, n in lengths.items():
@@ -155,9 +172,15 @@ def test_wrong_length_estimates_are_padded_or_cut_like_museval(voice_root: Path,
                                   f"out_dir={tmp_path / 'r'}"))
     assert len(summary["meta"]["length_mismatches"]) == 4
     for entry in summary["tracks"]:
-        _, expected = _museval(voice_root, entry["name"], ["vocals", "accompaniment"],
-                               [est_dir / entry["name"] / f"{s}.wav" for s in ("vocals", "accompaniment")])
-        got = np.array([entry["metrics"]["SDR"][s]["frames"] for s in ("vocals", "accompaniment")], float)
+        _, expected = _museval(
+            voice_root,
+            entry["name"],
+            ["vocals", "accompaniment"],
+            [est_dir / entry["name"] / f"{s}.wav" for s in ("vocals", "accompaniment")],
+        )
+        got = np.array(
+            [entry["metrics"]["SDR"][s]["frames"] for s in ("vocals", "accompaniment")], float
+        )
         np.testing.assert_allclose(got, expected[0], atol=1e-6)
 
 
@@ -215,7 +238,9 @@ def test_checkpoint_evaluation_writes_jsons_report_and_figures(
     result = sep.separate(mix, rate)
     assert result.sample_rate_hz == RATE and result.stems.shape == refs.shape
     expected = framewise_sdr(refs, result.stems).numpy()
-    got = np.array([entry["metrics"]["SDR"][s]["frames"] for s in ("accompaniment", "vocals")], float)
+    got = np.array(
+        [entry["metrics"]["SDR"][s]["frames"] for s in ("accompaniment", "vocals")], float
+    )
     np.testing.assert_allclose(got, expected, atol=1e-4)
     # museval's SDR (per-track JSON, 1e-5 quantised) agrees with the torch SDR
     doc = json.loads((out / "museval" / "track_001.json").read_text())
@@ -238,7 +263,9 @@ def test_checkpoint_evaluation_writes_jsons_report_and_figures(
     assert redo["metrics"] == ["SDR"]
 
 
-def test_scoring_at_the_model_rate(synth_test_root: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_scoring_at_the_model_rate(
+    synth_test_root: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
     summary = evaluate(_synth(synth_test_root, tmp_path / "cache", f"checkpoint={tiny_checkpoint}",
                               "sample_rate_hz=null", "channels=null", "max_tracks=1",
                               f"out_dir={tmp_path / 'r'}", "sources=[vocals]"))
@@ -262,7 +289,9 @@ def test_bound_statistics_come_from_the_model_rate(
         n = mixture.shape[-1]
         wave = 0.95 * torch.sign(torch.sin(torch.arange(n) * (2 * torch.pi * 441 / 22050)))
         stems = wave.expand(len(self.sources), self.channels, n).clone()
-        return SeparationResult(stems, stems.clone(), self.sources, self.sample_rate_hz, self.bounds)
+        return SeparationResult(
+            stems, stems.clone(), self.sources, self.sample_rate_hz, self.bounds
+        )
 
     monkeypatch.setattr(Separator, "separate_tensor", square)
     mix = torch.from_numpy(read_audio(synth_test_root / "test" / "track_000" / "mixture.wav")[0])
@@ -292,7 +321,10 @@ def test_overwrite_clears_stale_museval_json_and_figures(
     with pytest.raises(ConfigError, match="already holds an evaluation.*museval.*waveform_old.png"):
         evaluate(_voice(voice_root, tmp_path / "cache", *base))
     evaluate(_voice(voice_root, tmp_path / "cache", *base, "overwrite=true"))
-    assert not (out / "museval" / "old_track.json").exists() and not (out / "waveform_old.png").exists()
+    assert (
+        not (out / "museval" / "old_track.json").exists()
+        and not (out / "waveform_old.png").exists()
+    )
     assert (out / "waveform_song_b.png").exists() and (out / "notes.txt").read_text() == "mine"
 
 
@@ -312,10 +344,16 @@ def test_overwrite_clears_stale_museval_json_and_figures(
 )
 def test_bad_settings_are_named(tmp_path: Path, overrides, error, match) -> None:
     with pytest.raises(error, match=match):
-        evaluate(compose("evaluate", [f"data.cache_dir={tmp_path}", "data.root=/nonexistent", *overrides]))
+        evaluate(
+            compose(
+                "evaluate", [f"data.cache_dir={tmp_path}", "data.root=/nonexistent", *overrides]
+            )
+        )
 
 
-def test_checkpoint_setting_errors(synth_test_root: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_checkpoint_setting_errors(
+    synth_test_root: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
     base = [f"checkpoint={tiny_checkpoint}", f"out_dir={tmp_path / 'r'}"]
     with pytest.raises(ConfigError, match="sources: drums not among the model's sources"):
         evaluate(_synth(synth_test_root, tmp_path / "cache", *base, "sources=[drums]"))

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from waveunet.files import DIR_MODE, FILE_MODE, atomic_write, atomic_write_text, temporary_next_to
+from waveunet.files import DIR_MODE, atomic_write, atomic_write_text, temporary_next_to
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -23,14 +23,19 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary left behind
 
 
-def test_atomic_files_get_the_usual_permissions(tmp_path):
+def _umask() -> int:
     umask = os.umask(0o022)
-    try:
-        path = atomic_write_text(tmp_path / "sub" / "summary.json", "{}")
-    finally:
-        os.umask(umask)
+    os.umask(umask)
+    return umask
+
+
+def test_atomic_files_get_the_permissions_of_a_normally_created_file(tmp_path):
+    path = atomic_write_text(tmp_path / "sub" / "summary.json", "{}")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("{}")  # what open() gives under this process's umask
     mode = stat.S_IMODE(path.stat().st_mode)
-    assert mode & 0o044, oct(mode)  # readable by others, unlike mkstemp's 0600
+    assert mode == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~_umask(), oct(mode)
+    assert mode != 0o600 or _umask() == 0o077  # not mkstemp's owner-only mode
 
 
 def test_the_temporary_keeps_the_extension(tmp_path):
@@ -39,13 +44,12 @@ def test_the_temporary_keeps_the_extension(tmp_path):
     assert seen[0].endswith(".png")
 
 
-def test_modes_follow_the_umask(tmp_path):
-    folder = tmp_path / "made"
-    folder.mkdir()
-    assert stat.S_IMODE(folder.stat().st_mode) == DIR_MODE
-    made = tmp_path / "plain.txt"
-    made.write_text("x")
-    assert stat.S_IMODE(made.stat().st_mode) == FILE_MODE
+def test_a_generated_dataset_folder_gets_the_mode_of_a_normally_made_folder(synth_root, tmp_path):
+    """synth writes into a temporary folder (mkdtemp: 0700) and renames it into place; the
+    dataset must then look like any folder made with mkdir (DIR_MODE)."""
+    plain = tmp_path / "made"
+    plain.mkdir()
+    assert stat.S_IMODE(synth_root.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == DIR_MODE
 
 
 def test_temporary_next_to(tmp_path):

@@ -41,7 +41,12 @@ def test_every_mode_has_the_right_shapes(output_type, act):
 
 @pytest.mark.parametrize(
     "output_type,act,low,high",
-    [(t, a, lo, hi) for t in OUTPUT_TYPES for a in TWO_SIDED for lo, hi in [(-1.0, 1.0), (0.0, 0.5)]],
+    [
+        (t, a, lo, hi)
+        for t in OUTPUT_TYPES
+        for a in TWO_SIDED
+        for lo, hi in [(-1.0, 1.0), (0.0, 0.5)]
+    ],
 )
 def test_eval_outputs_never_leave_the_bounds(output_type, act, low, high):
     y, _ = head_output(output_type, act, low, high, train=False, scale=5.0)
@@ -152,3 +157,22 @@ def test_health_counts_outputs_beyond_the_bounds_for_clip_and_linear():
     head = OutputHead(1, 1, 1, OutputMode("direct", "clip"))
     y = head.activation.train_output(pre)
     assert output_health(ModelOutput(y, y, pre), targets, head)["vanishing_gradient"] == 0.5
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "sin"])
+def test_reference_slope_is_the_activations_slope_at_the_centre(name):
+    act = activation(name, low=2.0, high=4.0)
+    a = torch.zeros(1, requires_grad=True)  # a = 0 maps to the interval's centre
+    act.train_output(a).sum().backward()
+    assert act.train_output(torch.zeros(1)).item() == pytest.approx(3.0)
+    assert a.grad.item() == pytest.approx(act.reference_slope())
+
+
+def test_the_head_clips_at_test_time_by_its_activations_rule():
+    for name in ACTIVATIONS:
+        high = None if name in ONE_SIDED else 1.0
+        y, _ = head_output("direct", name, high=high, train=False, scale=5.0)
+        act = activation(name, high=high)
+        torch.testing.assert_close(y.estimates, act.test_time_output(y.unclipped))
+        if high is not None:  # loud features: a clip at test time changes some outputs
+            assert torch.equal(y.estimates, y.unclipped) != act.clips_at_eval

@@ -30,6 +30,17 @@ def tiny(channels=2, output="difference", activation="tanh", context=True, level
     ).eval()
 
 
+def overshooting_model():
+    """A linear direct head whose outputs are 3x the input: many clipped samples, real overshoot."""
+    model = tiny(output="direct", activation="linear")
+    with torch.no_grad():
+        for conv in model.head.convs:
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[:, :2, 0] = 3 * torch.eye(2)
+    return model
+
+
 def noise(channels, samples, seed=1, scale=0.5):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(channels, samples, generator=g) * 2 - 1) * scale
@@ -74,7 +85,7 @@ def test_tiling_equals_one_forward_for_any_chunk_size(channels, upsampling, outp
 
 
 def test_unaligned_step_would_not_be_exact():
-    """The reason for aligned steps: shifting the input by a non-multiple of 2**L changes outputs."""
+    """Why steps are aligned: shifting the input by a non-multiple of 2**L changes outputs."""
     model = tiny(activation="linear")
     x = noise(2, 4000)
     ctx = model.context_samples
@@ -200,19 +211,20 @@ def test_from_checkpoint_round_trip(tmp_path):
     model = tiny(activation="linear")
     path = save_checkpoint(tmp_path / "m.pt", model)
     sep = Separator.from_checkpoint(path, device="cpu", chunk_output_samples=300)
-    assert (sep.sample_rate_hz, sep.channels, sep.sources) == (22050, 2, ("accompaniment", "vocals"))
+    assert (sep.sample_rate_hz, sep.channels, sep.sources) == (
+        22050,
+        2,
+        ("accompaniment", "vocals"),
+    )
     mixture = noise(2, 2000)
     expected = Separator(model, device="cpu").separate_tensor(mixture)
-    torch.testing.assert_close(sep.separate_tensor(mixture).stems, expected.stems, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        sep.separate_tensor(mixture).stems, expected.stems, atol=1e-5, rtol=0
+    )
 
 
 def test_clip_report_counts_and_overshoot():
-    model = tiny(output="direct", activation="linear")
-    with torch.no_grad():  # make the head overshoot: outputs ~ 3x the input
-        for conv in model.head.convs:
-            conv.weight.zero_()
-            conv.bias.zero_()
-            conv.weight[:, :2, 0] = 3 * torch.eye(2)
+    model = overshooting_model()
     mixture = noise(2, 2000, scale=0.9)
     result = Separator(model, device="cpu").separate_tensor(mixture)
     raw = 3 * mixture
@@ -332,16 +344,14 @@ def test_streamed_file_equals_the_array_api(tmp_path, rate, in_channels, seconds
         assert stem_rate == rate and stem.shape == audio.shape
         np.testing.assert_allclose(stem, expected.stems[i].numpy(), atol=1e-5, rtol=0)
     _assert_reports_equal(done.clip_report, expected.clip_report())
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["accompaniment.wav", "vocals.wav"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "accompaniment.wav",
+        "vocals.wav",
+    ]
 
 
 def test_streamed_clip_report_equals_the_array_report(tmp_path):
-    model = tiny(output="direct", activation="linear")
-    with torch.no_grad():  # outputs ~ 3x the input: many clipped samples, real overshoot
-        for conv in model.head.convs:
-            conv.weight.zero_()
-            conv.bias.zero_()
-            conv.weight[:, :2, 0] = 3 * torch.eye(2)
+    model = overshooting_model()
     sep = Separator(model, device="cpu", chunk_output_samples=256)
     audio = noise(2, 30_000, scale=0.9).numpy()
     for rate in (22050, 44100):
@@ -391,7 +401,8 @@ def test_a_failing_stream_leaves_nothing_behind(tmp_path):
 def test_default_chunk_is_capped_on_the_cpu():
     from waveunet.inference import MAX_CPU_CHUNK_OUTPUT_SAMPLES
 
-    sep = Separator(tiny(), device="cpu", memory_budget_bytes=2**40)  # the budget would allow far more
+    # the budget would allow far more
+    sep = Separator(tiny(), device="cpu", memory_budget_bytes=2**40)
     assert sep.step_samples <= MAX_CPU_CHUNK_OUTPUT_SAMPLES < sep.step_samples + 2**3
 
 
@@ -412,7 +423,9 @@ def test_a_failing_stream_closes_its_writers_before_removing_them(tmp_path, monk
     open_at_unlink = []
 
     def unlink(self, *args, **kwargs):
-        open_at_unlink.extend(str(w.name) for w in writers if not w.closed and str(w.name) == str(self))
+        open_at_unlink.extend(
+            str(w.name) for w in writers if not w.closed and str(w.name) == str(self)
+        )
         return real_unlink(self, *args, **kwargs)
 
     sep = Separator(tiny(), device="cpu", chunk_output_samples=300)
@@ -426,3 +439,44 @@ def test_a_failing_stream_closes_its_writers_before_removing_them(tmp_path, monk
         sep.separate_file(song, [out / f"{s}.wav" for s in sep.sources], block_frames=1000)
     assert len(writers) == len(sep.sources) and open_at_unlink == []
     assert not out.exists()
+
+
+def test_iter_chunks_is_the_public_tiling_loop():
+    """Chunks from any window source tile the song exactly as separate_tensor does."""
+    sep = Separator(tiny(), device="cpu", chunk_output_samples=300, batch_size=2)
+    mixture = noise(2, 2500)
+
+    class Window:
+        def __init__(self):
+            self.starts = []
+
+        def window(self, start, stop):
+            self.starts.append(start)
+            out = torch.zeros(2, stop - start)
+            lo, hi = max(start, 0), min(stop, mixture.shape[-1])
+            out[:, lo - start:hi - start] = mixture[:, lo:hi]
+            return out
+
+    source = Window()
+    chunks = list(sep.iter_chunks(mixture.shape[-1], source))
+    assert len(chunks) == sep.plan(mixture.shape[-1]).num_chunks > 1
+    assert source.starts == sorted(source.starts)  # a stream only ever moves forward
+    whole = sep.separate_tensor(mixture)
+    torch.testing.assert_close(torch.cat([est for est, _ in chunks], -1), whole.stems)
+    torch.testing.assert_close(torch.cat([raw for _, raw in chunks], -1), whole.unclipped)
+
+
+def test_any_rate_call_measures_the_bounds_at_the_model_rate():
+    from waveunet.metrics import bound_stats
+
+    model = overshooting_model()
+    sep = Separator(model, device="cpu", chunk_output_samples=300)
+    audio = noise(1, 4410, scale=0.9).numpy()
+    result = sep.separate(audio, 44100, bound_statistics=True)
+    assert result.stems.shape == (2, 1, 4410) and result.stems.abs().max() <= 1.0
+    model_rate = sep.separate_tensor(torch.from_numpy(
+        np.ascontiguousarray(resample(np.tile(audio, (2, 1)), 44100, 22050))))
+    expected = bound_stats(model_rate.stems, model_rate.unclipped, bounds=(-1.0, 1.0))
+    assert result.bound_statistics == expected
+    assert expected[0]["clipped_count"] > 0
+    assert sep.separate(audio, 44100).bound_statistics is None  # only when asked for

@@ -12,6 +12,7 @@ import torch
 from museval.metrics import Framing
 
 from waveunet.errors import ConfigError
+from waveunet.files import safe_filename
 from waveunet.metrics import (
     BssJob,
     aggregate_pooled,
@@ -23,7 +24,6 @@ from waveunet.metrics import (
     evaluate_tracks,
     framewise_sdr,
     num_frames,
-    safe_filename,
     silent_sources,
 )
 
@@ -43,8 +43,15 @@ def _signals(n_src: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 
 @pytest.mark.parametrize(
-    ("n", "win", "hop"), [(44100 * 3 + 7, 44100, 44100), (44100, 44100, 44100), (1000, 44100, 44100),
-                          (10_000, 4000, 1500), (8000, 4000, 4000), (7999, 4000, 4000)]
+    ("n", "win", "hop"),
+    [
+        (44100 * 3 + 7, 44100, 44100),
+        (44100, 44100, 44100),
+        (1000, 44100, 44100),
+        (10_000, 4000, 1500),
+        (8000, 4000, 4000),
+        (7999, 4000, 4000),
+    ],
 )
 def test_num_frames_follows_museval_framing(n: int, win: int, hop: int) -> None:
     assert num_frames(n, win, hop) == Framing(win, hop, n).nwin
@@ -103,7 +110,9 @@ def test_torch_float32_input_and_device() -> None:
     assert got.dtype == torch.float64 and got.device == torch.device("cpu")
     np.testing.assert_allclose(got.numpy(), _museval_sdr(ref32, est32), atol=1e-6, rtol=0)
     if torch.cuda.is_available():
-        gpu = framewise_sdr(torch.from_numpy(ref32).cuda(), torch.from_numpy(est32).cuda(), win=WIN, hop=WIN)
+        gpu = framewise_sdr(
+            torch.from_numpy(ref32).cuda(), torch.from_numpy(est32).cuda(), win=WIN, hop=WIN
+        )
         assert gpu.is_cuda
         torch.testing.assert_close(gpu.cpu(), got)
 
@@ -114,7 +123,9 @@ def test_perfect_frame_is_inf_and_overlapping_frames() -> None:
     sdr = framewise_sdr(ref, est, win=4000, hop=1500)
     assert math.isinf(sdr[0, 0].item()) and sdr[0, 0] > 0
     assert torch.isfinite(sdr[:, 3:]).all()
-    np.testing.assert_allclose(sdr[:, 3:].numpy(), _museval_sdr(ref, est, 4000, 1500)[:, 3:], atol=1e-6)
+    np.testing.assert_allclose(
+        sdr[:, 3:].numpy(), _museval_sdr(ref, est, 4000, 1500)[:, 3:], atol=1e-6
+    )
 
 
 def test_bss_eval_wrapper_and_parallel_json(tmp_path) -> None:
@@ -122,7 +133,9 @@ def test_bss_eval_wrapper_and_parallel_json(tmp_path) -> None:
     scores = bss_eval(ref, est, sample_rate_hz=WIN)
     assert set(scores) == {"SDR", "ISR", "SIR", "SAR"}
     assert all(v.shape == (2, 3) for v in scores.values())
-    np.testing.assert_allclose(scores["SDR"], framewise_sdr(ref, est, win=WIN, hop=WIN).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        scores["SDR"], framewise_sdr(ref, est, win=WIN, hop=WIN).numpy(), atol=1e-6
+    )
 
     ref2, est2 = _signals(2, 2 * WIN, seed=6)
     jobs = [BssJob("a/b", ["accompaniment", "vocals"], ref, est),
@@ -204,7 +217,9 @@ def test_clipping_stats_clipped_linear_output() -> None:
     assert s["fraction_overshoot"] == pytest.approx(1 / 3, abs=1e-4)
     assert s["overshoot_mean"] == pytest.approx(0.25, abs=1e-4)  # 1.5|x| - 1 over |x| in (2/3, 1]
     assert s["overshoot_max"] == pytest.approx(0.5)
-    assert s["peak_ratio"] == pytest.approx(1.0) and s["peak_ratio_db"] == pytest.approx(0.0, abs=1e-9)
+    assert s["peak_ratio"] == pytest.approx(1.0) and s["peak_ratio_db"] == pytest.approx(
+        0.0, abs=1e-9
+    )
     # on the loud samples |x| >= 0.5 the estimate (1.5x, or 1 once clipped) exceeds |x|: g < 1
     assert s["loud_gain"] < 1.0
     assert s["fraction_loud"] == pytest.approx(0.5, abs=1e-4)

@@ -77,13 +77,21 @@ def test_context_of_12_level_presets():
 
 
 def _tiny(output="tanh_difference", **model):
-    cfg = compose("config", ["model=tiny", f"output={output}"] + [f"model.{k}={v}" for k, v in model.items()])
+    cfg = compose(
+        "config", ["model=tiny", f"output={output}"] + [f"model.{k}={v}" for k, v in model.items()]
+    )
     return build_model(cfg.model, cfg.output)
 
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"upsampling": "learned"}, {"channels": 1}, {"context": "false"}, {"levels": 3, "down_kernel": 5}],
+    [
+        {},
+        {"upsampling": "learned"},
+        {"channels": 1},
+        {"context": "false"},
+        {"levels": 3, "down_kernel": 5},
+    ],
 )
 def test_forward_shapes_follow_the_arithmetic(overrides):
     model = _tiny(**overrides)
@@ -192,7 +200,9 @@ def _reference_forward(model, mixture):
     return model.head(torch.cat([mix, x], dim=1), mix)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"context": "false"}, {"upsampling": "learned", "levels": 3}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"context": "false"}, {"upsampling": "learned", "levels": 3}]
+)
 def test_fused_forward_matches_the_plain_architecture_with_gradients(overrides):
     model = _tiny(**overrides).double()
     x = torch.randn(2, 2, model.input_samples_for(300), dtype=torch.float64, requires_grad=True)

@@ -1,4 +1,4 @@
-"""waveunet.report: files written, their content, and never clobbering foreign files."""
+"""waveunet.reporting.evaluation: files written, their content, never clobbering foreign files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from waveunet.metrics import clipping_stats, difference_error_share, framewise_sdr
-from waveunet.report import TrackResult, WaveformSpec, build_summary, loudest_passage, write_report
+from waveunet.reporting.evaluation import TrackResult, WaveformSpec, build_summary, write_report
+from waveunet.reporting.figures import loudest_passage
 
 RATE = 4000
 SOURCES = ["accompaniment", "vocals"]
@@ -24,7 +25,9 @@ def _track(name: str, seed: int) -> tuple[TrackResult, np.ndarray, np.ndarray, n
         name=name,
         source_names=SOURCES,
         sdr_frames=framewise_sdr(ref, est, win=RATE, hop=RATE),
-        clipping=dict(zip(SOURCES, clipping_stats(est, ref, raw=raw, activation="linear"), strict=True)),
+        clipping=dict(
+            zip(SOURCES, clipping_stats(est, ref, raw=raw, activation="linear"), strict=True)
+        ),
         difference=difference_error_share(est, ref),
     )
     return res, ref, est, raw
@@ -66,7 +69,11 @@ def test_write_report_files_and_content(tmp_path) -> None:
     )
     # fractions over tracks are sample-weighted; equal lengths -> the plain mean
     assert doc["clipping"]["accompaniment"]["fraction_clipped"] == pytest.approx(
-        (a.clipping["accompaniment"]["fraction_clipped"] + b.clipping["accompaniment"]["fraction_clipped"]) / 2
+        (
+            a.clipping["accompaniment"]["fraction_clipped"]
+            + b.clipping["accompaniment"]["fraction_clipped"]
+        )
+        / 2
     )
     assert doc["clipping"]["accompaniment"]["fraction_clipped"] > 0
     assert track_a["difference"]["explained_share"] is not None
@@ -78,7 +85,12 @@ def test_write_report_files_and_content(tmp_path) -> None:
     for png in ("sdr_boxplot.png", "waveform_Song A.png"):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    assert set(doc["files"].values()) == {"summary.json", "report.md", "sdr_boxplot.png", "waveform_Song A.png"}
+    assert set(doc["files"].values()) == {
+        "summary.json",
+        "report.md",
+        "sdr_boxplot.png",
+        "waveform_Song A.png",
+    }
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert not list(tmp_path.glob(".tmp-*"))
     # rerun into the same directory: refused before writing, unless overwrite (stale figures go)

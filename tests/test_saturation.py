@@ -11,27 +11,36 @@ import torch
 from waveunet.cli import main as cli_main
 from waveunet.config import compose
 from waveunet.errors import ConfigError
-from waveunet.saturation import OptimiserSpec, SaturationMode, run_mode, run_saturation
+from waveunet.saturation import Saturation
 
-SMALL = ["model=tiny", "model.levels=3", "model.initial_filters=6", "model.output_samples=256"]
-MODES = [SaturationMode("tanh_mse", "tanh_direct"), SaturationMode("clip_mse", "clip_direct"),
-         SaturationMode("linear_mse", "linear_direct"),
-         SaturationMode("tanh_ce", "tanh_direct", "cross_entropy")]
+SMALL = ["model.levels=3", "model.initial_filters=6", "model.output_samples=256"]
+MODES = ("saturation.modes=[{name:tanh_mse,output:tanh_direct},{name:clip_mse,output:clip_direct},"
+         "{name:linear_mse,output:linear_direct},"
+         "{name:tanh_ce,output:tanh_direct,loss:cross_entropy}]")
+MODE_NAMES = ["tanh_mse", "clip_mse", "linear_mse", "tanh_ce"]
 STEPS, RECOVERY = 40, 20
+LINEAR_ONLY = ["saturation.modes=[{name:lin,output:linear_direct}]", "saturation.progress=false"]
+
+
+def run(out, *extra: str) -> dict:
+    args = [*SMALL, *extra, f"saturation.out_dir={out}"]
+    return Saturation(compose("saturation", args), args).execute()
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = compose("config", SMALL).model
-        out = tmp_path_factory.mktemp("saturation")
-        return run_saturation(model, MODES, [OptimiserSpec("adam", 1e-2)], out, steps=STEPS,
-                              recovery_steps=RECOVERY, recovery_target=0.0, batch_size=2,
-                              seed=0, progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    return run(
+        tmp_path_factory.mktemp("saturation"),
+        MODES,
+        "saturation.optimisers=[{name:adam,lr:1e-2}]",
+        f"saturation.steps={STEPS}",
+        f"saturation.recovery_steps={RECOVERY}",
+        "saturation.recovery_target=0.0",
+        "saturation.batch_size=2",
+        "saturation.seed=0",
+        "saturation.threads=1",
+        "saturation.progress=false",
+    )
 
 
 def runs(result) -> dict[str, dict]:
@@ -39,12 +48,12 @@ def runs(result) -> dict[str, dict]:
 
 
 def test_every_step_is_recorded_and_the_files_are_written(result):
-    for run in result["runs"]:
-        for key, values in run["records"].items():
+    for run_ in result["runs"]:
+        for key, values in run_["records"].items():
             assert len(values) == STEPS + RECOVERY, key
     out = result["out_dir"]
     saved = json.loads(open(f"{out}/saturation.json").read())
-    assert [r["mode"]["name"] for r in saved["runs"]] == [m.name for m in MODES]
+    assert [r["mode"]["name"] for r in saved["runs"]] == MODE_NAMES
     assert mpimg.imread(f"{out}/saturation_adam.png").shape[1] > 800
     text = open(f"{out}/saturation.md").read()
     assert "| tanh_mse | mse | 1 |" in text and "recovery starts" in text
@@ -62,7 +71,9 @@ def test_tanh_saturates_its_gradient_vanishes_and_it_cannot_recover(result):
     tanh = runs(result)["tanh_mse"]["records"]
     assert tanh["pre_activation_mean_abs"][STEPS - 1] > 100 * tanh["pre_activation_mean_abs"][0]
     assert tanh["hidden_max_abs"][STEPS - 1] > 100 * tanh["hidden_max_abs"][0]
-    assert tanh["first_layer_grad_norm"][STEPS - 1] < 1e-6 * max(tanh["first_layer_grad_norm"][:STEPS])
+    assert tanh["first_layer_grad_norm"][STEPS - 1] < 1e-6 * max(
+        tanh["first_layer_grad_norm"][:STEPS]
+    )
     assert tanh["mse_to_target"][-1] > 0.5  # stuck at the old bound when the target moves to 0
 
 
@@ -78,46 +89,46 @@ def test_cross_entropy_keeps_a_gradient_when_the_target_moves(result):
     assert ce["mse_to_target"][-1] < 0.5 * ce["mse_to_target"][STEPS]
 
 
-def test_run_mode_checks_the_loss_and_the_optimiser():
-    model = compose("config", SMALL).model
+def test_runs_check_the_loss_and_the_optimiser(tmp_path):
     with pytest.raises(ConfigError, match="cross"):
-        run_mode(model, SaturationMode("x", "linear_direct", "cross_entropy"), OptimiserSpec("adam", 1e-3),
-                 steps=2, recovery_steps=0, recovery_target=0.0, batch_size=1, input_std=0.3, seed=0)
-    with pytest.raises(ConfigError, match="unknown optimiser"):
-        run_mode(model, SaturationMode("x", "linear_direct"), OptimiserSpec("rmsprop", 1e-3),
-                 steps=2, recovery_steps=0, recovery_target=0.0, batch_size=1, input_std=0.3, seed=0)
+        run(tmp_path, "saturation.modes=[{name:x,output:linear_direct,loss:cross_entropy}]",
+            "saturation.steps=2", "saturation.recovery_steps=0", "saturation.progress=false")
+    with pytest.raises(ConfigError, match=r"saturation\.optimisers\[0\]\.name: unknown 'rmsprop'"):
+        run(tmp_path, *LINEAR_ONLY, "saturation.optimisers=[{name:rmsprop,lr:1e-3}]")
 
 
-def test_command_line_dispatch(tmp_path):
-    code = cli_main(["compare", "experiment=saturation", *SMALL[1:], "saturation.steps=3",
-                     "saturation.recovery_steps=1", "saturation.optimisers=[{name:sgd,lr:0.01}]",
-                     "saturation.modes=[{name:lin,output:linear_direct}]", "saturation.progress=false",
+def test_command_line(tmp_path):
+    code = cli_main(["saturation", *SMALL, "saturation.steps=3", "saturation.recovery_steps=1",
+                     "saturation.optimisers=[{name:sgd,lr:0.01}]", *LINEAR_ONLY,
                      f"saturation.out_dir={tmp_path}"])
     assert code == 0
     assert (tmp_path / "saturation_sgd.png").is_file() and (tmp_path / "saturation.md").is_file()
+    # the run's own settings belong to the saturation block, and the old dispatch is gone
+    assert cli_main(["saturation", *SMALL, "optim.lr=0.1", f"saturation.out_dir={tmp_path}"]) == 2
+    assert cli_main(["compare", "experiment=saturation"]) == 2
 
 
 def test_outputs_are_guarded_and_names_must_be_distinct(tmp_path):
-    model = compose("config", SMALL).model
-    lin = SaturationMode("lin", "linear_direct")
-    kwargs = dict(steps=2, batch_size=1, progress=False)
+    base = ["saturation.steps=2", "saturation.recovery_steps=0", "saturation.batch_size=1"]
+    sgd = "saturation.optimisers=[{name:sgd,lr:1e-2}]"
     with pytest.raises(ConfigError, match="names must be distinct"):
-        run_saturation(model, [lin, lin], [OptimiserSpec("sgd", 1e-2)], tmp_path, **kwargs)
+        run(tmp_path, *base, sgd, "saturation.progress=false",
+            "saturation.modes=[{name:lin,output:linear_direct},{name:lin,output:linear_direct}]")
     with pytest.raises(ConfigError, match="names must be distinct"):
-        run_saturation(model, [lin], [OptimiserSpec("sgd", 1e-2), OptimiserSpec("sgd", 1e-3)], tmp_path, **kwargs)
-    run_saturation(model, [lin], [OptimiserSpec("sgd", 1e-2)], tmp_path / "ours", **kwargs)
-    run_saturation(model, [lin], [OptimiserSpec("sgd", 1e-2)], tmp_path / "ours", **kwargs)  # ours: replaced
+        run(tmp_path, *base, *LINEAR_ONLY,
+            "saturation.optimisers=[{name:sgd,lr:1e-2},{name:sgd,lr:1e-3}]")
+    run(tmp_path / "ours", *base, *LINEAR_ONLY, sgd)
+    run(tmp_path / "ours", *base, *LINEAR_ONLY, sgd)  # ours: replaced
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "saturation.md").write_text("my notes")
     with pytest.raises(ConfigError, match="not written by"):
-        run_saturation(model, [lin], [OptimiserSpec("sgd", 1e-2)], tmp_path / "foreign", **kwargs)
+        run(tmp_path / "foreign", *base, *LINEAR_ONLY, sgd)
     assert (tmp_path / "foreign" / "saturation.md").read_text() == "my notes"
 
 
 def test_command_line_restores_the_thread_count(tmp_path):
     before = torch.get_num_threads()
-    code = cli_main(["compare", "experiment=saturation", *SMALL[1:], "saturation.steps=2",
-                     "saturation.recovery_steps=0", "saturation.optimisers=[{name:sgd,lr:0.01}]",
-                     "saturation.modes=[{name:lin,output:linear_direct}]", "saturation.progress=false",
+    code = cli_main(["saturation", *SMALL, "saturation.steps=2", "saturation.recovery_steps=0",
+                     "saturation.optimisers=[{name:sgd,lr:0.01}]", *LINEAR_ONLY,
                      f"saturation.threads={before + 1}", f"saturation.out_dir={tmp_path}"])
     assert code == 0 and torch.get_num_threads() == before

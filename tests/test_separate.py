@@ -178,7 +178,9 @@ def test_clipping_report_and_chunk_options(tmp_path, checkpoint, capsys):
     assert "accompaniment:" in text and "vocals:" in text and "output bounds [-1, 1]" in text
     by_chunks = sf.read(str(out / "loud" / "vocals.wav"))[0]
     assert run(song, "-c", checkpoint, "-o", out, "-q", "--force", "--memory-gib", "0.5") == 0
-    np.testing.assert_allclose(sf.read(str(out / "loud" / "vocals.wav"))[0], by_chunks, atol=1.5 / 32768)
+    np.testing.assert_allclose(
+        sf.read(str(out / "loud" / "vocals.wav"))[0], by_chunks, atol=1.5 / 32768
+    )
 
 
 def test_long_song_is_streamed_in_blocks_and_equals_the_array_api(tmp_path, checkpoint):
@@ -189,7 +191,9 @@ def test_long_song_is_streamed_in_blocks_and_equals_the_array_api(tmp_path, chec
     assert audio.shape[1] > 2 * DEFAULT_BLOCK_FRAMES
     song = write(tmp_path / "long.wav", audio, 44100, subtype="FLOAT")
     out = tmp_path / "out"
-    assert run(song, "-c", checkpoint, "-o", out, "-q", "--bits", "32f", "--chunk-seconds", "0.3") == 0
+    assert (
+        run(song, "-c", checkpoint, "-o", out, "-q", "--bits", "32f", "--chunk-seconds", "0.3") == 0
+    )
     expected = Separator.from_checkpoint(checkpoint, device="cpu").separate(audio, 44100)
     for i, source in enumerate(SOURCES):
         stem, rate = sf.read(str(out / "long" / f"{source}.wav"), dtype="float32", always_2d=True)

@@ -72,7 +72,9 @@ def run_dir_of(runs_root: Path) -> Path:
 
 
 def test_training_lowers_validation_loss_and_writes_a_usable_checkpoint(tmp_path, cache_dir):
-    cfg = compose("train", overrides(cache_dir, "trainer.max_epochs=4", "trainer.steps_per_epoch=10"))
+    cfg = compose(
+        "train", overrides(cache_dir, "trainer.max_epochs=4", "trainer.steps_per_epoch=10")
+    )
     solver = Solver(cfg, tmp_path / "run")
     before = solver.validate()["loss"]
     summary = solver.train()
@@ -100,7 +102,9 @@ def test_training_lowers_validation_loss_and_writes_a_usable_checkpoint(tmp_path
 
 
 def test_killed_run_resumes_with_identical_losses(tmp_path, cache_dir):
-    args = overrides(cache_dir, "trainer.max_epochs=2", "data.augmentations=[gain,channelswap,signflip]")
+    args = overrides(
+        cache_dir, "trainer.max_epochs=2", "data.augmentations=[gain,channelswap,signflip]"
+    )
     reference_root, killed_root = tmp_path / "reference", tmp_path / "killed"
     reference = cli("train", *args, f"runs_root={reference_root}")
 
@@ -130,7 +134,9 @@ def test_killed_run_resumes_with_identical_losses(tmp_path, cache_dir):
     assert sorted(got) == sorted(expected) == list(range(1, 13))
     for step in expected:
         assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-9), step
-    ref_valid = [r["loss"] for r in read_metrics(run_dir_of(reference_root)) if r["kind"] == "valid"]
+    ref_valid = [
+        r["loss"] for r in read_metrics(run_dir_of(reference_root)) if r["kind"] == "valid"
+    ]
     got_valid = [r["loss"] for r in read_metrics(run_dir) if r["kind"] == "valid"]
     assert got_valid[-1] == pytest.approx(ref_valid[-1], rel=1e-6)
 
@@ -140,7 +146,9 @@ def test_resume_true_continues_the_latest_run(tmp_path, cache_dir):
     first = cli("train", *args)
     assert first.wait(timeout=300) == 0, first.stdout.read()
     run_dir = run_dir_of(tmp_path)
-    more = cli("train", *args[:-2], "trainer.max_epochs=2", f"runs_root={tmp_path}", "trainer.resume=true")
+    more = cli(
+        "train", *args[:-2], "trainer.max_epochs=2", f"runs_root={tmp_path}", "trainer.resume=true"
+    )
     assert more.wait(timeout=300) == 0, more.stdout.read()
     assert run_dir_of(tmp_path) == run_dir  # no new folder
     assert sorted(train_losses(run_dir)) == list(range(1, 13))
@@ -162,7 +170,11 @@ def test_torchrun_two_processes_on_cpu(tmp_path, cache_dir):
     assert sorted(train_losses(run_dir)) == list(range(1, 7))
 
 
-MODES = [f"{a}_{t}" for a in ("tanh", "linear", "clip", "sin", "sigmoid") for t in ("direct", "difference")]
+MODES = [
+    f"{a}_{t}"
+    for a in ("tanh", "linear", "clip", "sin", "sigmoid")
+    for t in ("direct", "difference")
+]
 
 
 @pytest.mark.parametrize("mode,loss", [(m, "mse") for m in MODES] + [
@@ -187,7 +199,9 @@ def test_divergence_stops_with_a_clear_message_and_no_checkpoint(tmp_path, cache
     assert not list(tmp_path.glob("*.pt"))
 
 
-def test_divergence_rollback_restores_the_last_checkpoint_with_a_lower_lr(tmp_path, cache_dir, monkeypatch):
+def test_divergence_rollback_restores_the_last_checkpoint_with_a_lower_lr(
+    tmp_path, cache_dir, monkeypatch
+):
     import waveunet.solver as solver_module
 
     calls = {"n": 0}
@@ -199,7 +213,9 @@ def test_divergence_rollback_restores_the_last_checkpoint_with_a_lower_lr(tmp_pa
         return value * float("nan") if calls["n"] == 5 else value
 
     monkeypatch.setattr(solver_module, "compute_loss", loss_with_a_nan_at_step_5)
-    cfg = compose("train", overrides(cache_dir, "trainer.divergence.policy=rollback", "trainer.max_epochs=1"))
+    cfg = compose(
+        "train", overrides(cache_dir, "trainer.divergence.policy=rollback", "trainer.max_epochs=1")
+    )
     solver = Solver(cfg, tmp_path)
     summary = solver.train()
     assert solver.state.rollbacks == 1
@@ -236,7 +252,13 @@ def test_bad_settings_fail_before_any_work(tmp_path, cache_dir, bad, named):
     ],
 )
 def test_bad_overrides_exit_with_a_message_naming_the_setting(tmp_path, bad, named):
-    args = ["train", "experiment=demo", f"runs_root={tmp_path}", f"data.cache_dir={tmp_path}/cache", bad]
+    args = [
+        "train",
+        "experiment=demo",
+        f"runs_root={tmp_path}",
+        f"data.cache_dir={tmp_path}/cache",
+        bad,
+    ]
     proc = cli(*args, env_extra={"MUSDB_PATH": str(tmp_path / "no-such-dataset")})
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0
@@ -247,7 +269,9 @@ def test_bad_overrides_exit_with_a_message_naming_the_setting(tmp_path, bad, nam
 
 def test_hydra_multirun_sweeps_output_modes(tmp_path, cache_dir):
     args = overrides(cache_dir, "trainer.max_epochs=1", "trainer.steps_per_epoch=2")
-    proc = cli("train", "-m", "output=tanh_difference,linear_direct", *args, f"runs_root={tmp_path}")
+    proc = cli(
+        "train", "-m", "output=tanh_difference,linear_direct", *args, f"runs_root={tmp_path}"
+    )
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     heads = sorted(load_model(p).output_mode.name for p in tmp_path.glob("multirun/*/*/*/best.pt"))

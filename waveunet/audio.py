@@ -34,7 +34,9 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as sf_exc:
         try:
             with tempfile.TemporaryDirectory(prefix="waveunet-decode-") as folder:
-                data, rate = sf.read(str(decode_with_ffmpeg(path, folder)), dtype="float32", always_2d=True)
+                data, rate = sf.read(
+                    str(decode_with_ffmpeg(path, folder)), dtype="float32", always_2d=True
+                )
         except (DataError, sf.LibsndfileError, RuntimeError) as ff_exc:
             raise ffmpeg_fallback_error(path, sf_exc, ff_exc) from sf_exc
     audio = np.ascontiguousarray(data.T)
@@ -67,11 +69,14 @@ def ffmpeg_fallback_error(path: Path, sf_exc: BaseException, ff_exc: BaseExcepti
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> str:
-    """The soundfile format for ``path``'s extension; DataError if unsupported or (without ``overwrite``) existing."""
+    """The soundfile format for ``path``'s extension; DataError if it is unsupported, or if the
+    file exists and not ``overwrite``."""
     path = Path(path)
     fmt = _WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"cannot write {path}: unsupported extension (use {', '.join(_WRITE_FORMATS)})")
+        raise DataError(
+            f"cannot write {path}: unsupported extension (use {', '.join(_WRITE_FORMATS)})"
+        )
     check_not_existing(path, overwrite)
     return fmt
 
@@ -101,21 +106,29 @@ def write_audio(
         audio = audio.detach().cpu().numpy()
     audio = np.asarray(audio)
     if audio.ndim != 2:
-        raise DataError(f"cannot write {path}: expected (channels, samples), got shape {audio.shape}")
+        raise DataError(
+            f"cannot write {path}: expected (channels, samples), got shape {audio.shape}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: sf.write(tmp, np.ascontiguousarray(audio.T), int(sample_rate_hz),
                                             subtype=subtype, format=fmt))
     return path
 
 
-def resample(audio: torch.Tensor | np.ndarray, from_hz: int, to_hz: int) -> torch.Tensor | np.ndarray:
+def resample(
+    audio: torch.Tensor | np.ndarray, from_hz: int, to_hz: int
+) -> torch.Tensor | np.ndarray:
     """Resample along the last axis; returns the input's type (tensor or array)."""
     if int(from_hz) == int(to_hz):
         return audio
     import torchaudio.functional as AF
 
     is_numpy = isinstance(audio, np.ndarray)
-    tensor = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)) if is_numpy else audio.contiguous()
+    tensor = (
+        torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+        if is_numpy
+        else audio.contiguous()
+    )
     # The gcd-reduced ratio keeps the polyphase filter small (44100 -> 22050 is 2 -> 1).
     out = AF.resample(tensor, int(from_hz), int(to_hz))
     return out.numpy() if is_numpy else out
@@ -132,11 +145,17 @@ def convert_channels(audio: torch.Tensor | np.ndarray, channels: int, *,
     if have == channels:
         return audio
     if channels == 1:
-        return audio.mean(-2, keepdims=True) if isinstance(audio, np.ndarray) else audio.mean(-2, keepdim=True)
+        return (
+            audio.mean(-2, keepdims=True)
+            if isinstance(audio, np.ndarray)
+            else audio.mean(-2, keepdim=True)
+        )
     if have == 1:
         reps = [1] * audio.ndim
         reps[-2] = channels
         return np.tile(audio, reps) if isinstance(audio, np.ndarray) else audio.repeat(*reps)
     if via_mono:
         return convert_channels(convert_channels(audio, 1), channels)
-    raise DataError(f"cannot convert {have}-channel audio to {channels} channels (only to/from mono)")
+    raise DataError(
+        f"cannot convert {have}-channel audio to {channels} channels (only to/from mono)"
+    )

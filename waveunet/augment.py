@@ -7,8 +7,8 @@ torch's generator on the batch's device (seed it with ``torch.manual_seed``).
 
 Config (``configs/data/*.yaml``)::
 
-    augmentations: [gain, channelswap]
-    augmentation_params: {gain: {low: 0.7, high: 1.0}}
+    augmentations: [gain, channelswap, remix]
+    augmentation_params: {gain: {low: 0.7, high: 1.0}, remix: {group_size: 4}}
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ def _probability(name: str, p: float) -> float:
 
 def _per_example(stems: torch.Tensor) -> tuple[int, int]:
     if stems.dim() != 4:
-        raise ValueError(f"augmentations expect (batch, sources, channels, samples), got shape {tuple(stems.shape)}")
+        raise ValueError(
+            "augmentations expect (batch, sources, channels, samples), got shape "
+            f"{tuple(stems.shape)}"
+        )
     return stems.shape[0], stems.shape[1]
 
 
@@ -41,14 +44,18 @@ class Gain(nn.Module):
     def __init__(self, low: float = 0.7, high: float = 1.0):
         super().__init__()
         if not 0 <= low <= high:
-            raise ConfigError(f"gain augmentation needs 0 <= low <= high (got low={low}, high={high})")
+            raise ConfigError(
+                f"gain augmentation needs 0 <= low <= high (got low={low}, high={high})"
+            )
         self.low, self.high = float(low), float(high)
 
     def forward(self, stems: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return stems
         b, s = _per_example(stems)
-        gain = torch.empty(b, s, 1, 1, device=stems.device, dtype=stems.dtype).uniform_(self.low, self.high)
+        gain = torch.empty(b, s, 1, 1, device=stems.device, dtype=stems.dtype).uniform_(
+            self.low, self.high
+        )
         return stems * gain
 
 
@@ -99,14 +106,44 @@ class SignFlip(_PerSourceChoice):
 
 
 class Remix(nn.Module):
-    """Shuffle each source independently across the batch: new mixtures from other tracks' stems (Demucs)."""
+    """Shuffle each source independently within groups of ``group_size`` consecutive examples:
+    new mixtures from other tracks' stems (Demucs' remix, with its group size of 4).
+
+    Partners come from the example's own group, never from the whole batch: a process holds
+    whole groups of the global batch (:func:`check_batch`), so the partners' statistics are the
+    same on 1 GPU or 8, where a shuffle of each process's share would not be.
+    """
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+            raise ConfigError(f"remix augmentation needs an integer group_size >= 1 "
+                              f"(got group_size={group_size!r})")
+        self.group_size = group_size
 
     def forward(self, stems: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return stems
         b, s = _per_example(stems)
-        order = torch.argsort(torch.rand(b, s, device=stems.device), dim=0)  # a permutation per source
-        return torch.gather(stems, 0, order[:, :, None, None].expand_as(stems))
+        g = self.group_size
+        if b % g:
+            raise ValueError(f"remix: a batch of {b} examples is not whole groups of {g} "
+                             "(data.augmentation_params.remix.group_size)")
+        groups = stems.reshape(b // g, g, *stems.shape[1:])
+        # a permutation of each group, per source
+        order = torch.argsort(torch.rand(b // g, g, s, device=stems.device), dim=1)
+        shuffled = torch.gather(groups, 1, order[..., None, None].expand_as(groups))
+        return shuffled.reshape(stems.shape)
+
+
+def check_batch(augmentation: nn.Module, batch_per_process: int) -> None:
+    """Refuse, before training, a remix group size that does not divide each process's batch."""
+    for module in augmentation.modules():
+        if isinstance(module, Remix) and batch_per_process % module.group_size:
+            raise ConfigError(
+                f"data.augmentation_params.remix.group_size={module.group_size} must divide the "
+                f"batch each process trains on ({batch_per_process}: optim.batch_size over the "
+                "processes)")
 
 
 AUGMENTATIONS: dict[str, type[nn.Module]] = {
@@ -135,7 +172,9 @@ def build_augmentation(names: Sequence[str], **params: Mapping[str, Any]) -> nn.
         try:
             modules.append(AUGMENTATIONS[name](**kwargs))
         except TypeError as exc:
-            raise ConfigError(f"bad parameters for augmentation '{name}': {kwargs} ({exc})") from exc
+            raise ConfigError(
+                f"bad parameters for augmentation '{name}': {kwargs} ({exc})"
+            ) from exc
     return nn.Sequential(*modules)
 
 
@@ -143,4 +182,6 @@ def augmentation_from_config(data_cfg: Any) -> nn.Module:
     """``build_augmentation`` from a data config's ``augmentations`` and ``augmentation_params``."""
     names = data_cfg.get("augmentations") or []
     params = data_cfg.get("augmentation_params") or {}
-    return build_augmentation(list(names), **{str(k): dict(v or {}) for k, v in dict(params).items()})
+    return build_augmentation(
+        list(names), **{str(k): dict(v or {}) for k, v in dict(params).items()}
+    )

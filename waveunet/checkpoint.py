@@ -77,7 +77,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or corrupt files
-        raise CheckpointError(f"{path}: not a readable waveunet checkpoint ({exc.__class__.__name__})") from exc
+        raise CheckpointError(
+            f"{path}: not a readable waveunet checkpoint ({exc.__class__.__name__})"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a waveunet checkpoint (no '{FORMAT}' marker)")
     version = payload.get("format_version")
@@ -98,5 +100,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> W
         model = model_from_description(payload)
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:
-        raise CheckpointError(f"{payload['path']}: weights do not fit the described model ({exc})") from exc
+        raise CheckpointError(
+            f"{payload['path']}: weights do not fit the described model ({exc})"
+        ) from exc
     return model.to(device).eval()

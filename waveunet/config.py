@@ -1,18 +1,32 @@
-"""Hydra configuration: where the config tree lives and how commands compose it.
+"""Hydra configuration: where the config tree lives, how commands compose it, and when two
+configs mean the same run.
 
-Every command that takes ``key=value`` overrides composes its config here, so an
-unknown preset or key fails the same way everywhere: a :class:`ConfigError`
-naming the setting.
+Every command that takes ``key=value`` overrides composes its config here, so an unknown
+preset or key, or a value of the wrong type, fails the same way everywhere: a
+:class:`ConfigError` naming the setting. The typed settings (:mod:`waveunet.settings`) are
+registered in Hydra's ConfigStore as the group ``schema``, which the primary configs place
+under their keys (``- schema@trainer: trainer``).
+
+:func:`config_differences` and :func:`meaning_changes` are the one rule for "was this run made
+with other settings?": a comparison refuses to mix in a run folder trained otherwise, and
+reuses an evaluation only when its settings are the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
 
 from .errors import ConfigError
+from .settings import SCHEMAS
+
+for _name, _schema in SCHEMAS.items():
+    ConfigStore.instance().store(group="schema", name=_name, node=_schema)
 
 
 def config_dir() -> Path:
@@ -29,6 +43,12 @@ def config_dir() -> Path:
 def group_options(group: str) -> list[str]:
     """Names of the presets in one config group, e.g. ``group_options('model')``."""
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml") if p.stem != "base")
+
+
+def config_text(name: str) -> str:
+    """The text of ``configs/<name>`` (for a command's ``--help``); empty if it is not there."""
+    path = config_dir() / name
+    return path.read_text() if path.is_file() else ""
 
 
 def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
@@ -51,12 +71,16 @@ def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def explain_hydra_error(exc: Exception) -> str:
-    """Turn Hydra's composition errors into one line that lists the valid choices."""
+    """Turn Hydra's composition errors into one line that names the setting or lists the
+    valid choices."""
+    cause = exc if getattr(exc, "full_key", None) else exc.__cause__
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     text = lines[0] if lines else type(exc).__name__
     if text.startswith("Could not override") and any("+" in line for line in lines[1:]):
         key = text.split("'")[1] if "'" in text else "?"
-        return f"unknown setting '{key}' (no such key in the config; to add a new key use +{key}=...)"
+        return f"unknown setting '{key}' (no such key in the config)"
+    if getattr(cause, "full_key", None) and getattr(cause, "msg", None):
+        return f"{cause.full_key}: {str(cause.msg).strip().splitlines()[0]}"
     for group in ("model", "output", "data", "optim", "trainer", "experiment"):
         if f"'{group}/" in text:
             options = ", ".join(group_options(group))
@@ -64,5 +88,43 @@ def explain_hydra_error(exc: Exception) -> str:
     return text
 
 
-def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
+# --------------------------------------------------------------------------------------------
+# When two configs mean the same run
+# --------------------------------------------------------------------------------------------
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config (dicts) as {dotted key: value}."""
+    if isinstance(config, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in config.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: config}
+
+
+def config_differences(configs: Mapping[str, Mapping]) -> dict[str, dict[str, Any]]:
+    """{dotted key: {name: value}} for every key whose resolved value differs between configs
+    (a key one of them lacks counts as ``"<missing>"``)."""
+    flat = {name: flatten(c) for name, c in configs.items()}
+    keys = sorted(set().union(*(f.keys() for f in flat.values())))
+    diff = {}
+    for k in keys:
+        values = {name: f.get(k, "<missing>") for name, f in flat.items()}
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
+            diff[k] = values
+    return diff
+
+
+def meaning_changes(saved: Mapping, now: Mapping, allowed: Sequence[str] = ()) -> list[str]:
+    """The dotted keys in which ``now`` differs from ``saved`` in a way that changes what a run
+    means: every difference except those under an ``allowed`` key (``trainer.max_epochs``,
+    ``trainer.progress``, ``data.workers``, ...: how long, how visibly or where it runs).
+
+    The one rule for reusing or resuming a run made with ``saved``: callers refuse when the
+    list is not empty and name its first keys.
+    """
+    def is_allowed(key: str) -> bool:
+        return any(key == a or key.startswith(a + ".") for a in allowed)
+
+    return [k for k in config_differences({"saved": saved, "now": now}) if not is_allowed(k)]

@@ -3,17 +3,23 @@
 Examples::
 
     waveunet evaluate checkpoint=runs/m5_highsr-tanh_difference/<stamp>/best.pt
-    waveunet evaluate checkpoint=runs/.../best.pt data=musdb_hq data.root=/data/musdb18hq metrics=bss
+    waveunet evaluate checkpoint=runs/.../best.pt data=musdb_hq data.root=/data/musdb18hq \\
+        metrics=bss
     waveunet evaluate estimates=separated data=folder data.root=/data/songs \\
         data.stems=[vocals,accompaniment]
 
+Settings: :class:`waveunet.settings.EvaluateConfig`, checked once; how to score (split,
+metrics, rate, device, ...) is ``configs/eval/default.yaml``, the same block ``waveunet compare``
+scores its runs with.
+
 Data flow: the split is loaded at the *scoring* rate and channels (``sample_rate_hz``,
 ``channels``; by default the dataset's native 44.1 kHz stereo, as the original evaluated) ->
-estimates per track, either separated by the checkpoint (:meth:`Separator.separate`: the
-mixture is resampled to the model's rate, tiled into exact output chunks, and the stems are
-resampled back) or read from ``DIR/<track>/<source>.wav`` -> :mod:`waveunet.metrics`
+estimates per track, either separated by the checkpoint (:meth:`Separator.separate`, the
+any-rate call: the mixture is resampled to the model's rate, tiled into exact output chunks,
+the stems are resampled back, and the bound statistics come from the model-rate output) or
+read from ``DIR/<track>/<source>.wav`` -> :mod:`waveunet.metrics`
 (framewise SDR in torch, clipping statistics, museval BSSEval in worker processes for
-``metrics=bss``) -> :func:`waveunet.report.write_report`.
+``metrics=bss``) -> :func:`waveunet.reporting.evaluation.write_report`.
 
 All sources of a task are scored together (museval's SDR/ISR/SIR/SAR depend on which sources
 are evaluated together): the voice task scores vocals against (vocals, accompaniment).
@@ -24,38 +30,41 @@ summary is what ``summary.json`` holds, with ``meta.out_dir`` saying where it wa
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from .audio import convert_channels, read_audio, resample
+from . import data as data_lib
+from .audio import read_audio, resample
 from .checkpoint import load_checkpoint, load_model
-from .config import compose, config_dir
-from .data import SPLITS, Track, dataset_stems, find_audio, load_split, source_plan
+from .config import compose, config_text
 from .errors import CheckpointError, ConfigError, DataError
 from .inference import GIB, Separator, resolve_device
 from .metrics import (
     BssJob,
-    bound_stats,
     clipping_stats,
     difference_error_share,
     evaluate_tracks,
     framewise_sdr,
     silent_sources,
 )
-from .report import REPORT_NAME, TrackResult, WaveformSpec, prepare_out_dir, write_report
+from .reporting.evaluation import (
+    TrackResult,
+    WaveformSpec,
+    prepare_out_dir,
+    terminal_summary,
+    write_report,
+)
+from .settings import EvaluateConfig, typed
 
-METRICS = ("sdr", "bss")
 MUSEVAL_DIR = "museval"  # per-track museval JSON (metrics=bss) inside out_dir
 
 HELP = f"""usage: waveunet evaluate [hydra overrides]
@@ -65,117 +74,12 @@ disk, and write summary.json, report.md, SDR box plots and a waveform figure.
 
   waveunet evaluate checkpoint=runs/<name>/<stamp>/best.pt data=musdb_hq data.root=/data/musdb18hq
   waveunet evaluate checkpoint=runs/<name>/<stamp> metrics=bss workers=4
-  waveunet evaluate estimates=separated data=folder data.root=/data/songs data.stems=[vocals,accompaniment]
+  waveunet evaluate estimates=separated data=folder data.root=/data/songs \\
+      data.stems=[vocals,accompaniment]
 
-Settings (configs/evaluate.yaml; data presets: configs/data/):
-{(config_dir() / "evaluate.yaml").read_text() if (config_dir() / "evaluate.yaml").is_file() else ""}"""
-
-
-# --------------------------------------------------------------------------------------------
-# Settings
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Settings:
-    """The evaluate config, checked; every error names its setting."""
-
-    checkpoint: Path | None
-    estimates: Path | None
-    split: str
-    metrics: str
-    sources: list[str] | None
-    sample_rate_hz: int | None
-    channels: int | None
-    out_dir: Path | None
-    overwrite: bool
-    workers: int | None
-    device: str
-    batch_size: int | None
-    memory_gib: float | None
-    max_tracks: int | None
-    waveform_track: str | None
-    waveform_seconds: float
-    progress: bool
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig | dict) -> Settings:
-        get = _getter(cfg)
-        checkpoint, estimates = get("checkpoint"), get("estimates")
-        if (checkpoint is None) == (estimates is None):
-            raise ConfigError(
-                "give exactly one of checkpoint=PATH (separate and score a dataset split) or "
-                "estimates=DIR (score DIR/<track>/<source>.wav)"
-                + (" -- both were set" if checkpoint is not None else "")
-            )
-        metrics = str(get("metrics", "sdr"))
-        if metrics not in METRICS:
-            raise ConfigError(f"metrics: unknown {metrics!r} (choose sdr: SDR only, or bss: SDR, ISR, SIR, SAR)")
-        split = str(get("split", "test"))
-        if split not in SPLITS:
-            raise ConfigError(f"split: unknown {split!r} (choose {', '.join(SPLITS)})")
-        sources = get("sources")
-        if sources is not None:
-            sources = [sources] if isinstance(sources, str) else [str(s) for s in sources]
-            if not sources or len(set(sources)) != len(sources):
-                raise ConfigError(f"sources: need distinct source names, got {sources}")
-        device = str(get("device", "auto"))
-        if device not in ("auto", "cpu") and not device.startswith("cuda"):
-            raise ConfigError(f"device: unknown {device!r} (use auto, cpu or cuda)")
-        memory_gib = get("memory_gib")
-        if memory_gib is not None and not (_is_number(memory_gib) and memory_gib > 0):
-            raise ConfigError(f"memory_gib: must be a number > 0, got {memory_gib!r}")
-        waveform_seconds = get("waveform_seconds", 2.0)
-        if not (_is_number(waveform_seconds) and waveform_seconds > 0):
-            raise ConfigError(f"waveform_seconds: must be a number > 0, got {waveform_seconds!r}")
-        out_dir = get("out_dir")
-        return cls(
-            checkpoint=None if checkpoint is None else Path(str(checkpoint)).expanduser(),
-            estimates=None if estimates is None else Path(str(estimates)).expanduser(),
-            split=split,
-            metrics=metrics,
-            sources=sources,
-            sample_rate_hz=_optional_int(get, "sample_rate_hz", 1),
-            channels=_optional_int(get, "channels", 1),
-            out_dir=None if out_dir is None else Path(str(out_dir)).expanduser(),
-            overwrite=_bool(get, "overwrite"),
-            workers=_optional_int(get, "workers", 0),
-            device=device,
-            batch_size=_optional_int(get, "batch_size", 1),
-            memory_gib=None if memory_gib is None else float(memory_gib),
-            max_tracks=_optional_int(get, "max_tracks", 1),
-            waveform_track=None if get("waveform_track") is None else str(get("waveform_track")),
-            waveform_seconds=float(waveform_seconds),
-            progress=_bool(get, "progress", True),
-        )
-
-
-def _getter(cfg: DictConfig | dict) -> Callable[..., Any]:
-    def get(key: str, default: Any = None) -> Any:
-        value = OmegaConf.select(cfg, key, throw_on_missing=False) if isinstance(cfg, DictConfig) else cfg.get(key)
-        return default if value is None else value
-
-    return get
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _optional_int(get: Callable[..., Any], key: str, minimum: int) -> int | None:
-    v = get(key)
-    if v is None:
-        return None
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise ConfigError(f"{key}: must be null or an integer >= {minimum}, got {v!r}")
-    return int(v)
-
-
-def _bool(get: Callable[..., Any], key: str, default: bool = False) -> bool:
-    v = get(key, default)
-    if not isinstance(v, bool):
-        raise ConfigError(f"{key}: must be true or false, got {v!r}")
-    return v
+Settings (configs/evaluate.yaml and configs/eval/default.yaml; data presets: configs/data/):
+{config_text("evaluate.yaml")}
+{config_text("eval/default.yaml")}"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,10 +92,10 @@ class ModelEstimates:
 
     kind = "checkpoint"
 
-    def __init__(self, s: Settings):
+    def __init__(self, s: EvaluateConfig):
         assert s.checkpoint is not None
         try:
-            payload = load_checkpoint(s.checkpoint)
+            payload = load_checkpoint(Path(s.checkpoint).expanduser())
         except CheckpointError as exc:
             raise CheckpointError(f"checkpoint: {exc}") from exc
         self.path = Path(payload["path"])
@@ -202,17 +106,15 @@ class ModelEstimates:
         unknown = [x for x in (s.sources or []) if x not in model_sources]
         if unknown:
             raise ConfigError(
-                f"sources: {', '.join(unknown)} not among the model's sources ({', '.join(model_sources)})"
+                f"sources: {', '.join(unknown)} not among the model's sources "
+                f"({', '.join(model_sources)})"
             )
         self.sources = s.sources or model_sources
         self._index = [model_sources.index(x) for x in self.sources]
         mode = self.separator.model.output_mode
         self.output_name = mode.name
         self.activation = mode.activation
-        # A one-sided head (relu/softplus) has no upper bound: count full scale (1.0) as clipping.
-        low = float(mode.low)
-        high = float(mode.high) if mode.high is not None else max(1.0, low + 1.0)
-        self.bounds = (low, high)
+        self.bounds = mode.bounds.measured()
         # The difference source (the model's last) is attributable only when all sources are scored.
         full = sorted(self.sources) == sorted(model_sources)
         self.difference_index = (
@@ -221,39 +123,19 @@ class ModelEstimates:
         self.default_rate_hz = self.separator.sample_rate_hz
         self.default_channels = self.separator.channels
 
-    def check(self, tracks: Sequence[Track]) -> None:
+    def check(self, tracks: Sequence[data_lib.Track]) -> None:
         """Nothing to check up front: the model separates any mixture."""
 
-    def __call__(self, track: Track) -> tuple[torch.Tensor, torch.Tensor | None, list[dict[str, Any]]]:
-        """(stems, unclipped) at the track's rate and channels, and the bound statistics.
-
-        As :meth:`Separator.separate` does, but the bound statistics (clipped, overshoot,
-        saturated) come from the model-rate output: resampling back rings past the bounds.
-        """
-        sep = self.separator
-        rate, model_rate = int(track.sample_rate_hz), sep.sample_rate_hz
-        in_channels, length = track.mixture.shape
-        mix = convert_channels(np.array(track.mixture, dtype=np.float32), sep.channels, via_mono=True)
-        mix = resample(mix, rate, model_rate)
-        if mix.shape[-1] == 0:
-            raise DataError(f"track '{track.name}': {length} samples at {rate} Hz are shorter than "
-                            f"one sample at the model's {model_rate} Hz")
-        result = sep.separate_tensor(torch.from_numpy(np.ascontiguousarray(mix)), desc=track.name)
-        stems, unclipped = result.stems[self._index], result.unclipped[self._index]
-        bounds = bound_stats(stems, unclipped, bounds=self.bounds)
-        if rate == model_rate and in_channels == sep.channels:
-            return stems, unclipped, bounds
-
-        def back(x: torch.Tensor) -> torch.Tensor:
-            x = resample(x, model_rate, rate)[..., :length]
-            x = torch.nn.functional.pad(x, (0, length - x.shape[-1]))
-            return convert_channels(x, in_channels, via_mono=True).contiguous()
-
-        stems = back(stems)
-        if rate != model_rate:
-            low, high = sep.bounds
-            stems = stems.clamp(min=low, max=high)  # as Separator.separate: the scored stems stay bounded
-        return stems, back(unclipped), bounds
+    def __call__(self, track: data_lib.Track) -> tuple[torch.Tensor, torch.Tensor | None,
+                                              list[dict[str, Any]]]:
+        """(stems, unclipped) at the track's rate and channels, and the bound statistics of the
+        model-rate output (:meth:`Separator.separate`: resampling back rings past the bounds)."""
+        # a copy: the decoded cache is a read-only memory map
+        result = self.separator.separate(np.array(track.mixture, dtype=np.float32),
+                                         int(track.sample_rate_hz),
+                                         desc=track.name, bound_statistics=True)
+        bounds = [result.bound_statistics[i] for i in self._index]
+        return result.stems[self._index], result.unclipped[self._index], bounds
 
     def meta(self, rate_hz: int) -> dict[str, Any]:
         model_rate = self.separator.sample_rate_hz
@@ -295,14 +177,16 @@ class DiskEstimates:
     bounds = (-1.0, 1.0)
     difference_index = None
 
-    def __init__(self, s: Settings, data_cfg: Any):
+    def __init__(self, s: EvaluateConfig, data_cfg: Any):
         assert s.estimates is not None
-        self.root = s.estimates
+        self.root = Path(s.estimates).expanduser()
         if not self.root.is_dir():
             raise DataError(f"estimates: no such directory {self.root}")
         if s.sources is not None:
-            fmt = str(_getter(data_cfg)("format", ""))
-            source_plan(s.sources, dataset_stems(data_cfg, fmt), f"sources: data.format={fmt}")
+            fmt = str(data_cfg.get("format") or "")
+            data_lib.source_plan(
+                s.sources, data_lib.dataset_stems(data_cfg, fmt), f"sources: data.format={fmt}"
+            )
         self.sources = s.sources or self._default_sources(data_cfg)
         self.resampled: dict[str, int] = {}
         self.length_mismatches: list[dict[str, Any]] = []
@@ -312,15 +196,16 @@ class DiskEstimates:
             self.default_rate_hz, self.default_channels = _audio_format(self._first_file())
 
     def _default_sources(self, data_cfg: Any) -> list[str]:
-        """The sources with files in DIR/*/ that the dataset provides; all its stems if all are there."""
-        fmt = str(_getter(data_cfg)("format", ""))
-        stems = dataset_stems(data_cfg, fmt)
+        """The sources with files in DIR/*/ that the dataset provides; all its stems if all are
+        there."""
+        fmt = str(data_cfg.get("format") or "")
+        stems = data_lib.dataset_stems(data_cfg, fmt)
         candidates = list(stems)
         if "vocals" in stems and len(stems) > 1 and "accompaniment" not in stems:
             candidates.append("accompaniment")
         found = {
             c for folder in self.root.iterdir() if folder.is_dir()
-            for c in candidates if find_audio(folder, c) is not None
+            for c in candidates if data_lib.find_audio(folder, c) is not None
         }
         if set(stems) <= found:
             return list(stems)  # e.g. a 4-stem system that also wrote accompaniment.wav
@@ -335,7 +220,7 @@ class DiskEstimates:
     def _first_file(self) -> Path:
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
             for source in self.sources:
-                path = find_audio(folder, source)
+                path = data_lib.find_audio(folder, source)
                 if path is not None:
                     return path
         raise DataError(
@@ -349,34 +234,41 @@ class DiskEstimates:
                 f"estimates: no folder for track '{track}' ({folder}); expected "
                 "DIR/<track>/<source>.wav as `waveunet separate` writes"
             )
-        path = find_audio(folder, source)
+        path = data_lib.find_audio(folder, source)
         if path is None:
             raise DataError(f"estimates: missing estimate file {folder / (source + '.wav')} (track "
                             f"'{track}', source '{source}')")
         return path
 
-    def check(self, tracks: Sequence[Track]) -> None:
+    def check(self, tracks: Sequence[data_lib.Track]) -> None:
         """Every track's every source file must be there, before any work is done."""
         for track in tracks:
             for source in self.sources:
                 self._file(track.name, source)
 
-    def __call__(self, track: Track) -> tuple[np.ndarray, None, None]:
+    def __call__(self, track: data_lib.Track) -> tuple[np.ndarray, None, None]:
         channels, length = track.mixture.shape
         out = np.zeros((len(self.sources), channels, length), dtype=np.float32)
         for i, source in enumerate(self.sources):
             path = self._file(track.name, source)
             audio, rate = read_audio(path)
             if audio.shape[0] != channels:
-                raise DataError(f"estimates: {path} has {audio.shape[0]} channel(s), the references "
-                                f"have {channels} (set channels=... to score at another count)")
+                raise DataError(
+                    f"estimates: {path} has {audio.shape[0]} channel(s), the references "
+                    f"have {channels} (set channels=... to score at another count)"
+                )
             if rate != track.sample_rate_hz:
                 audio = np.asarray(resample(audio, rate, track.sample_rate_hz))
                 self.resampled[str(path)] = rate
             if audio.shape[1] != length:
                 # museval's rule (metrics follow it): cut or zero-pad at the end.
                 self.length_mismatches.append(
-                    {"file": str(path), "samples": int(audio.shape[1]), "reference_samples": int(length)})
+                    {
+                        "file": str(path),
+                        "samples": int(audio.shape[1]),
+                        "reference_samples": int(length),
+                    }
+                )
                 warnings.warn(f"estimates: {path} has {audio.shape[1]} samples, the reference "
                               f"{length}; it is zero-padded or cut at the end (as museval does)",
                               stacklevel=2)
@@ -385,10 +277,15 @@ class DiskEstimates:
         return out, None, None
 
     def meta(self, rate_hz: int) -> dict[str, Any]:
-        meta: dict[str, Any] = {"estimates": str(self.root.resolve()), "scored_rate": f"{rate_hz} Hz"}
+        meta: dict[str, Any] = {
+            "estimates": str(self.root.resolve()),
+            "scored_rate": f"{rate_hz} Hz",
+        }
         if self.resampled:
             rates = sorted(set(self.resampled.values()))
-            meta["scored_rate"] += f" (estimate files at {', '.join(map(str, rates))} Hz resampled to it)"
+            meta["scored_rate"] += (
+                f" (estimate files at {', '.join(map(str, rates))} Hz resampled to it)"
+            )
         if self.length_mismatches:
             meta["length_mismatches"] = self.length_mismatches
         return meta
@@ -399,11 +296,12 @@ class DiskEstimates:
 # --------------------------------------------------------------------------------------------
 
 
-def _default_out_dir(s: Settings, source: ModelEstimates | DiskEstimates, data_name: str) -> Path:
+def _default_out_dir(s: EvaluateConfig, source: ModelEstimates | DiskEstimates,
+                     data_name: str) -> Path:
     tag = f"{s.split}-{data_name}-{s.metrics}"
     if isinstance(source, ModelEstimates):
         return source.path.parent / f"eval-{source.path.stem}-{tag}"
-    return Path("evaluations") / f"{s.estimates.resolve().name}-{tag}"  # type: ignore[union-attr]
+    return Path("evaluations") / f"{source.root.resolve().name}-{tag}"
 
 
 def default_bss_workers() -> int:
@@ -424,30 +322,33 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
             ``data`` group as in ``configs/data/``.
 
     Returns:
-        The summary as written to ``<out_dir>/summary.json`` (:func:`waveunet.report.build_summary`):
+        The summary as written to ``<out_dir>/summary.json``
+        (:func:`waveunet.reporting.evaluation.build_summary`):
         ``aggregates`` (per metric and source, pooled frames and median of track medians),
         ``clipping``, ``tracks``, and ``meta`` (with ``out_dir``, the scored rate and timings).
     """
     t_start = time.perf_counter()
-    s = Settings.from_config(cfg)
-    data_cfg = cfg["data"] if "data" in cfg else None
+    s = typed(EvaluateConfig, cfg)
+    data_cfg = s.data
     if data_cfg is None:
         raise ConfigError("data: no dataset configured (data=musdb | musdb_hq | folder | ...)")
-    get_data = _getter(data_cfg)
-    data_name = str(get_data("name", get_data("format", "data")))
+    data_name = str(data_cfg.get("name") or data_cfg.get("format") or "data")
 
     source: ModelEstimates | DiskEstimates = (
         ModelEstimates(s) if s.checkpoint is not None else DiskEstimates(s, data_cfg)
     )
     rate = s.sample_rate_hz or source.default_rate_hz
     channels = s.channels or source.default_channels
-    out_dir = s.out_dir or _default_out_dir(s, source, data_name)
+    out_dir = (Path(s.out_dir).expanduser() if s.out_dir is not None
+               else _default_out_dir(s, source, data_name))
     try:  # the one out_dir guard, before any work; overwrite=true clears stale files
         prepare_out_dir(out_dir, s.overwrite, subdirs=(MUSEVAL_DIR,))
     except FileExistsError as exc:
         raise ConfigError(f"out_dir: {exc}") from exc
 
-    tracks = load_split(data_cfg, s.split, sample_rate_hz=rate, channels=channels, sources=source.sources)
+    tracks = data_lib.load_split(
+        data_cfg, s.split, sample_rate_hz=rate, channels=channels, sources=source.sources
+    )
     if s.max_tracks is not None:
         tracks = tracks[: s.max_tracks]
     source.check(tracks)
@@ -462,7 +363,7 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
     waveform: list[WaveformSpec] = []
     timing = {"estimates_s": 0.0, "sdr_and_clipping_s": 0.0}
 
-    def score(track: Track) -> tuple[np.ndarray, np.ndarray]:
+    def score(track: data_lib.Track) -> tuple[np.ndarray, np.ndarray]:
         """Estimates + fast metrics of one track; returns (references, estimates) for museval."""
         t0 = time.perf_counter()
         est, raw, bounds = source(track)
@@ -472,16 +373,25 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
         est_t = torch.as_tensor(est).to(device)
         raw_t = None if raw is None else torch.as_tensor(raw).to(device)
         sdr = framewise_sdr(refs, est_t, win=rate, hop=rate).cpu()
-        clip = clipping_stats(est_t, refs, raw=raw_t, bounds=source.bounds, activation=source.activation,
-                              bound_statistics=bounds)
+        clip = clipping_stats(
+            est_t,
+            refs,
+            raw=raw_t,
+            bounds=source.bounds,
+            activation=source.activation,
+            bound_statistics=bounds,
+        )
         difference = None
         if source.difference_index is not None:
-            difference = difference_error_share(est_t, refs, difference_index=source.difference_index)
+            difference = difference_error_share(
+                est_t, refs, difference_index=source.difference_index
+            )
             difference["difference_source"] = sources[difference["difference_source_index"]]
         timing["estimates_s"] += t1 - t0
         timing["sdr_and_clipping_s"] += time.perf_counter() - t1
-        results[track.name] = TrackResult(track.name, sources, sdr, dict(zip(sources, clip, strict=True)),
-                                          difference=difference)
+        results[track.name] = TrackResult(
+            track.name, sources, sdr, dict(zip(sources, clip, strict=True)), difference=difference
+        )
         est_np = est.numpy() if isinstance(est, torch.Tensor) else est
         if track.name == waveform_name:
             waveform.append(WaveformSpec(
@@ -489,23 +399,27 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
                 passage_seconds=s.waveform_seconds, bounds=source.bounds))
         return refs_np, est_np
 
-    def bss_job(track: Track) -> Callable[[], BssJob]:
+    def bss_job(track: data_lib.Track) -> Callable[[], BssJob]:
         def load() -> BssJob:
             refs, est = score(track)
             for what, arr in (("reference", refs), ("estimate", est)):
                 silent = silent_sources(arr)
                 if silent:
                     raise DataError(
-                        f"track '{track.name}': the {what} of {', '.join(sources[i] for i in silent)} "
+                        f"track '{track.name}': the {what} of "
+                        f"{', '.join(sources[i] for i in silent)} "
                         "is silent over the whole track; museval cannot score it (use metrics=sdr, "
-                        "or max_tracks / another split)")
+                        "or max_tracks / another split)"
+                    )
             return BssJob(track.name, sources, refs, est)
 
         return load
 
     if s.metrics == "bss":
         if len(sources) < 2:
-            raise ConfigError(f"metrics=bss needs at least 2 sources scored together, got {sources}")
+            raise ConfigError(
+                f"metrics=bss needs at least 2 sources scored together, got {sources}"
+            )
         t0 = time.perf_counter()
         workers = s.workers if s.workers is not None else default_bss_workers()
         scores = evaluate_tracks([bss_job(t) for t in tracks], rate, json_dir=out_dir / MUSEVAL_DIR,
@@ -526,8 +440,8 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
         "source": source.kind,
         **source.meta(rate),
         "data": data_name,
-        "data_format": str(get_data("format", "")),
-        "data_root": str(get_data("root", "")),
+        "data_format": str(data_cfg.get("format") or ""),
+        "data_root": str(data_cfg.get("root") or ""),
         "split": s.split,
         "tracks": len(tracks),
         "audio_seconds": round(audio_seconds, 3),
@@ -552,30 +466,12 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """A few lines for the terminal: SDR both ways per source, and where the report is."""
-    meta = summary["meta"]
-    lines = [f"{meta['tracks']} track(s) of {meta['data']}/{meta['split']}, scored at "
-             f"{meta['scored_rate']}"]
-    for m in summary["metrics"]:
-        for src, agg in summary["aggregates"][m].items():
-            p, t = agg["pooled_frames"], agg["median_of_track_medians"]
-            lines.append(f"  {m} {src:>14}: pooled frames median {_num(p['median'])} dB "
-                         f"(mean {_num(p['mean'])}); median of track medians {_num(t['median'])} dB")
-    lines.append(f"report: {Path(meta['out_dir']) / REPORT_NAME}")
-    return "\n".join(lines)
-
-
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(HELP)
         return 0
     summary = evaluate(compose("evaluate", argv))
-    print(format_summary(summary))
+    print(terminal_summary(summary))
     return 0
 
 

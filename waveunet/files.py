@@ -4,7 +4,8 @@ Everything waveunet writes for users (stems, checkpoints, reports, figures)
 goes to a temporary file in the target's folder and is renamed into place, so
 an interrupted run leaves either the old file or the new one. The decoded-audio
 cache has its own pid-tagged temporaries (``data.py``) so that stale ones from
-dead processes can be recognised and removed.
+dead processes can be recognised and removed. :func:`safe_filename` makes a file name of a
+track's name.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def temporary_next_to(path: str | os.PathLike) -> Path:
     Give it :data:`FILE_MODE` (``os.chmod``) before renaming it into place.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
     os.close(fd)
     return Path(tmp)
 
@@ -65,3 +68,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
 
     return atomic_write(path, write)
+
+
+def safe_filename(name: str) -> str:
+    """``name`` with path separators and other odd characters replaced, for a file name."""
+    keep = "".join(c if c.isalnum() or c in "-_. " else "_" for c in name).strip(". ")
+    return keep or "track"

@@ -29,11 +29,15 @@ evaluation time, as in the original.
 
 Training vs. evaluation follows ``nn.Module.training``: ``model.eval()`` turns
 on the test-time clip.
+
+What each activation does at the bounds lives on its class (:class:`Activation`): its
+training output, its test-time clip, its slope at the centre (below 1% of it a gradient
+counts as vanished), which outputs count as saturated, and its logit form for the
+cross-entropy loss. Nothing elsewhere looks an activation up by name.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -41,8 +45,11 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .metrics import beyond_bounds
+from .settings import OUTPUT_TYPES, OutputConfig, check
 
-OUTPUT_TYPES = ("direct", "difference")
+__all__ = ["ACTIVATIONS", "OUTPUT_TYPES", "Activation", "ModelOutput", "OutputBounds",
+           "OutputHead", "OutputMode", "output_health"]
 
 
 class OutputBounds(NamedTuple):
@@ -62,13 +69,26 @@ class OutputBounds(NamedTuple):
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         return x.clamp(min=self.low, max=self.high)
 
+    def measured(self) -> tuple[float, float]:
+        """The bounds clipping statistics count against: a one-sided head (relu, softplus) has
+        no upper bound, so full scale (``max(1, low + 1)``) counts as its upper one."""
+        return self.low, self.high if self.high is not None else max(1.0, self.low + 1.0)
+
 
 class Activation(nn.Module):
-    """Maps the pre-activation ``a`` to an output; subclasses say how in each mode."""
+    """Maps the pre-activation ``a`` to an output, and knows how it behaves at the bounds.
+
+    Subclasses say what the output is in training (:meth:`train_output`), whether the bounds
+    are applied only at test time (``clips_at_eval``: the one test-time clip rule,
+    :meth:`test_time_output`), how steep the activation is at the centre of the interval
+    (``centre_slope``), which outputs count as saturated (:meth:`saturated`) and their logit
+    form for the cross-entropy loss (:meth:`logits`).
+    """
 
     name: str = ""
     two_sided: bool = True  # needs both bounds
-    clips_at_eval: bool = False  # identity-like in training, clamped in eval
+    clips_at_eval: bool = False  # identity-like in training, clamped to the bounds at test time
+    centre_slope: float = 1.0  # dy/da at the interval's centre, per unit of half-range
 
     def __init__(self, bounds: OutputBounds):
         super().__init__()
@@ -76,12 +96,27 @@ class Activation(nn.Module):
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         y = self.train_output(a)
-        if not self.training and self.clips_at_eval:
-            y = self.bounds.clamp(y)
-        return y
+        return y if self.training else self.test_time_output(y)
 
     def train_output(self, a: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def test_time_output(self, y: torch.Tensor) -> torch.Tensor:
+        """The test-time clip: the bounds an activation does not keep by itself."""
+        return self.bounds.clamp(y) if self.clips_at_eval else y
+
+    def reference_slope(self) -> float:
+        """dy/da at the centre of the interval: a slope below 1% of it counts as vanished."""
+        scale = self.bounds.half_range if self.bounds.high is not None else 1.0
+        return self.centre_slope * scale
+
+    def saturated(self, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Outputs fighting the bounds, as a mask: for a squashing activation, those within 1%
+        of a bound (where its gradient has vanished); for one clipped at test time, those
+        beyond a bound (the clip will change them)."""
+        if self.clips_at_eval:
+            return beyond_bounds(y, self.bounds.low, self.bounds.high)
+        return (y - self.bounds.centre).abs() > 0.99 * self.bounds.half_range
 
     def logits(self, a: torch.Tensor) -> torch.Tensor:
         """Logits z with ``(y - low) / (high - low) == sigmoid(z)``, for a cross-entropy loss."""
@@ -107,6 +142,7 @@ class Tanh(Activation):
 
 class Sigmoid(Activation):
     name = "sigmoid"
+    centre_slope = 0.5  # 2 h sigmoid'(0) = h / 2
 
     def train_output(self, a):
         return self.bounds.low + 2.0 * self.bounds.half_range * torch.sigmoid(a)
@@ -136,6 +172,10 @@ class Clip(Activation):
     def train_output(self, a):
         return self.bounds.clamp(a)
 
+    def saturated(self, a, y):
+        # its output never leaves the bounds: look before the clamp
+        return beyond_bounds(a, self.bounds.low, self.bounds.high)
+
 
 class ReLU(Activation):
     name = "relu"
@@ -161,35 +201,24 @@ ACTIVATIONS: dict[str, type[Activation]] = {
 }
 
 
-@dataclass(frozen=True)
-class OutputMode:
-    """What the output head is: ``type`` x ``activation`` on [low, high]."""
+@dataclass
+class OutputMode(OutputConfig):
+    """What the output head is: ``type`` x ``activation`` on [low, high].
 
-    type: str = "difference"
-    activation: str = "tanh"
-    low: float = -1.0
-    high: float | None = 1.0
+    The settings' own checks (:class:`waveunet.settings.OutputConfig`) plus the rules that need
+    the activation classes: the name must be one of them, and a two-sided one needs ``high``.
+    """
 
-    def __post_init__(self):
-        if self.type not in OUTPUT_TYPES:
-            raise ConfigError(
-                f"output.type: unknown {self.type!r}; choose from {', '.join(OUTPUT_TYPES)}"
-            )
+    def __post_init__(self) -> None:
+        check(self, "output.")
         if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"output.activation: unknown {self.activation!r} "
+                              f"(choose from {', '.join(ACTIVATIONS)})")
+        if self.high is None and ACTIVATIONS[self.activation].two_sided:
             raise ConfigError(
-                f"output.activation: unknown {self.activation!r}; "
-                f"choose from {', '.join(ACTIVATIONS)}"
+                f"output.high is null, but output.activation={self.activation!r} needs both "
+                "bounds (only 'relu' and 'softplus' are one-sided)"
             )
-        if not math.isfinite(self.low):
-            raise ConfigError(f"output.low must be a finite number, got {self.low}")
-        if self.high is None:
-            if ACTIVATIONS[self.activation].two_sided:
-                raise ConfigError(
-                    f"output.high is null, but output.activation={self.activation!r} needs both "
-                    "bounds (only 'relu' and 'softplus' are one-sided)"
-                )
-        elif not (math.isfinite(self.high) and self.low < self.high):
-            raise ConfigError(f"output.low ({self.low}) must be below output.high ({self.high})")
 
     @property
     def bounds(self) -> OutputBounds:
@@ -198,20 +227,6 @@ class OutputMode:
     @property
     def name(self) -> str:
         return f"{self.activation}_{self.type}"
-
-    @classmethod
-    def from_config(cls, cfg) -> OutputMode:
-        known = {"type", "activation", "low", "high", "name"}
-        unknown = sorted(set(cfg.keys()) - known)
-        if unknown:
-            raise ConfigError(f"output: unknown key(s) {', '.join(unknown)}")
-        high = cfg.get("high", 1.0)
-        return cls(
-            type=str(cfg.get("type", "difference")),
-            activation=str(cfg.get("activation", "tanh")),
-            low=float(cfg.get("low", -1.0)),
-            high=None if high is None else float(high),
-        )
 
     def predicted_sources(self, num_sources: int) -> int:
         """How many sources get their own output convolution."""
@@ -266,10 +281,8 @@ class OutputHead(nn.Module):
         pre = torch.stack([conv(features) for conv in self.convs], dim=1)  # (B, P, C, T)
         predicted_unclipped = self.activation.train_output(pre)
         test_time = not self.training
-        if test_time and self.activation.clips_at_eval:
-            predicted = self.activation.bounds.clamp(predicted_unclipped)
-        else:
-            predicted = predicted_unclipped
+        predicted = (self.activation.test_time_output(predicted_unclipped) if test_time
+                     else predicted_unclipped)
         if self.mode.type == "direct":
             return ModelOutput(predicted, predicted_unclipped, pre)
         # The difference source comes from the (clipped) other estimates, as in
@@ -301,24 +314,13 @@ def output_health(output: ModelOutput, targets: torch.Tensor, head: OutputHead) 
     pre = output.pre_activation.float()
     predicted = pre.shape[1]
     y = act.train_output(pre)
-    bounds = act.bounds
     with torch.enable_grad():
         a = pre.detach().requires_grad_(True)
         (slope,) = torch.autograd.grad(act.train_output(a).sum(), a)
-    centre_slope = {"tanh": 1.0, "sin": 1.0, "sigmoid": 0.5}.get(act.name, 1.0)
-    scale = bounds.half_range if bounds.high is not None else 1.0
-    if act.clips_at_eval or act.name == "clip":
-        raw = pre if act.name == "clip" else y  # clip's output never leaves the bounds: look before it
-        beyond = raw < bounds.low
-        if bounds.high is not None:
-            beyond |= raw > bounds.high
-        saturated = beyond.float().mean()
-    else:
-        saturated = ((y - bounds.centre).abs() > 0.99 * bounds.half_range).float().mean()
     target_peak = targets[:, :predicted].abs().max().clamp_min(1e-8)
     return {
-        "saturated": saturated.item(),
+        "saturated": act.saturated(pre, y).float().mean().item(),
         "pre_activation_mean_abs": pre.abs().mean().item(),
-        "vanishing_gradient": (slope.abs() < 0.01 * centre_slope * scale).float().mean().item(),
+        "vanishing_gradient": (slope.abs() < 0.01 * act.reference_slope()).float().mean().item(),
         "peak_ratio": (output.estimates[:, :predicted].float().abs().max() / target_peak).item(),
     }

@@ -22,13 +22,22 @@ length) have no exact context: the zero padding of every convolution sees the
 chunk's own edges. They are tiled into non-overlapping chunks, as the original
 Wave-U-Net did, and their output depends (slightly, near chunk edges) on the
 chunk size.
+
+The layers of the API: :meth:`Separator.plan` (the chunk plan), :meth:`Separator.iter_chunks`
+(the tiling loop over any :class:`Window`, public so that the file-to-file stream of
+:mod:`waveunet.streaming` runs the same loop), :meth:`Separator.separate_tensor` (a model-rate
+array), and :meth:`Separator.separate`, the one any-rate call: stems and unclipped stems at the
+caller's rate and channels, and on request the bound statistics of the model-rate output
+(what ``waveunet evaluate`` scores).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -38,7 +47,7 @@ from tqdm.auto import tqdm
 from .audio import convert_channels, resample
 from .checkpoint import load_model, unwrap
 from .errors import ConfigError, DataError
-from .metrics import bound_hits
+from .metrics import bound_hits, bound_stats
 from .model import WaveUNet
 
 GIB = 1024**3
@@ -72,7 +81,9 @@ def resolve_device(device: str | torch.device = "auto", *, local_rank: int = 0,
     except RuntimeError as exc:
         raise ConfigError(f"{setting}: unknown {device!r} (use auto, cpu, cuda or cuda:N)") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{setting}: {device!r} asked for, but no CUDA GPU is available (use cpu)")
+        raise ConfigError(
+            f"{setting}: {device!r} asked for, but no CUDA GPU is available (use cpu)"
+        )
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
     return dev
@@ -178,13 +189,12 @@ class SeparationResult:
     sources: tuple[str, ...]
     sample_rate_hz: int
     bounds: tuple[float, float | None] = (-1.0, 1.0)
+    # Per source, :func:`waveunet.metrics.bound_stats` of the output at the model's own rate
+    # (``Separator.separate(..., bound_statistics=True)``); None when not asked for.
+    bound_statistics: list[dict[str, Any]] | None = None
 
     def __getitem__(self, source: str) -> torch.Tensor:
         return self.stems[self.sources.index(source)]
-
-    def as_numpy(self) -> dict[str, np.ndarray]:
-        """``{source: (C, T) float32 array}``."""
-        return {name: self.stems[i].numpy() for i, name in enumerate(self.sources)}
 
     def clip_report(self, low: float | None = None, high: float | None = None) -> dict[str, dict]:
         """Per source: how many stem samples sit at a bound, and how far the raw output overshot.
@@ -293,7 +303,9 @@ class Separator:
             n = self._output_for_blocks(blocks)
             return estimate_activation_bytes(self.model, n, self.batch_size) <= budget
 
-        cap = MAX_CHUNK_OUTPUT_SAMPLES if self.device.type == "cuda" else MAX_CPU_CHUNK_OUTPUT_SAMPLES
+        cap = (
+            MAX_CHUNK_OUTPUT_SAMPLES if self.device.type == "cuda" else MAX_CPU_CHUNK_OUTPUT_SAMPLES
+        )
         hi = max(1, cap // self.scale)
         if fits(hi):
             return hi
@@ -327,7 +339,9 @@ class Separator:
                          self.context_samples, num_chunks)
 
     # -- separation ---------------------------------------------------------
-    def separate_tensor(self, mixture: torch.Tensor, *, desc: str | None = None) -> SeparationResult:
+    def separate_tensor(
+        self, mixture: torch.Tensor, *, desc: str | None = None
+    ) -> SeparationResult:
         """Separate a mixture (C, T) at the model's sample rate and channel count.
 
         Returns stems and unclipped stems (S, C, T) as float32 CPU tensors, equal
@@ -337,7 +351,8 @@ class Separator:
             mixture = torch.as_tensor(mixture)
         if mixture.dim() != 2 or mixture.shape[0] != self.channels:
             raise DataError(
-                f"expected a mixture of shape ({self.channels}, samples), got {tuple(mixture.shape)}"
+                f"expected a mixture of shape ({self.channels}, samples), "
+                f"got {tuple(mixture.shape)}"
             )
         song = mixture.detach().to("cpu", torch.float32).contiguous()
         if not torch.isfinite(song).all():
@@ -347,14 +362,15 @@ class Separator:
         stems = torch.empty(n_sources, self.channels, total)
         unclipped = torch.empty(n_sources, self.channels, total)
         position = 0
-        for est, raw in self._iter_chunks(total, _TensorWindow(song), desc):
+        for est, raw in self.iter_chunks(total, _TensorWindow(song), desc):
             n = est.shape[-1]
             stems[..., position:position + n] = est
             unclipped[..., position:position + n] = raw
             position += n
         return SeparationResult(stems, unclipped, self.sources, self.sample_rate_hz, self.bounds)
 
-    def _iter_chunks(self, total: int, source, desc: str | None = None):
+    def iter_chunks(self, total: int, source: Window,
+                    desc: str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The tiling loop: yield each chunk's kept (stems, unclipped), (S, C, n), in song order.
 
         ``source.window(start, stop)`` gives the model-rate input ``[start, stop)``
@@ -398,17 +414,16 @@ class Separator:
 
         return separate_file(self, song, targets, **kwargs)
 
-    def separate(
-        self, audio: np.ndarray | torch.Tensor, sample_rate_hz: int, *, desc: str | None = None
-    ) -> SeparationResult:
+    def separate(self, audio: np.ndarray | torch.Tensor, sample_rate_hz: int, *,
+                 desc: str | None = None, bound_statistics: bool = False) -> SeparationResult:
         """Separate (C, T) audio at any sample rate and channel count.
 
         The audio is resampled to the model's rate and mixed to its channels for
         the network; the stems come back at ``sample_rate_hz`` with the input's
-        channel count and length. After resampling back the stems are clamped to
-        the output bounds again (resampling rings slightly past a clipped peak);
-        ``unclipped`` is resampled as is. Content above the model's Nyquist
-        frequency is in no stem.
+        channel count and length (:meth:`back_to_song`). Content above the model's
+        Nyquist frequency is in no stem. With ``bound_statistics`` the result also
+        holds :func:`waveunet.metrics.bound_stats` of the model-rate output (resampling
+        back rings past the bounds, which would count as clipping): what evaluation scores.
         """
         if isinstance(audio, torch.Tensor):
             audio = audio.detach().cpu().numpy()
@@ -417,29 +432,50 @@ class Separator:
             raise DataError(f"expected audio of shape (channels, samples), got {audio.shape}")
         if audio.shape[1] == 0:
             raise DataError("cannot separate zero-length audio")
-        if not isinstance(sample_rate_hz, (int, np.integer)) or sample_rate_hz < 1:
+        if not isinstance(sample_rate_hz, int | np.integer) or sample_rate_hz < 1:
             raise DataError(f"sample rate must be a positive integer, got {sample_rate_hz!r}")
+        rate = int(sample_rate_hz)
         in_channels, length = audio.shape
         mix = convert_channels(audio.astype(np.float32, copy=False), self.channels, via_mono=True)
         # at least one sample: resampling gives ceil(new * length / orig) >= 1 for length >= 1
-        mix = resample(mix, int(sample_rate_hz), self.sample_rate_hz)
+        mix = resample(mix, rate, self.sample_rate_hz)
         result = self.separate_tensor(torch.from_numpy(np.ascontiguousarray(mix)), desc=desc)
+        statistics = None
+        if bound_statistics:
+            statistics = bound_stats(result.stems, result.unclipped,
+                                     bounds=self.model.output_mode.bounds.measured())
+        stems, unclipped = (_fit_length(resample(x, self.sample_rate_hz, rate), length)
+                            for x in (result.stems, result.unclipped))
+        stems, unclipped = self.back_to_song(stems, unclipped, in_channels,
+                                             resampled=rate != self.sample_rate_hz)
+        return SeparationResult(stems, unclipped, self.sources, rate, self.bounds, statistics)
 
-        def back(x: torch.Tensor) -> torch.Tensor:
-            x = resample(x, self.sample_rate_hz, int(sample_rate_hz))
-            x = _fit_length(x, length)
-            return convert_channels(x, in_channels, via_mono=True).contiguous()
+    def back_to_song(self, stems: torch.Tensor, unclipped: torch.Tensor, channels: int,
+                     resampled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stems already resampled back to a song's rate -> the song's channel count, and the
+        stems clamped to the output bounds again if they were resampled (resampling rings
+        slightly past a clipped peak); ``unclipped`` stays as it is.
 
-        low, high = self.bounds
-        stems = back(result.stems)
-        if int(sample_rate_hz) != self.sample_rate_hz:
+        The one place for this rule: :meth:`separate` (and so ``waveunet evaluate``) and the
+        block-wise stream of :mod:`waveunet.streaming` call it.
+        """
+        stems = convert_channels(stems, channels, via_mono=True).contiguous()
+        unclipped = convert_channels(unclipped, channels, via_mono=True).contiguous()
+        if resampled:
+            low, high = self.bounds
             stems = stems.clamp(min=low, max=high)
-        return SeparationResult(stems, back(result.unclipped), self.sources,
-                                int(sample_rate_hz), self.bounds)
+        return stems, unclipped
+
+
+class Window(Protocol):
+    """A model-rate song that :meth:`Separator.iter_chunks` reads chunk inputs from."""
+
+    def window(self, start: int, stop: int) -> torch.Tensor:
+        """Samples ``[start, stop)`` (C, stop - start), zeros outside the song."""
 
 
 class _TensorWindow:
-    """The whole song in memory as a source for :meth:`Separator._iter_chunks`."""
+    """The whole song in memory as a :class:`Window` for :meth:`Separator.iter_chunks`."""
 
     def __init__(self, song: torch.Tensor):
         self.song = song

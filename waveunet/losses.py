@@ -20,8 +20,7 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 from .heads import ModelOutput, OutputHead
-
-LOSSES = ("mse", "l1", "cross_entropy")
+from .settings import LOSSES
 
 
 def check_loss(name: str, head: OutputHead) -> None:
@@ -31,7 +30,9 @@ def check_loss(name: str, head: OutputHead) -> None:
         head.activation.logits(torch.zeros(1))  # raises ConfigError when there is no logit form
 
 
-def compute_loss(name: str, output: ModelOutput, targets: torch.Tensor, head: OutputHead) -> torch.Tensor:
+def compute_loss(
+    name: str, output: ModelOutput, targets: torch.Tensor, head: OutputHead
+) -> torch.Tensor:
     """Scalar loss, averaged over every sample of every source, in float32."""
     estimates = output.estimates.float()
     targets = targets.float()
@@ -42,7 +43,9 @@ def compute_loss(name: str, output: ModelOutput, targets: torch.Tensor, head: Ou
     if name == "cross_entropy":
         bounds = head.activation.bounds
         predicted = output.pre_activation.shape[1]
-        unit_targets = ((targets[:, :predicted] - bounds.low) / (bounds.high - bounds.low)).clamp(0, 1)
+        unit_targets = ((targets[:, :predicted] - bounds.low) / (bounds.high - bounds.low)).clamp(
+            0, 1
+        )
         logits = head.activation.logits(output.pre_activation.float())
         return F.binary_cross_entropy_with_logits(logits, unit_targets)
     raise ConfigError(f"loss.name: unknown {name!r}; choose from {', '.join(LOSSES)}")

@@ -17,7 +17,7 @@ input length == output length, a multiple of ``2 ** levels``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,69 +25,13 @@ from torch import nn
 
 from .errors import ConfigError
 from .heads import ModelOutput, OutputHead, OutputMode
+from .settings import ModelConfig, typed
 
-UPSAMPLING = ("linear", "learned")
+__all__ = ["ModelConfig", "ShapeArithmetic", "WaveUNet", "build_model", "model_from_description"]
 
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture hyper-parameters; defaults are the original's (M4 without the head)."""
-
-    name: str = "custom"
-    levels: int = 12
-    initial_filters: int = 24
-    down_kernel: int = 15
-    up_kernel: int = 5
-    output_kernel: int = 1
-    channels: int = 2
-    sources: tuple[str, ...] = ("accompaniment", "vocals")
-    context: bool = True
-    upsampling: str = "linear"
-    sample_rate_hz: int = 22050
-    # Desired output length of one training example / inference chunk; the
-    # model rounds it up to the next length its arithmetic allows.
-    output_samples: int = 16384
-
-    def __post_init__(self):
-        def positive(key: str, minimum: int = 1):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ConfigError(f"model.{key} must be an integer >= {minimum}, got {value!r}")
-
-        for key in ("levels", "initial_filters", "down_kernel", "up_kernel", "output_kernel",
-                    "channels", "sample_rate_hz", "output_samples"):
-            positive(key)
-        for key in ("down_kernel", "up_kernel", "output_kernel"):
-            if getattr(self, key) % 2 == 0:
-                raise ConfigError(
-                    f"model.{key} must be odd (centred convolutions), got {getattr(self, key)}"
-                )
-        if self.upsampling not in UPSAMPLING:
-            raise ConfigError(
-                f"model.upsampling: unknown {self.upsampling!r}; choose from {', '.join(UPSAMPLING)}"
-            )
-        if not self.sources or len(set(self.sources)) != len(self.sources):
-            raise ConfigError(f"model.sources must be distinct names, got {list(self.sources)}")
-
-    @classmethod
-    def from_config(cls, cfg) -> ModelConfig:
-        known = set(cls.__dataclass_fields__)
-        values = {k: v for k, v in dict(cfg).items() if k in known}
-        unknown = set(dict(cfg)) - known - {"description"}
-        if unknown:
-            raise ConfigError(f"model: unknown key(s) {', '.join(sorted(unknown))}")
-        if "sources" in values:
-            values["sources"] = tuple(str(s) for s in values["sources"])
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["sources"] = list(self.sources)
-        return d
 
 
 class ShapeArithmetic:
@@ -130,10 +74,6 @@ class ShapeArithmetic:
         if output_samples < 1:
             raise ConfigError(f"output length must be >= 1 sample, got {output_samples}")
         return self._input_from_bottleneck(self._bottleneck_for_output(output_samples))
-
-    @property
-    def min_input_samples(self) -> int:
-        return self.scale if not self.context else self._input_from_bottleneck(self.min_bottleneck)
 
     def valid_output_for_input(self, input_samples: int) -> int:
         """Output length of the largest valid input <= ``input_samples`` (0 if none fits)."""
@@ -202,7 +142,11 @@ class _DecimateAndCrop(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_decimated, grad_crop):
-        grad = grad_crop.new_zeros(ctx.shape) if grad_crop is not None else grad_decimated.new_zeros(ctx.shape)
+        grad = (
+            grad_crop.new_zeros(ctx.shape)
+            if grad_crop is not None
+            else grad_decimated.new_zeros(ctx.shape)
+        )
         if grad_decimated is not None:
             grad[..., ::2] = grad_decimated
         if grad_crop is not None:
@@ -363,9 +307,11 @@ class WaveUNet(nn.Module):
         }
 
 
-def build_model(model_cfg, output_cfg) -> WaveUNet:
-    """Build from config mappings (Hydra DictConfig or plain dicts)."""
-    return WaveUNet(ModelConfig.from_config(model_cfg), OutputMode.from_config(output_cfg))
+def build_model(model_cfg: Any, output_cfg: Any) -> WaveUNet:
+    """Build from config mappings (Hydra DictConfig or plain dicts), checked as the typed
+    settings (:class:`waveunet.settings.ModelConfig`, :class:`waveunet.heads.OutputMode`)."""
+    return WaveUNet(typed(ModelConfig, model_cfg, "model."),
+                    typed(OutputMode, output_cfg, "output."))
 
 
 def model_from_description(description: dict) -> WaveUNet:

@@ -1,4 +1,4 @@
-"""The saturation experiment of the background note: targets exactly at the bound.
+"""``waveunet saturation``: the experiment of the background note, targets exactly at the bound.
 
 Every target sample is 1.0 (``output.high``), so a ``tanh`` head can only approach it by
 driving its pre-activation ``a`` to infinity, while ``tanh'(a)`` -- a factor of every
@@ -13,24 +13,25 @@ at the first convolution's weights, the loss, the MSE to the target (comparable 
 losses) and the mean output. An optional *recovery* phase then moves every target to
 ``recovery_target`` (0.0: the centre): a network whose gradient has vanished cannot follow.
 
-Modes share everything but the head: the same seed (the same initial hidden layers), the
-same random inputs in the same order, the same optimiser and learning rate.
+An experiment of :mod:`waveunet.experiment`. Each (optimiser, mode) is one training run: its
+config is the ``train`` config composed from the command line's overrides plus only the mode's
+output head and loss, the optimiser, ``saturation.batch_size`` / ``seed`` / ``device`` /
+``precision``; :func:`waveunet.builder.build_parts` makes its model and optimiser (no dataset)
+and :meth:`waveunet.solver.Solver.train_step` trains it on random inputs. Modes share
+everything but the head: the same seed (the same initial hidden layers), the same random inputs
+in the same order, the same optimiser and learning rate.
 
-``waveunet compare experiment=saturation`` or ``python scripts/saturation.py [overrides]``;
-writes ``saturation.json``, ``saturation.md`` and one ``saturation_<optimiser>.png`` per
-optimiser to ``saturation.out_dir``.
+``waveunet saturation [overrides]`` (or ``python scripts/saturation.py``; settings in
+``configs/saturation.yaml``) writes ``saturation.json``, ``saturation.md`` and one
+``saturation_<optimiser>.png`` per optimiser to ``saturation.out_dir``.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import platform
+import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,47 +39,37 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .compare import _threads
-from .config import config_dir
+from .builder import build_parts
+from .config import compose, config_text
 from .errors import ConfigError
+from .experiment import Experiment, Mode, parse_modes, shared_overrides
 from .files import atomic_write_text
-from .losses import check_loss, compute_loss
-from .metrics import dumps_json
-from .model import build_model
-from .report import pyplot, save_figure
+from .reporting.figures import saturation_panels
+from .reporting.format import number
+from .reporting.saturation import saturation_markdown
+from .settings import OptimiserConfig, SaturationConfig, typed
+from .solver import Solver
 
 GENERATOR = "waveunet saturation"  # marks saturation.json as ours: a later run may replace it
 JSON_NAME, MD_NAME = "saturation.json", "saturation.md"
 RECORD_KEYS = ("loss", "mse_to_target", "pre_activation_mean_abs", "pre_activation_max_abs",
                "hidden_max_abs", "first_layer_grad_norm", "grad_norm", "output_mean", "output_min")
+# Set per run from the saturation block; a command-line override of them would be overwritten.
+PER_RUN_KEYS = ("output", "loss.name", "seed", "optim.name", "optim.lr", "optim.batch_size",
+                "trainer.device", "trainer.precision")
 
+HELP = f"""usage: waveunet saturation [hydra overrides]
 
-@dataclass(frozen=True)
-class SaturationMode:
-    name: str
-    output: str  # a configs/output/ preset
-    loss: str = "mse"
+Train each output head of saturation.modes with each optimiser of saturation.optimisers on
+targets exactly at the bound 1.0 (then at the recovery target), recording per step the output
+pre-activations, hidden activations, gradients and losses; write saturation.json,
+saturation.md and one saturation_<optimiser>.png per optimiser to saturation.out_dir.
 
+  waveunet saturation
+  waveunet saturation saturation.steps=1000 'saturation.optimisers=[{{name:adam,lr:1e-4}}]'
 
-@dataclass(frozen=True)
-class OptimiserSpec:
-    name: str  # adam | sgd
-    lr: float
-
-    def build(self, params) -> torch.optim.Optimizer:
-        if self.name == "adam":
-            return torch.optim.Adam(params, lr=self.lr)
-        if self.name == "sgd":
-            return torch.optim.SGD(params, lr=self.lr)
-        raise ConfigError(f"saturation.optimisers: unknown optimiser {self.name!r} (adam, sgd)")
-
-
-def output_preset(name: str) -> DictConfig:
-    path = config_dir() / "output" / f"{name}.yaml"
-    if not path.is_file():
-        options = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
-        raise ConfigError(f"saturation.modes: unknown output preset {name!r} (available: {options})")
-    return OmegaConf.load(path)
+Settings (configs/saturation.yaml, on top of configs/train.yaml):
+{config_text("saturation.yaml")}"""
 
 
 class ActivationProbe:
@@ -91,7 +82,7 @@ class ActivationProbe:
                         if isinstance(m, nn.Conv1d) and id(m) not in skip]
 
     def _hook(self, module, inputs, output) -> None:
-        self.peak = torch.maximum(self.peak, output.detach().abs().amax())
+        self.peak = torch.maximum(self.peak, output.detach().abs().amax().cpu())
 
     def reset(self) -> None:
         self.peak = torch.zeros(())
@@ -101,39 +92,49 @@ class ActivationProbe:
             h.remove()
 
 
-def run_mode(model_cfg: Any, mode: SaturationMode, optimiser: OptimiserSpec, *, steps: int,
-             recovery_steps: int, recovery_target: float, batch_size: int, input_std: float,
-             seed: int, device: str = "cpu") -> dict[str, Any]:
+def run_config(overrides: Sequence[str], mode: Mode, optimiser: OptimiserConfig,
+               s: SaturationConfig) -> DictConfig:
+    """The training config of one run: the shared overrides + this mode's head and loss, the
+    optimiser, and the saturation block's batch, seed, device and precision. No divergence
+    limit on the pre-activations: their growth is what the experiment measures."""
+    cfg = compose("saturation", [
+        *overrides, *mode.run_overrides(), f"optim.name={optimiser.name}",
+        f"optim.lr={optimiser.lr}", f"optim.batch_size={s.batch_size}", f"seed={s.seed}",
+        f"trainer.device={s.device}", f"trainer.precision={s.precision}",
+        "trainer.divergence.max_pre_activation=inf"])
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("saturation", None)
+    return OmegaConf.create(container)
+
+
+def run_mode(cfg: DictConfig, mode: Mode, optimiser: OptimiserConfig,
+             s: SaturationConfig) -> dict[str, Any]:
     """Train one head on all-at-the-bound targets (then the recovery targets); per-step records."""
-    torch.manual_seed(seed)
-    model = build_model(model_cfg, output_preset(mode.output)).to(device)
+    parts = build_parts(cfg, None, data=False)
+    model, device = parts.model, parts.device
     if model.output_mode.high is None:
-        raise ConfigError(f"saturation: output preset {mode.output!r} has no upper bound to aim at")
-    check_loss(mode.loss, model.head)
+        raise ConfigError(f"saturation.modes: output preset {mode.output!r} has no upper bound "
+                          "to aim at")
+    solver = Solver(cfg, None, parts)
     model.train()
-    opt = optimiser.build(model.parameters())
     first = model.down[0]
     probe = ActivationProbe(model, exclude=list(model.head.convs))
-    inputs = torch.Generator().manual_seed(seed + 1)  # the same inputs for every mode
+    inputs = torch.Generator().manual_seed(s.seed + 1)  # the same inputs for every mode
     n_in, n_out = model.input_samples, model.output_samples
-    shape = (batch_size, len(model.sources), model.config.channels, n_out)
+    channels = model.config.channels
+    shape = (s.batch_size, len(model.sources), channels, n_out)
     high = float(model.output_mode.high)
     records: dict[str, list[float]] = {k: [] for k in RECORD_KEYS}
     t0 = time.perf_counter()
-    for step in range(steps + recovery_steps):
-        target_value = high if step < steps else float(recovery_target)
-        x = (input_std * torch.randn(batch_size, model.config.channels, n_in, generator=inputs)).to(device)
+    for step in range(s.steps + s.recovery_steps):
+        target_value = high if step < s.steps else float(s.recovery_target)
+        x = s.input_std * torch.randn(s.batch_size, channels, n_in, generator=inputs)
         targets = torch.full(shape, target_value, device=device)
         probe.reset()
-        out = model(x)
-        loss = compute_loss(mode.loss, out, targets, model.head)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_value, out = solver.train_step(x.to(device), targets)
         grads = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
-        pre = out.pre_activation.detach()
-        est = out.estimates.detach()
+        pre, est = out.pre_activation.detach(), out.estimates.detach()
         values = {
-            "loss": loss.detach(),
             "mse_to_target": (est - targets).square().mean(),
             "pre_activation_mean_abs": pre.abs().mean(),
             "pre_activation_max_abs": pre.abs().amax(),
@@ -144,12 +145,14 @@ def run_mode(model_cfg: Any, mode: SaturationMode, optimiser: OptimiserSpec, *, 
             "output_mean": est.mean(),
             "output_min": est.amin(),
         }
-        for k, v in zip(values, torch.stack([v.float().cpu() for v in values.values()]).tolist(), strict=True):
+        records["loss"].append(loss_value)
+        measured = torch.stack([v.float().cpu() for v in values.values()]).tolist()
+        for k, v in zip(values, measured, strict=True):
             records[k].append(v)
-        opt.step()
     probe.close()
-    return {"mode": mode.__dict__, "optimiser": optimiser.__dict__, "steps": steps,
-            "recovery_steps": recovery_steps, "recovery_target": recovery_target,
+    return {"mode": {"name": mode.name, "output": mode.output, "loss": mode.loss},
+            "optimiser": {"name": optimiser.name, "lr": optimiser.lr}, "steps": s.steps,
+            "recovery_steps": s.recovery_steps, "recovery_target": s.recovery_target,
             "wall_s": time.perf_counter() - t0, "records": records}
 
 
@@ -180,186 +183,74 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def plot(path: Path, runs: Sequence[dict], title: str) -> None:
-    """Six panels, log scale where the values span decades; the dotted line starts recovery."""
-    panels = [("pre_activation_max_abs", "output conv max |a| (solid) / mean |a| (dashed)", True),
-              ("hidden_max_abs", "largest |hidden activation|", True),
-              ("first_layer_grad_norm", "gradient norm at the first conv's weights", True),
-              ("loss", "training loss (each mode's own)", True),
-              ("mse_to_target", "MSE to the target", True),
-              ("output_mean", "mean output (target 1.0, then recovery target)", False)]
+class Saturation(Experiment):
+    """Every (optimiser, mode) trained on targets at the bound, then at the recovery target."""
 
-    plt = pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
-    for i, run in enumerate(runs):
-        rec = run["records"]
-        steps = np.arange(1, len(rec["loss"]) + 1)
-        label = run["mode"]["name"]
-        for ax, (key, _, log) in zip(axes.flat, panels, strict=True):
-            y = np.array(rec[key], dtype=np.float64)
-            if log:
-                y = np.where(y > 0, y, np.nan)  # log axes: an exact 0 (clip, linear at 1.0) is a gap
-            ax.plot(steps, y, color=f"C{i}", lw=1.0, label=label)
-            if key == "pre_activation_max_abs":
-                m = np.array(rec["pre_activation_mean_abs"], dtype=np.float64)
-                ax.plot(steps, m, color=f"C{i}", lw=0.8, ls="--")
-    for ax, (_key, name, log) in zip(axes.flat, panels, strict=True):
-        ax.set_title(name, fontsize=9)
-        if log:
-            ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if runs and runs[0]["recovery_steps"]:
-            ax.axvline(runs[0]["steps"] + 0.5, color="0.3", lw=0.8, ls=":")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
+    command_name = "saturation"
+    json_name = JSON_NAME
+    generator = GENERATOR
+    report_name = MD_NAME
+    help_text = HELP
 
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str] = (),
+                 command: str | None = None):
+        if cfg.get("saturation") is None:
+            raise ConfigError("saturation: missing (compose configs/saturation.yaml)")
+        self.settings = typed(SaturationConfig, cfg.saturation, "saturation.")
+        self.modes = parse_modes(self.settings.modes, "saturation.modes", "mse", extra=False)
+        self.overrides = shared_overrides(
+            overrides, PER_RUN_KEYS, "set heads and losses with saturation.modes=[...], "
+            "optimisers with saturation.optimisers=[...], and saturation.batch_size / seed / "
+            "device / precision")
+        super().__init__(self.settings.out_dir, self.settings.threads,
+                         command or "waveunet saturation " + " ".join(self.overrides))
 
-def _g(v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "-" if v is None else str(v)
-    return f"{v:.3g}"
+    def files(self) -> list[str]:
+        return [JSON_NAME, MD_NAME, *(figure_name(o) for o in self.settings.optimisers)]
 
+    def run(self) -> dict[str, Any]:
+        from tqdm import tqdm
 
-def markdown(result: dict[str, Any]) -> str:
-    lines = ["# Saturation experiment: every target at the bound (1.0)", "",
-             f"Command: `{result['command']}`", "",
-             f"Model `{result['model']['name']}` ({result['parameters']:,} parameters), random inputs "
-             f"N(0, {result['input_std']}^2), batch {result['batch_size']}, seed {result['seed']}, "
-             f"{result['steps']} steps at target 1.0, then {result['recovery_steps']} steps at target "
-             f"{result['recovery_target']} (recovery). Machine: {result['machine']}; wall time "
-             f"{result['wall_s']:.0f} s.", ""]
-    for opt in result["optimisers"]:
-        key = f"{opt['name']}"
-        lines += [f"## {opt['name']} (lr {opt['lr']:g})", "", f"![{key}]({result['figures'][key]})", "",
-                  "| mode | loss | step | loss value | MSE to target | mean output | mean \\|a\\| | max \\|a\\| | "
-                  "max \\|hidden\\| | first-layer grad norm |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for run in result["runs"]:
-            if run["optimiser"]["name"] != opt["name"]:
-                continue
-            s = run["summary"]
-            phases = [("1", s["first_step"]), (str(run["steps"]), s["end_of_bound_phase"])]
-            if run["recovery_steps"]:
-                phases += [(f"{run['steps'] + 1} (recovery starts)", s["start_of_recovery"]),
-                           (str(run["steps"] + run["recovery_steps"]), s["end_of_recovery"])]
-            for step, v in phases:
-                lines.append(f"| {run['mode']['name']} | {run['mode']['loss']} | {step} | {_g(v['loss'])} | "
-                             f"{_g(v['mse_to_target'])} | {_g(v['output_mean'])} | "
-                             f"{_g(v['pre_activation_mean_abs'])} | {_g(v['pre_activation_max_abs'])} | "
-                             f"{_g(v['hidden_max_abs'])} | {_g(v['first_layer_grad_norm'])} |")
-        lines.append("")
-        lines += ["| mode | max \\|a\\| growth over the 2nd half of the bound phase | first-layer grad, end / start "
-                  "of the bound phase | recovery: MSE end / start |", "|---|---|---|---|"]
-        for run in result["runs"]:
-            if run["optimiser"]["name"] != opt["name"]:
-                continue
-            s = run["summary"]
-            lines.append(f"| {run['mode']['name']} | {_g(s['pre_activation_growth_second_half'])}x | "
-                         f"{_g(s['first_layer_grad_ratio_end_to_start'])} | {_g(s.get('recovery_mse_ratio'))} |")
-        lines.append("")
-    return "\n".join(lines)
+        s = self.settings
+        jobs = [(o, m, run_config(self.overrides, m, o, s))  # every config first: errors early
+                for o in s.optimisers for m in self.modes]
+        runs = []
+        for opt, mode, cfg in tqdm(jobs, desc="saturation", unit="run", disable=not s.progress):
+            run = run_mode(cfg, mode, opt, s)
+            run["summary"] = summarise(run)
+            runs.append(run)
+        model = build_parts(jobs[0][2], None, data=False).model
+        return {
+            "device": s.device, "precision": s.precision,
+            "model": OmegaConf.to_container(jobs[0][2].model, resolve=True),
+            "parameters": model.num_parameters(),
+            "modes": [{"name": m.name, "output": m.output, "loss": m.loss} for m in self.modes],
+            "optimisers": [{"name": o.name, "lr": o.lr} for o in s.optimisers],
+            "steps": s.steps, "recovery_steps": s.recovery_steps,
+            "recovery_target": s.recovery_target, "batch_size": s.batch_size,
+            "input_std": s.input_std, "seed": s.seed,
+            "figures": {o.name: figure_name(o) for o in s.optimisers}, "runs": runs,
+        }
+
+    def render(self, result: dict[str, Any]) -> None:
+        s = self.settings
+        for opt in result["optimisers"]:
+            recovery = (f", then {number(s.recovery_target, 6, kind='g')} for "
+                        f"{s.recovery_steps}" if s.recovery_steps else "")
+            saturation_panels(
+                self.out_dir / result["figures"][opt["name"]],
+                [r for r in result["runs"] if r["optimiser"]["name"] == opt["name"]],
+                f"All targets at the bound 1.0 for {s.steps} steps{recovery}: {opt['name']}, "
+                f"lr {number(opt['lr'], 6, kind='g')}, batch {s.batch_size}, seed {s.seed}")
+        atomic_write_text(self.out_dir / MD_NAME, saturation_markdown(result))
 
 
-def run_saturation(model_cfg: Any, modes: Sequence[SaturationMode], optimisers: Sequence[OptimiserSpec],
-                   out_dir: str | os.PathLike, *, steps: int, recovery_steps: int = 0,
-                   recovery_target: float = 0.0, batch_size: int = 4, input_std: float = 0.3,
-                   seed: int = 0, device: str = "cpu", command: str = "", progress: bool = True) -> dict[str, Any]:
-    """Run every (optimiser, mode); write saturation.json / .md / _<optimiser>.png to ``out_dir``."""
-    from tqdm import tqdm
-
-    if steps < 2 or recovery_steps < 0 or batch_size < 1:
-        raise ConfigError(f"saturation: need steps >= 2, recovery_steps >= 0 and batch_size >= 1 "
-                          f"(got {steps}, {recovery_steps}, {batch_size})")
-    if not modes or not optimisers:
-        raise ConfigError("saturation: need at least one mode and one optimiser")
-    for what, names in (("modes", [m.name for m in modes]), ("optimisers", [o.name for o in optimisers])):
-        if len(set(names)) != len(names):
-            raise ConfigError(f"saturation.{what}: names must be distinct, got {names}")
-    out = Path(out_dir)
-    _check_out_dir(out, optimisers)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    runs = []
-    jobs = [(o, m) for o in optimisers for m in modes]
-    for opt, mode in tqdm(jobs, desc="saturation", unit="run", disable=not progress):
-        run = run_mode(model_cfg, mode, opt, steps=steps, recovery_steps=recovery_steps,
-                       recovery_target=recovery_target, batch_size=batch_size, input_std=input_std,
-                       seed=seed, device=device)
-        run["summary"] = summarise(run)
-        runs.append(run)
-    figures = {}
-    for opt in optimisers:
-        name = f"saturation_{opt.name}.png"
-        figures[opt.name] = name
-        plot(out / name, [r for r in runs if r["optimiser"]["name"] == opt.name],
-             f"All targets at the bound 1.0 for {steps} steps"
-             + (f", then {recovery_target:g} for {recovery_steps}" if recovery_steps else "")
-             + f": {opt.name}, lr {opt.lr:g}, batch {batch_size}, seed {seed}")
-    model = build_model(model_cfg, output_preset(modes[0].output))
-    result = {
-        "generator": GENERATOR,
-        "command": command,
-        "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, device {device}",
-        "model": OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg),
-        "parameters": model.num_parameters(),
-        "modes": [m.__dict__ for m in modes], "optimisers": [o.__dict__ for o in optimisers],
-        "steps": steps, "recovery_steps": recovery_steps, "recovery_target": recovery_target,
-        "batch_size": batch_size, "input_std": input_std, "seed": seed,
-        "wall_s": time.perf_counter() - t0, "figures": figures, "runs": runs,
-    }
-    atomic_write_text(str(out / JSON_NAME), dumps_json(result))
-    atomic_write_text(str(out / MD_NAME), markdown(result))
-    result["out_dir"] = str(out.resolve())
-    return result
+def figure_name(optimiser: OptimiserConfig) -> str:
+    return f"saturation_{optimiser.name}.png"
 
 
-def _check_out_dir(out: Path, optimisers: Sequence[OptimiserSpec]) -> None:
-    """Refuse to replace saturation.json / .md / _<optimiser>.png that an earlier run here did not write."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"saturation.out_dir: {out} exists and is not a directory")
-    ours = [JSON_NAME, MD_NAME, *(f"saturation_{o.name}.png" for o in optimisers)]
-    present = [n for n in ours if (out / n).exists()]
-    if not present:
-        return
-    try:
-        previous = json.loads((out / JSON_NAME).read_text())
-    except (OSError, ValueError):
-        previous = None
-    if not isinstance(previous, dict) or previous.get("generator") != GENERATOR:
-        raise ConfigError(f"saturation.out_dir: {out} holds {', '.join(present)} not written by the "
-                          "saturation experiment; choose another saturation.out_dir")
+main = Saturation.main
 
 
-def run_from_config(cfg: DictConfig, command: str = "") -> dict[str, Any]:
-    """``waveunet compare experiment=saturation``: the ``saturation`` block + the ``model`` group."""
-    s = cfg.get("saturation")
-    if s is None:
-        raise ConfigError("saturation: missing settings block (use experiment=saturation)")
-    modes = []
-    for i, entry in enumerate(s.get("modes") or []):
-        entry = dict(entry)
-        unknown = sorted(set(entry) - {"name", "output", "loss"})
-        if unknown:
-            raise ConfigError(f"saturation.modes[{i}]: unknown key(s) {', '.join(unknown)} (name, output, loss)")
-        output = str(entry.get("output"))
-        modes.append(SaturationMode(str(entry.get("name") or output), output, str(entry.get("loss") or "mse")))
-    threads = _threads(s.get("threads"), "saturation.threads")
-    optimisers = [OptimiserSpec(str(o["name"]), float(o["lr"])) for o in (s.get("optimisers") or [])]
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        return run_saturation(
-            cfg.model, modes, optimisers, str(s.out_dir), steps=int(s.steps),
-            recovery_steps=int(s.get("recovery_steps", 0)), recovery_target=float(s.get("recovery_target", 0.0)),
-            batch_size=int(s.batch_size), input_std=float(s.input_std), seed=int(s.seed),
-            device=str(s.get("device", "cpu")), command=command, progress=bool(s.get("progress", True)))
-    finally:
-        torch.set_num_threads(previous)
-
-
-def load_result(path: str | os.PathLike) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

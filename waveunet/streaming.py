@@ -4,8 +4,11 @@ The array API (:meth:`Separator.separate`) holds the song, its resampled copy
 and every stem whole. This module streams instead: the song is read in blocks
 (``soundfile.SoundFile``), mixed to the model's channels, resampled block by
 block to the model's rate, fed through the same tiling loop as the array API
-(a sliding window holds only the current chunks' inputs), and the stems are
-resampled back block by block and appended to one open output file per stem.
+(:meth:`Separator.iter_chunks`; a sliding window holds only the current chunks'
+inputs), and the stems are resampled back block by block, brought to the song's
+channels and clamped again by the separator's one rule (:meth:`Separator.back_to_song`),
+and appended to one open output file per stem. This module does not import the
+separator: :class:`StreamingSeparator` says what it needs of one.
 The clipping report is accumulated block by block. Peak memory is the model's
 activations plus a few blocks and chunks, independent of the song's length.
 
@@ -30,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import soundfile as sf
@@ -47,10 +50,22 @@ from .errors import DataError
 from .files import FILE_MODE, temporary_next_to
 from .metrics import bound_hits
 
-if TYPE_CHECKING:
-    from .inference import Separator
-
 DEFAULT_BLOCK_FRAMES = 2**16
+
+
+class StreamingSeparator(Protocol):
+    """What :func:`separate_file` needs of a :class:`waveunet.inference.Separator`."""
+
+    sources: tuple[str, ...]
+    sample_rate_hz: int
+    channels: int
+    bounds: tuple[float, float | None]
+
+    def iter_chunks(self, total: int, source: Any,
+                    desc: str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def back_to_song(self, stems: torch.Tensor, unclipped: torch.Tensor, channels: int,
+                     resampled: bool) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class BlockResampler:
@@ -176,7 +191,7 @@ class StreamWindow:
 
 
 class ClipAccumulator:
-    """:func:`waveunet.metrics.bound_hits` summed over blocks: the same report as on the whole stems."""
+    """:func:`waveunet.metrics.bound_hits` summed over blocks: the report of the whole stems."""
 
     def __init__(self, sources: tuple[str, ...], low: float, high: float | None):
         self.sources, self.low, self.high = sources, low, high
@@ -269,7 +284,7 @@ def _resampled(blocks: Iterator[torch.Tensor], resampler: BlockResampler) -> Ite
 
 
 def separate_file(
-    separator: Separator,
+    separator: StreamingSeparator,
     song: str | os.PathLike,
     targets: list[str | os.PathLike],
     *,
@@ -323,11 +338,8 @@ def separate_file(
                 n = min(block.shape[-1], length - written)
                 if n <= 0:
                     return
-                both = convert_channels(block[:, :n].reshape(2, n_src, model_ch, n), in_ch,
-                                        via_mono=True)
-                stems, raw = both[0], both[1]
-                if resampled:
-                    stems = stems.clamp(min=low, max=high)
+                both = block[:, :n].reshape(2, n_src, model_ch, n)
+                stems, raw = separator.back_to_song(both[0], both[1], in_ch, resampled)
                 clips.add(stems, raw)
                 for i, w in enumerate(writers):
                     w.write(np.ascontiguousarray(stems[i].numpy().T))
@@ -337,7 +349,7 @@ def separate_file(
                 _resampled(_read_blocks(f, block_frames, model_ch),
                            BlockResampler(rate, model_rate, model_ch)),
                 total, model_ch)
-            for est, raw in separator._iter_chunks(total, window, desc):
+            for est, raw in separator.iter_chunks(total, window, desc):
                 emit(back.push(torch.cat([est, raw]).reshape(2 * n_src * model_ch, -1)))
             emit(back.finish())
             if written < length:  # resampling rounds the length; pad as _fit_length does
@@ -358,7 +370,9 @@ def separate_file(
                         t.unlink(missing_ok=True)
                 raise
         except BaseException:
-            for w in writers:  # close before unlinking: an open writer would flush into a removed file
+            for (
+                w
+            ) in writers:  # close before unlinking: an open writer would flush into a removed file
                 try:
                     w.close()
                 except Exception:
