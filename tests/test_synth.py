@@ -21,7 +21,8 @@ def test_layout_format_and_exact_sums(synth_root: Path) -> None:
     peaks = []
     for folder in folders:
         info = sf.info(str(folder / "mixture.wav"))
-        assert (info.samplerate, info.channels, info.frames, info.subtype) == (44100, 2, 88200, "FLOAT")
+        got = (info.samplerate, info.channels, info.frames, info.subtype)
+        assert got == (44100, 2, 88200, "FLOAT")
         audio = _read_track(folder)
         stem_sum = np.sum([audio[s].astype(np.float64) for s in STEMS], axis=0)
         assert np.max(np.abs(audio["mixture"] - stem_sum)) < 1e-6
@@ -40,7 +41,8 @@ def test_accompaniment_only_passages() -> None:
     assert silent_vocals[: int(0.2 * 4 * 44100)].all()
     assert 0.2 < silent_vocals.mean() < 0.8
     accompaniment = audio["drums"] + audio["bass"] + audio["other"]
-    assert np.max(np.abs(audio["mixture"][:, silent_vocals] - accompaniment[:, silent_vocals])) < 1e-6
+    gap = audio["mixture"][:, silent_vocals] - accompaniment[:, silent_vocals]
+    assert np.max(np.abs(gap)) < 1e-6
     assert np.max(np.abs(audio["mixture"])) == pytest.approx(0.99, abs=1e-6)
 
 
@@ -70,15 +72,18 @@ def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folders left
 
 
-def test_cli_refuses_non_empty_dir_unless_forced(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_refuses_non_empty_dir_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "data"
-    assert main(["--out", str(out), "--tracks", "1", "--seconds", "0.5", "--seed", "0", "--test-tracks", "1"]) == 0
+    args = ["--out", str(out), "--tracks", "1", "--seconds", "0.5"]
+    assert main([*args, "--seed", "0", "--test-tracks", "1"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["synth.json", "test", "train"]
     keep = out / "notes.txt"
     keep.write_text("mine")
     with pytest.raises(DataError, match="non-empty"):
         main(["--out", str(out), "--tracks", "1", "--seconds", "0.5", "--seed", "1"])
-    assert main(["--out", str(out), "--tracks", "1", "--seconds", "0.5", "--seed", "1", "--force"]) == 0
+    assert main([*args, "--seed", "1", "--force"]) == 0
     assert keep.read_text() == "mine"
     assert "wrote" in capsys.readouterr().out
 

@@ -145,7 +145,8 @@ def _vocals(rng, n_samples, beat_s, key_root, scale, sr) -> np.ndarray:
         return np.zeros((2, n_samples))
     out = np.zeros(n_samples)
     start_s = (np.array(starts) * beat_s * sr).astype(int)
-    end_s = np.minimum(((np.array(starts) + np.array(lengths)) * beat_s * sr).astype(int), n_samples)
+    ends = (np.array(starts) + np.array(lengths)) * beat_s * sr
+    end_s = np.minimum(ends.astype(int), n_samples)
     note = np.full(n_samples, -1)
     for i, (a, b) in enumerate(zip(start_s, end_s, strict=True)):
         note[a:b] = i
@@ -171,7 +172,9 @@ def _vocals(rng, n_samples, beat_s, key_root, scale, sr) -> np.ndarray:
     return np.stack([mono, 0.97 * mono])
 
 
-def generate_track(seed_seq: list[int], seconds: float, sample_rate_hz: int, loud: bool) -> dict[str, np.ndarray]:
+def generate_track(
+    seed_seq: list[int], seconds: float, sample_rate_hz: int, loud: bool
+) -> dict[str, np.ndarray]:
     """One track's stems (float32, (2, samples)) and their sum ``mixture``."""
     rng = np.random.default_rng(seed_seq)
     sr = sample_rate_hz
@@ -183,7 +186,9 @@ def generate_track(seed_seq: list[int], seconds: float, sample_rate_hz: int, lou
     degrees = rng.choice([[0, 5, 3, 4], [0, 3, 4, 4], [5, 3, 0, 4], [0, 4, 5, 3]])
     bar_degree = np.resize(degrees, n_bars)
     chord_tones = np.stack(
-        [key_root + 12 * ((bar_degree + d) // 7) + scale[(bar_degree + d) % 7] for d in (0, 2, 4)], axis=1
+        [key_root + 12 * ((bar_degree + d) // 7) + scale[(bar_degree + d) % 7]
+         for d in (0, 2, 4)],
+        axis=1
     )
     t_beats = np.arange(n) / sr / beat_s
     stems = {
@@ -233,18 +238,22 @@ def generate_dataset(
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"synth: {out_dir} exists and is not a directory")
     if non_empty and not overwrite:
-        raise DataError(f"synth: refusing to write into non-empty directory {out_dir} (use --force)")
+        raise DataError(
+            f"synth: refusing to write into non-empty directory {out_dir} (use --force)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    target = out_dir if non_empty else Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    target = out_dir if non_empty else Path(
+        tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     if target != out_dir:
         target.chmod(DIR_MODE)  # mkdtemp makes 0700; the dataset should look like any other folder
     try:
         for subset, count, subset_id in (("train", tracks, 0), ("test", n_test, 1)):
             for i in range(count):
-                audio = generate_track([seed, subset_id, i], seconds, sample_rate_hz, loud=(i % 2 == 0))
+                audio = generate_track([seed, subset_id, i], seconds, sample_rate_hz,
+                                       loud=(i % 2 == 0))
                 folder = target / subset / f"track_{i:03d}"
                 for name, data in audio.items():
-                    write_audio(folder / f"{name}.wav", data, sample_rate_hz, subtype=SUBTYPE, overwrite=overwrite)
+                    write_audio(folder / f"{name}.wav", data, sample_rate_hz, subtype=SUBTYPE,
+                                overwrite=overwrite)
         info = {"tracks": tracks, "test_tracks": n_test, "seconds": seconds, "seed": seed,
                 "sample_rate_hz": sample_rate_hz, "subtype": SUBTYPE}
         (target / MARKER).write_text(json.dumps(info, indent=2) + "\n")
@@ -263,13 +272,17 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="waveunet synth", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
     parser.add_argument("--tracks", type=int, default=8, help="training tracks (default 8)")
-    parser.add_argument("--test-tracks", type=int, default=None, help="test tracks (default tracks/4, at least 1)")
-    parser.add_argument("--seconds", type=float, default=12.0, help="length of each track in seconds")
+    parser.add_argument("--test-tracks", type=int, default=None,
+                        help="test tracks (default tracks/4, at least 1)")
+    parser.add_argument("--seconds", type=float, default=12.0,
+                        help="length of each track in seconds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sample-rate", type=int, default=44100, help="Hz (default 44100)")
-    parser.add_argument("--force", action="store_true", help="write into a non-empty directory, replacing files")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a non-empty directory, replacing files")
     args = parser.parse_args(argv)
     out = generate_dataset(args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed,
-                           sample_rate_hz=args.sample_rate, test_tracks=args.test_tracks, overwrite=args.force)
+                           sample_rate_hz=args.sample_rate, test_tracks=args.test_tracks,
+                           overwrite=args.force)
     print(f"wrote {out} (MUSDB18-HQ layout, {SUBTYPE} WAV at {args.sample_rate} Hz)")
     return 0
