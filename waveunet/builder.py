@@ -199,7 +199,8 @@ class RunLogger:
     def hparams(self, config: dict[str, Any], metrics: dict[str, float], step: int) -> None:
         """The run's config (nested, flattened to dotted keys) as TensorBoard hparams, with
         ``metrics`` logged as scalars under the same names in this run (where TensorBoard's
-        HParams dashboard reads them); lists and nulls become their JSON text."""
+        HParams dashboard reads them); lists and nulls become their JSON text, and torch's
+        writer stores booleans as 0 / 1."""
         if self.writer is None:
             return
         from torch.utils.tensorboard.summary import hparams

@@ -353,6 +353,12 @@ def training_curves(path: str | os.PathLike, runs: Sequence[dict[str, Any]]) -> 
 
 def sdr_by_mode(path: str | os.PathLike, summary: dict[str, Any], modes: Sequence[str],
                 columns: Sequence[tuple[str, str]]) -> None:
+    """:func:`sdr_by_mode_figure`, written to ``path``."""
+    save_figure(sdr_by_mode_figure(summary, modes, columns), path, dpi=100)
+
+
+def sdr_by_mode_figure(summary: dict[str, Any], modes: Sequence[str],
+                       columns: Sequence[tuple[str, str]]) -> Any:
     """Per source, one panel per column (an SDR aggregation).
 
     Top row: each seed's SDR (dots) and the mean over seeds ± SD (bar), on an axis fitted to
@@ -404,7 +410,7 @@ def sdr_by_mode(path: str | os.PathLike, summary: dict[str, Any], modes: Sequenc
         axes[1, 0].set_ylabel("SDR difference (dB)")
     fig.legend(loc="outside lower center", ncol=len(modes), fontsize=9, frameon=False)
     fig.suptitle("SDR per source: dots = seeds, bar = mean ± SD over seeds", fontsize=10)
-    save_figure(fig, path, dpi=100)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------
