@@ -155,3 +155,42 @@ def test_the_printed_evaluate_command_works_as_printed(run) -> None:
         run["dir"] / "best.pt")["config"]["data"]["root"]
     assert f"report: {out / 'report.md'}" in proc.stdout
     assert "1 track of synthetic/test" in proc.stdout
+
+
+BLOCK_LIBROSA = ("import sys; sys.modules['librosa'] = None; from waveunet.cli import main; "
+                 "sys.exit(main(sys.argv[1:]))")
+
+
+def test_nothing_needs_librosa_but_the_spectrogram(tmp_path: Path) -> None:
+    """The GPU machines have no librosa: training and evaluating work without it, with the
+    waveform figures and a note instead of the spectrograms; importing the commands does not
+    import it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+    def blocked(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", BLOCK_LIBROSA, *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600, check=False)
+
+    proc = blocked("train", "experiment=demo", *tiny_training_overrides(tmp_path / "cache"),
+                   "data.workers=0", "trainer.steps_per_epoch=2", "trainer.max_epochs=1",
+                   "trainer.progress=false", "trainer.validation.audio_examples=1",
+                   "trainer.validation.audio_seconds=1", f"runs_root={tmp_path / 'runs'}")
+    assert proc.returncode == 0, proc.stderr
+    assert "librosa is not installed" in proc.stdout + proc.stderr
+    (run_dir,) = [p.parent for p in (tmp_path / "runs").glob("*/*/summary.json")]
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    kinds = {tag.rsplit("/", 1)[1] for tag in events.Tags()["images"]}
+    assert kinds == {"waveform"}
+    proc = blocked("evaluate", f"checkpoint={run_dir / 'best.pt'}", "progress=false",
+                   f"out_dir={tmp_path / 'eval'}")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert "spectrogram" not in summary["files"] and "waveform" in summary["files"]
+    assert "No spectrogram figure: librosa is not installed" in (
+        tmp_path / "eval" / "report.md").read_text()
+    imports = subprocess.run(
+        [sys.executable, "-c", "import sys, waveunet.train, waveunet.evaluate, waveunet.compare; "
+         "print('librosa' in sys.modules)"],
+        env=env, capture_output=True, text=True, timeout=300, check=True)
+    assert imports.stdout.strip() == "False"

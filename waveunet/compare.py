@@ -206,8 +206,10 @@ def evaluate_run(run_dir: Path, data_cfg: dict, eval_settings: dict,
         log.info("%s: evaluation settings changed (or unrecorded); evaluating again", run_dir)
     if not checkpoint.is_file():
         return None
+    # threads: None, the comparison's own thread scope (compare.threads) holds
     cfg = {**eval_settings, "checkpoint": str(checkpoint), "estimates": None,
-           "out_dir": str(out), "overwrite": True, "progress": progress, "data": data_cfg}
+           "out_dir": str(out), "overwrite": True, "progress": progress, "data": data_cfg,
+           "threads": None}
     (run_dir / EVAL_SETTINGS).unlink(missing_ok=True)
     result = evaluate(cfg)
     write_json(run_dir / EVAL_SETTINGS, used)

@@ -206,10 +206,13 @@ def waveform_figure(passage: Passage, bounds: tuple[float, float | None]) -> Any
 
 
 def librosa_missing() -> str | None:
-    """Why spectrogram figures cannot be drawn here (librosa not installed), or None."""
-    import importlib.util
+    """Why spectrogram figures cannot be drawn here (librosa cannot be imported), or None.
 
-    if importlib.util.find_spec("librosa") is None:
+    Asked only where a spectrogram is about to be drawn: nothing else needs librosa (the GPU
+    machines this project trains on do not have it)."""
+    try:
+        import librosa  # noqa: F401
+    except ImportError:
         return "librosa is not installed (pip install librosa): no spectrogram figures"
     return None
 
