@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -118,8 +119,8 @@ def test_mixture_as_every_estimate_gives_museval_numbers(voice_root: Path, tmp_p
     out = tmp_path / "report"
     summary = evaluate(_voice(voice_root, tmp_path / "cache", f"estimates={est_dir}", "metrics=bss",
                               "workers=0", f"out_dir={out}"))
-    # Default sources: every dataset source with an estimate file, scored together.
-    assert summary["sources"] == ["vocals", "accompaniment"]
+    # Default sources: every dataset source with an estimate file, scored together, by name.
+    assert summary["sources"] == ["accompaniment", "vocals"]
     assert summary["metrics"] == ["SDR", "ISR", "SIR", "SAR"]
     assert summary["meta"]["scored_sample_rate_hz"] == RATE
     # The first track against museval itself (the second only through the aggregates).
@@ -133,8 +134,8 @@ def test_mixture_as_every_estimate_gives_museval_numbers(voice_root: Path, tmp_p
             # SDR is the torch path (== museval to 1e-6 dB); the rest is museval itself.
             np.testing.assert_allclose(got, exp[i], atol=1e-6, rtol=0)
     for entry in summary["tracks"]:
-        # per-track JSON in museval's own format
-        doc = json.loads((out / "museval" / f"{entry['name']}.json").read_text())
+        # per-track JSON in museval's own format and layout (<dir>/test/<track>.json)
+        doc = json.loads((out / "test" / f"{entry['name']}.json").read_text())
         targets = {t["name"]: t for t in doc["targets"]}
         assert set(targets) == {"vocals", "accompaniment"}
         frames = [f["metrics"]["SIR"] for f in targets["vocals"]["frames"]]
@@ -157,7 +158,7 @@ def test_mixture_as_every_estimate_gives_museval_numbers(voice_root: Path, tmp_p
 
 
 def test_wrong_length_estimates_are_padded_or_cut_like_museval(
-    voice_root: Path, tmp_path: Path
+    voice_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     est_dir = tmp_path / "est"
     lengths = {"song_a": int(1.7 * RATE), "song_b": int(2.9 * RATE)}  # short, long
@@ -167,9 +168,10 @@ def test_wrong_length_estimates_are_padded_or_cut_like_museval(
             extra = max(0, n - audio.shape[1])
             audio = np.concatenate([audio, np.full((2, extra), 0.1, np.float32)], axis=1)
             write_audio(est_dir / track / f"{s}.wav", 0.9 * audio[:, :n], RATE, subtype="FLOAT")
-    with pytest.warns(UserWarning, match="zero-padded or cut"):
+    with caplog.at_level(logging.WARNING, logger="waveunet.evaluate"):
         summary = evaluate(_voice(voice_root, tmp_path / "cache", f"estimates={est_dir}",
                                   f"out_dir={tmp_path / 'r'}"))
+    assert sum("zero-padded or cut" in r.getMessage() for r in caplog.records) == 4
     assert len(summary["meta"]["length_mismatches"]) == 4
     for entry in summary["tracks"]:
         _, expected = _museval(
@@ -219,13 +221,13 @@ def test_checkpoint_evaluation_writes_jsons_report_and_figures(
     assert "resampled to the model's 22050 Hz and its stems back to 44100 Hz" in report
     assert "pooled median" in report and "median of track medians" in report
     assert "## SIR (dB)" in report and "## Clipping" in report and "Difference source" in report
-    for name in ("sdr_boxplot.png", "waveform_track_001.png"):
+    for name in ("sdr_boxplot.png", "waveform_track_001.png", "spectrogram_track_001.png"):
         image = mpimg.imread(out / name)
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
     names = [t["name"] for t in summary["tracks"]]
     assert names == ["track_000", "track_001"]
     for name in names:
-        doc = json.loads((out / "museval" / f"{name}.json").read_text())
+        doc = json.loads((out / "test" / f"{name}.json").read_text())
         assert {t["name"] for t in doc["targets"]} == {"accompaniment", "vocals"}
 
     # Independently: separate with the Separator and score with metrics; same numbers.
@@ -243,7 +245,7 @@ def test_checkpoint_evaluation_writes_jsons_report_and_figures(
     )
     np.testing.assert_allclose(got, expected, atol=1e-4)
     # museval's SDR (per-track JSON, 1e-5 quantised) agrees with the torch SDR
-    doc = json.loads((out / "museval" / "track_001.json").read_text())
+    doc = json.loads((out / "test" / "track_001.json").read_text())
     voc = next(t for t in doc["targets"] if t["name"] == "vocals")
     np.testing.assert_allclose([f["metrics"]["SDR"] for f in voc["frames"]], got[1], atol=1e-4)
 
@@ -313,16 +315,16 @@ def test_overwrite_clears_stale_museval_json_and_figures(
 ) -> None:
     est = _mixture_estimates(voice_root, tmp_path / "est")
     out = tmp_path / "r"
-    (out / "museval").mkdir(parents=True)
-    (out / "museval" / "old_track.json").write_text("{}")
+    (out / "test").mkdir(parents=True)
+    (out / "test" / "old_track.json").write_text("{}")
     (out / "waveform_old.png").write_bytes(b"x")
     (out / "notes.txt").write_text("mine")
     base = [f"estimates={est}", f"out_dir={out}", "metrics=sdr", "waveform_track=song_b"]
-    with pytest.raises(ConfigError, match="already holds an evaluation.*museval.*waveform_old.png"):
+    with pytest.raises(ConfigError, match="already holds an evaluation.*test.*waveform_old.png"):
         evaluate(_voice(voice_root, tmp_path / "cache", *base))
     evaluate(_voice(voice_root, tmp_path / "cache", *base, "overwrite=true"))
     assert (
-        not (out / "museval" / "old_track.json").exists()
+        not (out / "test" / "old_track.json").exists()
         and not (out / "waveform_old.png").exists()
     )
     assert (out / "waveform_song_b.png").exists() and (out / "notes.txt").read_text() == "mine"
@@ -345,9 +347,8 @@ def test_overwrite_clears_stale_museval_json_and_figures(
 def test_bad_settings_are_named(tmp_path: Path, overrides, error, match) -> None:
     with pytest.raises(error, match=match):
         evaluate(
-            compose(
-                "evaluate", [f"data.cache_dir={tmp_path}", "data.root=/nonexistent", *overrides]
-            )
+            compose("evaluate", ["data=musdb", f"data.cache_dir={tmp_path}",
+                                 "data.root=/nonexistent", *overrides])
         )
 
 

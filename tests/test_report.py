@@ -82,7 +82,7 @@ def test_write_report_files_and_content(tmp_path) -> None:
     assert "## SDR (dB)" in md and "pooled median" in md and "median of track medians" in md
     assert "## Clipping" in md and "| accompaniment |" in md and "| vocals |" in md
     assert "| Song/B |" in md
-    for png in ("sdr_boxplot.png", "waveform_Song A.png"):
+    for png in ("sdr_boxplot.png", "waveform_Song A.png", "spectrogram_Song A.png"):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert set(doc["files"].values()) == {
@@ -90,7 +90,13 @@ def test_write_report_files_and_content(tmp_path) -> None:
         "report.md",
         "sdr_boxplot.png",
         "waveform_Song A.png",
+        "spectrogram_Song A.png",
     }
+    # the waveform and spectrogram panels of one passage side by side, the passage named
+    assert "![waveform](<waveform_Song A.png>) ![spectrogram](<spectrogram_Song A.png>)" in md
+    start = loudest_passage(ref, 2 * RATE) / RATE
+    assert doc["passage"] == {"track": "Song A", "channel": 0, "start_seconds": start,
+                              "seconds": 2.0}
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert not list(tmp_path.glob(".tmp-*"))
     # rerun into the same directory: refused before writing, unless overwrite (stale figures go)

@@ -93,3 +93,12 @@ def test_generates_into_existing_empty_dir(tmp_path: Path) -> None:
     out.mkdir()
     generate_dataset(out, tracks=1, seconds=0.5, seed=0)
     assert (out / "train" / "track_000" / "mixture.wav").is_file()
+
+
+def test_cli_shows_progress_per_track(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--out", str(tmp_path / "a"), "--tracks", "2", "--test-tracks", "1",
+                 "--seconds", "0.3"]) == 0
+    err = capsys.readouterr().err
+    assert "synth: 100%" in err and "3/3 [" in err  # 2 train + 1 test tracks
+    assert main(["--out", str(tmp_path / "b"), "--tracks", "2", "--seconds", "0.3", "-q"]) == 0
+    assert "synth:" not in capsys.readouterr().err

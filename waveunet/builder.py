@@ -156,7 +156,8 @@ class TrainingData:
 
 
 class RunLogger:
-    """What a run tells the outside: TensorBoard scalars and audio, and ``metrics.jsonl``.
+    """What a run tells the outside: TensorBoard scalars, audio, figures and hparams, and
+    ``metrics.jsonl``.
 
     Writes only in the main process and only with a run folder; otherwise every call is a no-op.
     """
@@ -177,8 +178,40 @@ class RunLogger:
                 self.writer.add_scalar(key, value, step)
 
     def audio(self, tag: str, wave: torch.Tensor, step: int, sample_rate_hz: int) -> None:
+        """Mono audio (TensorBoard's audio is one channel: give a downmix or one channel)."""
         if self.writer is not None:
             self.writer.add_audio(tag, wave, step, sample_rate=sample_rate_hz)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is written (figures are worth drawing)."""
+        return self.writer is not None
+
+    def figure(self, tag: str, fig: Any, step: int) -> None:
+        """A matplotlib figure as an image; the figure is closed either way."""
+        if self.writer is not None:
+            self.writer.add_figure(tag, fig, step, close=True)
+        else:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+
+    def hparams(self, config: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+        """The run's config (nested, flattened to dotted keys) as TensorBoard hparams, with
+        ``metrics`` logged as scalars under the same names in this run (where TensorBoard's
+        HParams dashboard reads them); lists and nulls become their JSON text, and torch's
+        writer stores booleans as 0 / 1."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        from .config import flatten
+
+        flat = {k: v if isinstance(v, bool | int | float | str) else json.dumps(v)
+                for k, v in flatten(config).items()}
+        for summary in hparams(flat, metrics):
+            self.writer.file_writer.add_summary(summary, step)
+        self.scalars(metrics, step)
 
     def record(self, record: dict[str, Any]) -> None:
         """One line of ``metrics.jsonl`` (strict JSON: NaN becomes null)."""

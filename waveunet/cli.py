@@ -7,9 +7,11 @@ TensorBoard or museval imports.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import WaveUNetError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,11 +26,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class ExamplesHelpFormatter(argparse.HelpFormatter):
+    """argparse's help with the description wrapped as usual and an epilog that starts with
+    ``examples:`` printed as written (one command per line)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: waveunet <command> [args...]", "", "commands:"]
+    lines = ["usage: waveunet <command> [args...]   (or python -m waveunet)",
+             "       waveunet --version", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run 'waveunet <command> --help' for a command's own options."]
+    lines += ["", "Run 'waveunet <command> --help' for a command's options and examples."]
     return "\n".join(lines)
 
 
@@ -36,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"waveunet {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

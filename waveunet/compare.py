@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import compose, config_text, flatten, meaning_changes
+from .config import compose, flatten, meaning_changes
 from .config import config_differences as config_differences
 from .errors import ConfigError
 from .experiment import Experiment, Mode, parse_modes, read_json, shared_overrides, write_json
@@ -77,7 +77,7 @@ PER_RUN_KEYS = ("output", "seed", "loss", "loss.name", "name")
 # Evaluation settings that cannot change the numbers: an evaluation is reused across them.
 EVAL_REUSE_ALLOWED = ("settings.workers",)
 
-HELP = f"""usage: waveunet compare [hydra overrides]
+HELP = """usage: waveunet compare [key=value overrides] [--help | --cfg job]
 
 Train every output mode of compare.modes once per seed in compare.seeds, with identical
 settings except the output head / loss, evaluate each on the same test split, and write
@@ -86,10 +86,10 @@ interrupted comparison. (The saturation experiment is its own command: waveunet 
 
   waveunet compare experiment=compare_quick
   waveunet compare experiment=compare_paper data.root=/data/musdb18
+  waveunet compare experiment=compare_quick compare.seeds=[0] compare.eval.metrics=bss
 
-Settings (configs/compare.yaml, on top of configs/train.yaml;
-compare.eval: configs/eval/default.yaml):
-{config_text("compare.yaml")}"""
+Settings and their meaning: configs/compare.yaml, on top of configs/train.yaml;
+compare.eval: configs/eval/default.yaml."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,8 +206,10 @@ def evaluate_run(run_dir: Path, data_cfg: dict, eval_settings: dict,
         log.info("%s: evaluation settings changed (or unrecorded); evaluating again", run_dir)
     if not checkpoint.is_file():
         return None
+    # threads: None, the comparison's own thread scope (compare.threads) holds
     cfg = {**eval_settings, "checkpoint": str(checkpoint), "estimates": None,
-           "out_dir": str(out), "overwrite": True, "progress": progress, "data": data_cfg}
+           "out_dir": str(out), "overwrite": True, "progress": progress, "data": data_cfg,
+           "threads": None}
     (run_dir / EVAL_SETTINGS).unlink(missing_ok=True)
     result = evaluate(cfg)
     write_json(run_dir / EVAL_SETTINGS, used)

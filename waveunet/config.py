@@ -45,14 +45,10 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml") if p.stem != "base")
 
 
-def config_text(name: str) -> str:
-    """The text of ``configs/<name>`` (for a command's ``--help``); empty if it is not there."""
-    path = config_dir() / name
-    return path.read_text() if path.is_file() else ""
-
-
-def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose ``configs/<config_name>.yaml`` with command-line style overrides."""
+def compose(config_name: str, overrides: Sequence[str] = (), *,
+            return_hydra_config: bool = False) -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` with command-line style overrides (with Hydra's
+    own ``hydra`` node too when ``return_hydra_config``: its group choices, its help)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -62,12 +58,18 @@ def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides),
+                                return_hydra_config=return_hydra_config)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(explain_hydra_error(exc)) from exc
     finally:
         GlobalHydra.instance().clear()
     return cfg
+
+
+def override_key(override: str) -> str:
+    """The key (or group) a command-line override sets: ``data.root`` of ``+data.root=x``."""
+    return override.lstrip("+~").split("=", 1)[0].strip()
 
 
 def explain_hydra_error(exc: Exception) -> str:

@@ -2,7 +2,7 @@
 
 Examples::
 
-    waveunet evaluate checkpoint=runs/m5_highsr-tanh_difference/<stamp>/best.pt
+    waveunet evaluate checkpoint=runs/m5_highsr-tanh_difference/<stamp>/best.pt  # its own data
     waveunet evaluate checkpoint=runs/.../best.pt data=musdb_hq data.root=/data/musdb18hq \\
         metrics=bss
     waveunet evaluate estimates=separated data=folder data.root=/data/songs \\
@@ -11,6 +11,11 @@ Examples::
 Settings: :class:`waveunet.settings.EvaluateConfig`, checked once; how to score (split,
 metrics, rate, device, ...) is ``configs/eval/default.yaml``, the same block ``waveunet compare``
 scores its runs with.
+
+Which dataset: ``data=<preset>`` (with ``data.*`` settings) chooses one; without it, a checkpoint
+is scored on the dataset it was trained on (the resolved data config ``waveunet train`` stores in
+it, with any ``data.*`` settings given on top), so the command printed at the end of training
+works as printed.
 
 Data flow: the split is loaded at the *scoring* rate and channels (``sample_rate_hz``,
 ``channels``; by default the dataset's native 44.1 kHz stereo, as the original evaluated) ->
@@ -21,6 +26,12 @@ read from ``DIR/<track>/<source>.wav`` -> :mod:`waveunet.metrics`
 (framewise SDR in torch, clipping statistics, museval BSSEval in worker processes for
 ``metrics=bss``) -> :func:`waveunet.reporting.evaluation.write_report`.
 
+``metrics=bss`` writes museval's per-track JSON where museval's own loaders find it:
+``<out_dir>/test/<track>.json`` (``train/`` for the train and valid splits, as museval files
+MUSDB18's validation tracks), so ``museval.MethodStore().add_eval_dir(out_dir)`` and
+``museval.EvalStore().add_eval_dir(out_dir)`` load it; every reference is checked for silence
+(which museval cannot score) before anything is scored.
+
 All sources of a task are scored together (museval's SDR/ISR/SIR/SAR depend on which sources
 are evaluated together): the voice task scores vocals against (vocals, accompaniment).
 
@@ -30,24 +41,25 @@ summary is what ``summary.json`` holds, with ``meta.out_dir`` saying where it wa
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import data as data_lib
-from .audio import read_audio, resample
-from .checkpoint import load_checkpoint, load_model
-from .config import compose, config_text
-from .errors import CheckpointError, ConfigError, DataError
-from .inference import GIB, Separator, resolve_device
+from .config import compose, override_key
+from .errors import ConfigError, DataError
+from .estimates import DiskEstimates, ModelEstimates, checkpoint_data
+from .experiment import thread_scope
+from .hydra_flags import run_command
+from .inference import resolve_device
 from .metrics import (
     BssJob,
     clipping_stats,
@@ -65,230 +77,76 @@ from .reporting.evaluation import (
 )
 from .settings import EvaluateConfig, typed
 
-MUSEVAL_DIR = "museval"  # per-track museval JSON (metrics=bss) inside out_dir
+log = logging.getLogger("waveunet.evaluate")
 
-HELP = f"""usage: waveunet evaluate [hydra overrides]
+# museval's per-track JSON goes to <out_dir>/<subset>/<track>.json, the subset named as museval
+# names MUSDB18's (its validation tracks are training tracks), where add_eval_dir finds it.
+MUSEVAL_SUBSETS = {"test": "test", "train": "train", "valid": "train"}
+
+HELP = """usage: waveunet evaluate [key=value overrides] [--help | --cfg job]
 
 Score a checkpoint (separating every track of a dataset split) or estimates already on
-disk, and write summary.json, report.md, SDR box plots and a waveform figure.
+disk, and write summary.json, report.md, an SDR box plot and the waveform and spectrogram
+figures of one passage.
 
+  waveunet evaluate checkpoint=runs/<name>/<stamp>/best.pt        # on the data it trained on
   waveunet evaluate checkpoint=runs/<name>/<stamp>/best.pt data=musdb_hq data.root=/data/musdb18hq
-  waveunet evaluate checkpoint=runs/<name>/<stamp> metrics=bss workers=4
-  waveunet evaluate estimates=separated data=folder data.root=/data/songs \\
-      data.stems=[vocals,accompaniment]
+  waveunet evaluate checkpoint=runs/<name>/<stamp> metrics=bss workers=4 threads=2
+  waveunet evaluate estimates=separated/<model name> data=musdb_hq data.root=/data/musdb18hq
 
-Settings (configs/evaluate.yaml and configs/eval/default.yaml; data presets: configs/data/):
-{config_text("evaluate.yaml")}
-{config_text("eval/default.yaml")}"""
-
-
-# --------------------------------------------------------------------------------------------
-# Where estimates come from
-# --------------------------------------------------------------------------------------------
+Without data=<preset>, a checkpoint is scored on the dataset it was trained on (data.*
+settings apply on top). Settings and their meaning: configs/evaluate.yaml and
+configs/eval/default.yaml; data presets: configs/data/."""
 
 
-class ModelEstimates:
-    """Stems of a checkpoint: whole tracks separated by exact tiling, at the track's rate."""
+def compose_evaluate(overrides: Sequence[str]) -> DictConfig:
+    """evaluate's config from command-line overrides.
 
-    kind = "checkpoint"
-
-    def __init__(self, s: EvaluateConfig):
-        assert s.checkpoint is not None
-        try:
-            payload = load_checkpoint(Path(s.checkpoint).expanduser())
-        except CheckpointError as exc:
-            raise CheckpointError(f"checkpoint: {exc}") from exc
-        self.path = Path(payload["path"])
-        budget = None if s.memory_gib is None else int(s.memory_gib * GIB)
-        self.separator = Separator(load_model(self.path, "cpu"), device=s.device,
-                                   batch_size=s.batch_size, memory_budget_bytes=budget)
-        model_sources = list(self.separator.sources)
-        unknown = [x for x in (s.sources or []) if x not in model_sources]
-        if unknown:
-            raise ConfigError(
-                f"sources: {', '.join(unknown)} not among the model's sources "
-                f"({', '.join(model_sources)})"
-            )
-        self.sources = s.sources or model_sources
-        self._index = [model_sources.index(x) for x in self.sources]
-        mode = self.separator.model.output_mode
-        self.output_name = mode.name
-        self.activation = mode.activation
-        self.bounds = mode.bounds.measured()
-        # The difference source (the model's last) is attributable only when all sources are scored.
-        full = sorted(self.sources) == sorted(model_sources)
-        self.difference_index = (
-            self.sources.index(model_sources[-1]) if mode.type == "difference" and full else None
-        )
-        self.default_rate_hz = self.separator.sample_rate_hz
-        self.default_channels = self.separator.channels
-
-    def check(self, tracks: Sequence[data_lib.Track]) -> None:
-        """Nothing to check up front: the model separates any mixture."""
-
-    def __call__(self, track: data_lib.Track) -> tuple[torch.Tensor, torch.Tensor | None,
-                                              list[dict[str, Any]]]:
-        """(stems, unclipped) at the track's rate and channels, and the bound statistics of the
-        model-rate output (:meth:`Separator.separate`: resampling back rings past the bounds)."""
-        # a copy: the decoded cache is a read-only memory map
-        result = self.separator.separate(np.array(track.mixture, dtype=np.float32),
-                                         int(track.sample_rate_hz),
-                                         desc=track.name, bound_statistics=True)
-        bounds = [result.bound_statistics[i] for i in self._index]
-        return result.stems[self._index], result.unclipped[self._index], bounds
-
-    def meta(self, rate_hz: int) -> dict[str, Any]:
-        model_rate = self.separator.sample_rate_hz
-        cfg = self.separator.model.config
-        if model_rate == rate_hz:
-            note = f"{rate_hz} Hz, the model's own rate"
-        else:
-            note = (f"{rate_hz} Hz: the mixture was resampled to the model's {model_rate} Hz and "
-                    f"its stems back to {rate_hz} Hz before scoring")
-        return {
-            "checkpoint": str(self.path.resolve()),
-            "model": cfg.name,
-            "output_mode": self.output_name,
-            "model_sample_rate_hz": model_rate,
-            "scored_rate": note,
-            "chunk_output_samples": self.separator.chunk_output_samples,
-            "batch_size": self.separator.batch_size,
-            "device": str(self.separator.device),
-        }
+    With ``data=<preset>``, Hydra composes everything. Without it, a checkpoint's own training
+    dataset is the data config, and the ``data.*`` overrides are applied to it; estimates on
+    disk need a preset.
+    """
+    keys = [override_key(o) for o in overrides]
+    if "data" in keys:
+        return compose("evaluate", overrides)
+    data_overrides = [o for o, k in zip(overrides, keys, strict=True) if k.startswith("data.")]
+    cfg = compose("evaluate", [o for o in overrides if o not in data_overrides])
+    if cfg.get("checkpoint") is None:
+        if data_overrides:
+            raise ConfigError(f"{data_overrides[0]}: choose a dataset preset first, e.g. "
+                              "data=musdb_hq data.root=DIR (the data.* settings go on top of it)")
+        return cfg
+    data = OmegaConf.create(_said(checkpoint_data(cfg.checkpoint)))
+    _apply(data, data_overrides)
+    cfg.data = data
+    return cfg
 
 
-def _audio_format(path: Path) -> tuple[int, int]:
-    """(sample rate, channels) of an audio file; from its header where soundfile reads it."""
-    import soundfile
+def _said(data: Any) -> Any:
+    """Tell the user which dataset a checkpoint is scored on when they did not choose one."""
+    log.warning("no data=<preset> given: scoring on the checkpoint's training dataset (%s at %s)",
+                data.get("name") or data.get("format"), data.get("root"))
+    return data
+
+
+def _apply(data: DictConfig, overrides: Sequence[str]) -> None:
+    """Hydra's ``data.key=value`` overrides applied to a data config (Hydra's grammar)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
     try:
-        info = soundfile.info(str(path))
-        return int(info.samplerate), int(info.channels)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
-        audio, rate = read_audio(path)  # formats soundfile cannot read (e.g. via ffmpeg)
-        return rate, int(audio.shape[0])
-
-
-class DiskEstimates:
-    """Estimates written by any system as ``DIR/<track>/<source>.<wav|flac|...>``."""
-
-    kind = "estimates"
-    activation = "unknown"
-    bounds = (-1.0, 1.0)
-    difference_index = None
-
-    def __init__(self, s: EvaluateConfig, data_cfg: Any):
-        assert s.estimates is not None
-        self.root = Path(s.estimates).expanduser()
-        if not self.root.is_dir():
-            raise DataError(f"estimates: no such directory {self.root}")
-        if s.sources is not None:
-            fmt = str(data_cfg.get("format") or "")
-            data_lib.source_plan(
-                s.sources, data_lib.dataset_stems(data_cfg, fmt), f"sources: data.format={fmt}"
-            )
-        self.sources = s.sources or self._default_sources(data_cfg)
-        self.resampled: dict[str, int] = {}
-        self.length_mismatches: list[dict[str, Any]] = []
-        self.default_rate_hz: int | None = None
-        self.default_channels: int | None = None
-        if s.sample_rate_hz is None or s.channels is None:
-            self.default_rate_hz, self.default_channels = _audio_format(self._first_file())
-
-    def _default_sources(self, data_cfg: Any) -> list[str]:
-        """The sources with files in DIR/*/ that the dataset provides; all its stems if all are
-        there."""
-        fmt = str(data_cfg.get("format") or "")
-        stems = data_lib.dataset_stems(data_cfg, fmt)
-        candidates = list(stems)
-        if "vocals" in stems and len(stems) > 1 and "accompaniment" not in stems:
-            candidates.append("accompaniment")
-        found = {
-            c for folder in self.root.iterdir() if folder.is_dir()
-            for c in candidates if data_lib.find_audio(folder, c) is not None
-        }
-        if set(stems) <= found:
-            return list(stems)  # e.g. a 4-stem system that also wrote accompaniment.wav
-        chosen = [c for c in candidates if c in found]
-        if not chosen:
-            raise DataError(
-                f"estimates: no estimate files in {self.root}/<track>/ (looked for "
-                f"{', '.join(c + '.wav' for c in candidates)}; set sources=[...] to choose)"
-            )
-        return chosen
-
-    def _first_file(self) -> Path:
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            for source in self.sources:
-                path = data_lib.find_audio(folder, source)
-                if path is not None:
-                    return path
-        raise DataError(
-            f"estimates: no file for any of {', '.join(self.sources)} in {self.root}/<track>/"
-        )
-
-    def _file(self, track: str, source: str) -> Path:
-        folder = self.root / track
-        if not folder.is_dir():
-            raise DataError(
-                f"estimates: no folder for track '{track}' ({folder}); expected "
-                "DIR/<track>/<source>.wav as `waveunet separate` writes"
-            )
-        path = data_lib.find_audio(folder, source)
-        if path is None:
-            raise DataError(f"estimates: missing estimate file {folder / (source + '.wav')} (track "
-                            f"'{track}', source '{source}')")
-        return path
-
-    def check(self, tracks: Sequence[data_lib.Track]) -> None:
-        """Every track's every source file must be there, before any work is done."""
-        for track in tracks:
-            for source in self.sources:
-                self._file(track.name, source)
-
-    def __call__(self, track: data_lib.Track) -> tuple[np.ndarray, None, None]:
-        channels, length = track.mixture.shape
-        out = np.zeros((len(self.sources), channels, length), dtype=np.float32)
-        for i, source in enumerate(self.sources):
-            path = self._file(track.name, source)
-            audio, rate = read_audio(path)
-            if audio.shape[0] != channels:
-                raise DataError(
-                    f"estimates: {path} has {audio.shape[0]} channel(s), the references "
-                    f"have {channels} (set channels=... to score at another count)"
-                )
-            if rate != track.sample_rate_hz:
-                audio = np.asarray(resample(audio, rate, track.sample_rate_hz))
-                self.resampled[str(path)] = rate
-            if audio.shape[1] != length:
-                # museval's rule (metrics follow it): cut or zero-pad at the end.
-                self.length_mismatches.append(
-                    {
-                        "file": str(path),
-                        "samples": int(audio.shape[1]),
-                        "reference_samples": int(length),
-                    }
-                )
-                warnings.warn(f"estimates: {path} has {audio.shape[1]} samples, the reference "
-                              f"{length}; it is zero-padded or cut at the end (as museval does)",
-                              stacklevel=2)
-            n = min(length, audio.shape[1])
-            out[i, :, :n] = audio[:, :n]
-        return out, None, None
-
-    def meta(self, rate_hz: int) -> dict[str, Any]:
-        meta: dict[str, Any] = {
-            "estimates": str(self.root.resolve()),
-            "scored_rate": f"{rate_hz} Hz",
-        }
-        if self.resampled:
-            rates = sorted(set(self.resampled.values()))
-            meta["scored_rate"] += (
-                f" (estimate files at {', '.join(map(str, rates))} Hz resampled to it)"
-            )
-        if self.length_mismatches:
-            meta["length_mismatches"] = self.length_mismatches
-        return meta
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as exc:
+        raise ConfigError(str(exc).strip().splitlines()[0]) from None
+    for o in parsed:
+        key = o.key_or_group.removeprefix("data.")
+        if o.is_delete():
+            raise ConfigError(f"~{o.key_or_group}: removing a key of the checkpoint's dataset "
+                              "is not supported; choose a preset with data=...")
+        if not o.is_add() and OmegaConf.select(data, key, default="<missing>") == "<missing>":
+            raise ConfigError(f"unknown setting '{o.key_or_group}' (the checkpoint's dataset has "
+                              f"no such key; +{o.key_or_group}=... adds one)")
+        OmegaConf.update(data, key, o.value(), merge=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,12 +172,32 @@ def default_bss_workers() -> int:
     return max(1, min((os.cpu_count() or 1) // 2, 4))
 
 
+def silent_references(tracks: Sequence[data_lib.Track], sources: Sequence[str],
+                      block_samples: int = 2**18) -> None:
+    """Refuse, before anything is scored, a track whose reference of a source is silent over
+    the whole track (museval cannot score it). Read in blocks: the tracks are memory maps."""
+    for track in tracks:
+        refs = track.sources
+        silent = set(range(refs.shape[0]))
+        for start in range(0, refs.shape[-1], block_samples):
+            silent &= set(silent_sources(refs[:, :, start:start + block_samples]))
+            if not silent:
+                break
+        if silent:
+            raise DataError(
+                f"track '{track.name}': the reference of "
+                f"{', '.join(sources[i] for i in sorted(silent))} is silent over the whole "
+                "track; museval cannot score it (use metrics=sdr, or max_tracks / another split). "
+                "Nothing was scored")
+
+
 def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
     """Separate (or read) and score every track of a split; write the report.
 
     Args:
-        cfg: the composed ``evaluate`` config (``compose("evaluate", overrides)``), with a
-            ``data`` group as in ``configs/data/``.
+        cfg: the composed ``evaluate`` config (:func:`compose_evaluate`, or
+            ``compose("evaluate", overrides)``), with a ``data`` group as in ``configs/data/``;
+            with none, a checkpoint is scored on the dataset it was trained on.
 
     Returns:
         The summary as written to ``<out_dir>/summary.json``
@@ -327,11 +205,19 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
         ``aggregates`` (per metric and source, pooled frames and median of track medians),
         ``clipping``, ``tracks``, and ``meta`` (with ``out_dir``, the scored rate and timings).
     """
-    t_start = time.perf_counter()
     s = typed(EvaluateConfig, cfg)
+    with thread_scope(s.threads):
+        return _evaluate(s)
+
+
+def _evaluate(s: EvaluateConfig) -> dict[str, Any]:
+    t_start = time.perf_counter()
     data_cfg = s.data
-    if data_cfg is None:
-        raise ConfigError("data: no dataset configured (data=musdb | musdb_hq | folder | ...)")
+    if data_cfg is None and s.checkpoint is not None:
+        data_cfg = _said(checkpoint_data(s.checkpoint))
+    if data_cfg is None or not data_cfg.get("format"):
+        raise ConfigError("data: no dataset chosen; give data=<preset> (musdb | musdb_hq | "
+                          "folder | ...) and data.root=DIR")
     data_name = str(data_cfg.get("name") or data_cfg.get("format") or "data")
 
     source: ModelEstimates | DiskEstimates = (
@@ -341,8 +227,9 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
     channels = s.channels or source.default_channels
     out_dir = (Path(s.out_dir).expanduser() if s.out_dir is not None
                else _default_out_dir(s, source, data_name))
+    museval_dir = out_dir / MUSEVAL_SUBSETS[s.split]
     try:  # the one out_dir guard, before any work; overwrite=true clears stale files
-        prepare_out_dir(out_dir, s.overwrite, subdirs=(MUSEVAL_DIR,))
+        prepare_out_dir(out_dir, s.overwrite, subdirs=sorted(set(MUSEVAL_SUBSETS.values())))
     except FileExistsError as exc:
         raise ConfigError(f"out_dir: {exc}") from exc
 
@@ -352,13 +239,19 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
     if s.max_tracks is not None:
         tracks = tracks[: s.max_tracks]
     source.check(tracks)
+    sources = list(source.sources)
+    if s.metrics == "bss":
+        if len(sources) < 2:
+            raise ConfigError(
+                f"metrics=bss needs at least 2 sources scored together, got {sources}"
+            )
+        silent_references(tracks, sources)
     names = [t.name for t in tracks]
     waveform_name = s.waveform_track or names[0]
     if waveform_name not in names:
         raise ConfigError(f"waveform_track: {waveform_name!r} is not an evaluated track "
                           f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     device = resolve_device(s.device)
-    sources = list(source.sources)
     results: dict[str, TrackResult] = {}
     waveform: list[WaveformSpec] = []
     timing = {"estimates_s": 0.0, "sdr_and_clipping_s": 0.0}
@@ -392,7 +285,7 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
         results[track.name] = TrackResult(
             track.name, sources, sdr, dict(zip(sources, clip, strict=True)), difference=difference
         )
-        est_np = est.numpy() if isinstance(est, torch.Tensor) else est
+        est_np = np.asarray(est)
         if track.name == waveform_name:
             waveform.append(WaveformSpec(
                 track.name, refs_np, est_np, rate, raw=None if raw is None else np.asarray(raw),
@@ -402,27 +295,22 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
     def bss_job(track: data_lib.Track) -> Callable[[], BssJob]:
         def load() -> BssJob:
             refs, est = score(track)
-            for what, arr in (("reference", refs), ("estimate", est)):
-                silent = silent_sources(arr)
-                if silent:
-                    raise DataError(
-                        f"track '{track.name}': the {what} of "
-                        f"{', '.join(sources[i] for i in silent)} "
-                        "is silent over the whole track; museval cannot score it (use metrics=sdr, "
-                        "or max_tracks / another split)"
-                    )
+            silent = silent_sources(est)
+            if silent:
+                raise DataError(
+                    f"track '{track.name}': the estimate of "
+                    f"{', '.join(sources[i] for i in silent)} "
+                    "is silent over the whole track; museval cannot score it (use metrics=sdr, or "
+                    "max_tracks / another split)"
+                )
             return BssJob(track.name, sources, refs, est)
 
         return load
 
     if s.metrics == "bss":
-        if len(sources) < 2:
-            raise ConfigError(
-                f"metrics=bss needs at least 2 sources scored together, got {sources}"
-            )
         t0 = time.perf_counter()
         workers = s.workers if s.workers is not None else default_bss_workers()
-        scores = evaluate_tracks([bss_job(t) for t in tracks], rate, json_dir=out_dir / MUSEVAL_DIR,
+        scores = evaluate_tracks([bss_job(t) for t in tracks], rate, json_dir=museval_dir,
                                  workers=workers, progress=s.progress)
         timing["bss_wall_s"] = time.perf_counter() - t0
         for name, sc in scores.items():
@@ -452,11 +340,15 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
         "frames": "1-s windows, 1-s hop (museval defaults) at the scored rate",
         "sdr": "waveunet.metrics.framewise_sdr (equals museval's BSSEval v4 SDR)",
         "clipping_bounds": list(source.bounds),
+        "torch_threads": torch.get_num_threads(),
         "out_dir": str(out_dir.resolve()),
         "timing": {k: round(v, 3) for k, v in timing.items()},
     }
+    if source.replaced:
+        meta["nonfinite_replaced"] = source.replaced
     if s.metrics == "bss":
-        meta["museval_json"] = f"{MUSEVAL_DIR}/<track>.json (museval's per-track format)"
+        meta["museval_json"] = (f"{museval_dir.name}/<track>.json (museval's per-track format; "
+                                "museval.MethodStore().add_eval_dir(out_dir) loads it)")
     return write_report(out_dir, [results[n] for n in names], meta=meta,
                         waveform=waveform[0] if waveform else None, checked=True)
 
@@ -467,12 +359,13 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(HELP)
+    logging.basicConfig(level=logging.WARNING, format="waveunet evaluate: %(message)s")
+
+    def run(cfg: DictConfig, overrides: list[str]) -> int:
+        print(terminal_summary(evaluate(cfg)))
         return 0
-    summary = evaluate(compose("evaluate", argv))
-    print(terminal_summary(summary))
-    return 0
+
+    return run_command("evaluate", HELP, "evaluate", argv, run, compose_evaluate)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ from typing import Any
 
 import torch
 
-from .config import compose, group_options
+from .config import group_options, override_key
 from .errors import ConfigError
 from .files import atomic_write_text
+from .hydra_flags import run_command
 from .metrics import dumps_json
 
 
@@ -126,16 +127,12 @@ def parse_modes(entries: Sequence[Any], setting: str, default_loss: str,
     return modes
 
 
-def _override_key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0].strip()
-
-
 def shared_overrides(argv: Sequence[str], per_run: Sequence[str], hint: str) -> list[str]:
     """The command line's overrides, checked: the ``per_run`` keys are the experiment's to set
     (``hint`` says where instead)."""
     for o in argv:
-        if _override_key(o) in per_run:
-            raise ConfigError(f"{o}: {_override_key(o)} is set per run by the experiment; {hint}")
+        if override_key(o) in per_run:
+            raise ConfigError(f"{o}: {override_key(o)} is set per run by the experiment; {hint}")
     return list(argv)
 
 
@@ -209,13 +206,14 @@ class Experiment:
 
     @classmethod
     def main(cls, argv: list[str]) -> int:
-        """``waveunet <command_name> [hydra overrides]``."""
-        if any(a in ("-h", "--help") for a in argv):
-            print(cls.help_text)
+        """``waveunet <command_name> [hydra overrides]``, with Hydra's flags
+        (:mod:`waveunet.hydra_flags`: ``--help``, ``--cfg job`` print and run nothing)."""
+        def run(cfg: Any, overrides: list[str]) -> int:
+            logging.basicConfig(level=logging.INFO,
+                                format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+            command = f"waveunet {cls.command_name} " + " ".join(overrides)
+            result = cls(cfg, overrides, command).execute()
+            print(f"{cls.command_name}: {Path(result['out_dir']) / cls.report_name}")
             return 0
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-        command = f"waveunet {cls.command_name} " + " ".join(argv)
-        result = cls(compose(cls.command_name, argv), argv, command).execute()
-        print(f"{cls.command_name}: {Path(result['out_dir']) / cls.report_name}")
-        return 0
+
+        return run_command(cls.command_name, cls.help_text, cls.command_name, argv, run)

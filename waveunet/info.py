@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 
-from .config import compose
+from omegaconf import DictConfig
+
+from .hydra_flags import run_command
 from .model import build_model
 
-HELP = """usage: waveunet info [hydra overrides]
+HELP = """usage: waveunet info [key=value overrides] [--help | --cfg job]
 
-Prints one JSON object describing the composed model, e.g.
+Prints one JSON object describing the composed model: its sample rate, channels, sources,
+output head, input and output samples of one chunk, and parameter count.
+
   waveunet info model=m4
   waveunet info model=m5_highsr output=linear_direct model.output_samples=44100
-"""
+  waveunet info model=tiny --cfg job"""
 
 
 def model_info(cfg) -> dict:
@@ -31,8 +35,8 @@ def model_info(cfg) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(HELP)
+    def run(cfg: DictConfig, overrides: list[str]) -> int:
+        print(json.dumps(model_info(cfg)))
         return 0
-    print(json.dumps(model_info(compose("config", argv))))
-    return 0
+
+    return run_command("info", HELP, "config", argv, run)

@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .builder import build_parts
-from .config import compose, config_text
+from .config import compose
 from .errors import ConfigError
 from .experiment import Experiment, Mode, parse_modes, shared_overrides
 from .files import atomic_write_text
@@ -58,7 +58,7 @@ RECORD_KEYS = ("loss", "mse_to_target", "pre_activation_mean_abs", "pre_activati
 PER_RUN_KEYS = ("output", "loss.name", "seed", "optim.name", "optim.lr", "optim.batch_size",
                 "trainer.device", "trainer.precision")
 
-HELP = f"""usage: waveunet saturation [hydra overrides]
+HELP = """usage: waveunet saturation [key=value overrides] [--help | --cfg job]
 
 Train each output head of saturation.modes with each optimiser of saturation.optimisers on
 targets exactly at the bound 1.0 (then at the recovery target), recording per step the output
@@ -66,10 +66,10 @@ pre-activations, hidden activations, gradients and losses; write saturation.json
 saturation.md and one saturation_<optimiser>.png per optimiser to saturation.out_dir.
 
   waveunet saturation
-  waveunet saturation saturation.steps=1000 'saturation.optimisers=[{{name:adam,lr:1e-4}}]'
+  waveunet saturation saturation.steps=1000 'saturation.optimisers=[{name:adam,lr:1e-4}]'
+  waveunet saturation saturation.device=cuda saturation.precision=bf16
 
-Settings (configs/saturation.yaml, on top of configs/train.yaml):
-{config_text("saturation.yaml")}"""
+Settings and their meaning: configs/saturation.yaml, on top of configs/train.yaml."""
 
 
 class ActivationProbe:

@@ -20,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cli import ExamplesHelpFormatter
 from .errors import ConfigError, DataError, WaveUNetError
 from .inference import GIB, Separator, load_model
 
@@ -32,9 +33,16 @@ SUBTYPES = {
 }
 
 
+EXAMPLES = """examples:
+  waveunet separate song.mp3 other.flac -c runs/<name>/<stamp>/best.pt -o separated
+  waveunet separate live.m4a -c best.pt -d cuda --format flac --bits 24
+  waveunet separate DATA/test/*/mixture.wav -c best.pt -o separated -q"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="waveunet separate",
+        prog="waveunet separate", epilog=EXAMPLES,
+        formatter_class=ExamplesHelpFormatter,
         description="Separate songs into stems with a trained Wave-U-Net checkpoint. "
         "Reads WAV, FLAC, OGG, MP3 and (through ffmpeg) M4A/MP4 at any sample rate "
         "and channel count; stems come back at the song's rate, channels and length.",

@@ -41,6 +41,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # autocast off, bfloat16, float16 (with a
 LOSSES = ("mse", "l1", "cross_entropy")
 OPTIMISERS = ("adam", "sgd")
 METRICS = ("sdr", "bss")
+# evaluate's separation precision: auto (the Separator's rule), fp32, bf16 or fp16 autocast
+SEPARATION_PRECISIONS = ("auto", *PRECISIONS)
+NONFINITE = ("error", "zero")  # what evaluate does with NaN / inf estimate samples
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,6 +254,8 @@ class ValidationConfig:
     batch_size: int = setting(ge=1)
     audio_examples: int = setting(ge=0)
     audio_seconds: float = setting(gt=0)
+    figures: bool = MISSING
+    figure_seconds: float = setting(gt=0)
 
 
 @dataclass
@@ -300,6 +305,8 @@ class EvalConfig:
     max_tracks: int | None = setting(ge=1)
     waveform_track: str | None = MISSING
     waveform_seconds: float = setting(gt=0)
+    precision: str = setting(choices=SEPARATION_PRECISIONS)
+    nonfinite: str = setting(choices=NONFINITE)
 
 
 @dataclass
@@ -311,7 +318,10 @@ class EvaluateConfig(EvalConfig):
     out_dir: str | None = MISSING
     overwrite: bool = MISSING
     progress: bool = MISSING
-    data: Any = MISSING
+    threads: int | None = setting(ge=1)
+    # None: no dataset chosen (``data=<preset>``); a checkpoint's evaluation then uses the
+    # dataset the checkpoint was trained on (waveunet.evaluate.checkpoint_data).
+    data: Any = None
 
     def rules(self) -> Iterator[tuple[str, str]]:
         if (self.checkpoint is None) == (self.estimates is None):

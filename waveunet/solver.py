@@ -128,6 +128,7 @@ class Solver:
             lr=self.settings.optim.lr, batch_size=self.settings.optim.batch_size
         )
         self.grad_clip_norm = self.settings.optim.grad_clip_norm
+        self._validation_audio_logged = False  # the references and mixture go to TB once
         self._maybe_resume()
 
     # -- set-up -------------------------------------------------------------
@@ -202,6 +203,7 @@ class Solver:
                 except _RolledBack:
                     continue  # the epoch restarts from the restored position
                 self._end_of_epoch()
+            self._log_hparams()
         finally:
             self.logger.close()
         return self.summary()
@@ -377,7 +379,8 @@ class Solver:
     # -- validation ---------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict:
-        """MSE and framewise SDR of the eval-mode model on whole validation tracks."""
+        """MSE and framewise SDR of the eval-mode model on whole validation tracks; TensorBoard
+        gets the audio and figures of the first ``trainer.validation.audio_examples`` tracks."""
         vcfg = self.settings.trainer.validation
         rate = self.model.sample_rate_hz
         self.model.eval()
@@ -388,16 +391,14 @@ class Solver:
         for index, track in enumerate(self.data.valid_tracks):
             mixture = torch.tensor(np.asarray(track.mixture), dtype=torch.float32)
             references = torch.tensor(np.asarray(track.sources), dtype=torch.float32)
-            estimates = separator.separate_tensor(mixture).stems
+            separated = separator.separate_tensor(mixture)
+            estimates = separated.stems
             squared_error += (estimates - references).double().square().sum().item()
             count += references.numel()
             frames.append(framewise_sdr(references, estimates, win=rate, hop=rate))
             if index < vcfg.audio_examples:
-                seconds = int(vcfg.audio_seconds * rate)
-                for name, stem in [("mixture", mixture), *zip(sources, estimates, strict=True)]:
-                    self.logger.audio(f"valid/{track.name}/{name}",
-                                      stem[:, :seconds].mean(0).clamp(-1, 1),
-                                      self.state.global_step, rate)
+                self._log_example(track.name, mixture, references, separated)
+        self._validation_audio_logged = True
         self.model.train()
         pooled = torch.cat(frames, dim=1) if frames else torch.empty(len(sources), 0)
         sdr = {}
@@ -411,6 +412,58 @@ class Solver:
         self.logger.record({"kind": "valid", "step": self.state.global_step,
                             "epoch": self.state.epoch, **result})
         return result
+
+    def _log_example(self, name: str, mixture: torch.Tensor, references: torch.Tensor,
+                     separated: Any) -> None:
+        """One validation track in TensorBoard: audio of its first ``audio_seconds`` (the
+        mixture and the references once per run, the estimates at every validation) as mono
+        downmixes ((L + R) / 2: TensorBoard's audio is mono), and the waveform/clipping and
+        spectrogram figures of its loudest ``figure_seconds``."""
+        vcfg, step = self.settings.trainer.validation, self.state.global_step
+        rate = self.model.sample_rate_hz
+        sources = list(self.model.sources)
+        n = int(vcfg.audio_seconds * rate)
+
+        def downmix(audio: torch.Tensor) -> torch.Tensor:
+            return audio[:, :n].mean(0).clamp(-1, 1)
+
+        fixed = [("mixture", mixture)] + [(f"{s}/reference", r)
+                                          for s, r in zip(sources, references, strict=True)]
+        logged = [(f"{s}/estimate", e) for s, e in zip(sources, separated.stems, strict=True)]
+        if not self._validation_audio_logged and not self.state.history:
+            logged = fixed + logged
+        for tag, audio in logged:
+            self.logger.audio(f"valid/{name}/{tag}", downmix(audio), step, rate)
+        if vcfg.figures and self.logger.enabled:
+            self._log_figures(name, references, separated)
+
+    def _log_figures(self, name: str, references: torch.Tensor, separated: Any) -> None:
+        from .reporting.figures import Passage, librosa_missing, spectrogram_figure, waveform_figure
+
+        vcfg, step = self.settings.trainer.validation, self.state.global_step
+        passage = Passage.loudest(name, list(self.model.sources), references.numpy(),
+                                  separated.stems.numpy(), separated.unclipped.numpy(),
+                                  self.model.sample_rate_hz, vcfg.figure_seconds)
+        bounds = self.model.output_mode.bounds.measured()
+        self.logger.figure(f"valid/{name}/waveform", waveform_figure(passage, bounds), step)
+        missing = librosa_missing()
+        if missing is None:
+            self.logger.figure(f"valid/{name}/spectrogram", spectrogram_figure(passage), step)
+        elif not self._validation_audio_logged:
+            log.warning("%s (trainer.validation.figures=false turns figures off)", missing)
+
+    def _log_hparams(self) -> None:
+        """The resolved config as TensorBoard hparams, with the summary's validation numbers
+        (``summary.json``: the best validation loss, the final validation's loss and SDRs)."""
+        summary = self.summary()
+        final = summary["history"][-1] if summary["history"] else {"sdr": {}}
+        metrics = {"hparam/best_valid_loss": summary["best_valid_loss"],
+                   "hparam/final_valid_loss": final.get("loss"),
+                   **{f"hparam/final_valid_sdr_{s}": v for s, v in final["sdr"].items()}}
+        metrics = {k: float(v) for k, v in metrics.items()
+                   if v is not None and math.isfinite(v)}
+        self.logger.hparams(OmegaConf.to_container(self.cfg, resolve=True), metrics,
+                            self.state.global_step)
 
     # -- logging ------------------------------------------------------------
     def _log_train(self, loss_value: float, output: ModelOutput, targets: torch.Tensor,

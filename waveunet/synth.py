@@ -32,6 +32,7 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from .audio import write_audio
+from .cli import ExamplesHelpFormatter
 from .errors import DataError
 from .files import DIR_MODE
 
@@ -223,13 +224,17 @@ def generate_dataset(
     sample_rate_hz: int = 44100,
     test_tracks: int | None = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Write a MUSDB18-HQ-layout dataset; returns ``out_dir``.
 
     A new directory is built under a temporary name and renamed into place, so an
     interrupted run never leaves something that looks like a complete dataset.
-    ``test_tracks`` defaults to a quarter of ``tracks`` (at least one).
+    ``test_tracks`` defaults to a quarter of ``tracks`` (at least one). ``progress``: a tqdm
+    bar over the tracks (``waveunet synth`` shows it).
     """
+    from tqdm import tqdm
+
     out_dir = Path(out_dir)
     if tracks < 1 or seconds <= 0:
         raise DataError(f"synth: need tracks >= 1 and seconds > 0 (got {tracks}, {seconds})")
@@ -245,15 +250,18 @@ def generate_dataset(
         tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     if target != out_dir:
         target.chmod(DIR_MODE)  # mkdtemp makes 0700; the dataset should look like any other folder
+    plan = [(subset, i, subset_id)
+            for subset, count, subset_id in (("train", tracks, 0), ("test", n_test, 1))
+            for i in range(count)]
     try:
-        for subset, count, subset_id in (("train", tracks, 0), ("test", n_test, 1)):
-            for i in range(count):
-                audio = generate_track([seed, subset_id, i], seconds, sample_rate_hz,
-                                       loud=(i % 2 == 0))
-                folder = target / subset / f"track_{i:03d}"
-                for name, data in audio.items():
-                    write_audio(folder / f"{name}.wav", data, sample_rate_hz, subtype=SUBTYPE,
-                                overwrite=overwrite)
+        for subset, i, subset_id in tqdm(plan, desc="synth", unit="track", disable=not progress,
+                                         dynamic_ncols=True):
+            audio = generate_track([seed, subset_id, i], seconds, sample_rate_hz,
+                                   loud=(i % 2 == 0))
+            folder = target / subset / f"track_{i:03d}"
+            for name, data in audio.items():
+                write_audio(folder / f"{name}.wav", data, sample_rate_hz, subtype=SUBTYPE,
+                            overwrite=overwrite)
         info = {"tracks": tracks, "test_tracks": n_test, "seconds": seconds, "seed": seed,
                 "sample_rate_hz": sample_rate_hz, "subtype": SUBTYPE}
         (target / MARKER).write_text(json.dumps(info, indent=2) + "\n")
@@ -268,8 +276,16 @@ def generate_dataset(
     return out_dir
 
 
+EXAMPLES = """examples:
+  waveunet synth --out data/synth --tracks 8 --seconds 12 --seed 0
+  waveunet synth --out data/synth-long --tracks 40 --test-tracks 10 --seconds 60 -q
+  waveunet synth --out data/synth-22k --tracks 4 --seconds 30 --sample-rate 22050"""
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="waveunet synth", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="waveunet synth", description=__doc__.split("\n\n")[0],
+                                     epilog=EXAMPLES,
+                                     formatter_class=ExamplesHelpFormatter)
     parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
     parser.add_argument("--tracks", type=int, default=8, help="training tracks (default 8)")
     parser.add_argument("--test-tracks", type=int, default=None,
@@ -280,9 +296,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sample-rate", type=int, default=44100, help="Hz (default 44100)")
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty directory, replacing files")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     out = generate_dataset(args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed,
                            sample_rate_hz=args.sample_rate, test_tracks=args.test_tracks,
-                           overwrite=args.force)
+                           overwrite=args.force, progress=not args.quiet)
     print(f"wrote {out} (MUSDB18-HQ layout, {SUBTYPE} WAV at {args.sample_rate} Hz)")
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .format import machine_text, number, seed_spread, table
+from .format import machine_text, number, plural, seed_spread, table
 
 # SDR columns: (aggregation, statistic, title); the key in the results is sdr_<agg>_<stat>.
 SDR_COLUMNS = (
@@ -88,8 +88,9 @@ def findings(result: dict[str, Any]) -> list[str]:
                                "same sign on every seed, but the seed ranges overlap"
                                if consistent else
                                "the sign changes between seeds: not a difference at this scale")
-                    spread_txt = (f"paired over {e['n']} seeds: {number(e['mean'], sign=True)} "
-                                  f"± {number(e['std'])} dB; {verdict}")
+                    spread_txt = (f"paired over {plural(e['n'], 'seed')}: "
+                                  f"{number(e['mean'], sign=True)} ± {number(e['std'])} dB; "
+                                  f"{verdict}")
                 else:
                     spread_txt = "one seed: no spread to judge it against"
                 word = "higher" if e["mean"] > 0 else "lower"
@@ -126,7 +127,7 @@ def _differences(result: dict[str, Any]) -> list[str]:
         + (f", extra overrides {list(x['overrides'])}" if x["overrides"] else "") for x in modes)
     lines = ["## What differs between the runs", "",
              f"Modes: {mode_text}. Seeds: {result['seeds']}.", "",
-             f"The resolved training configs of the {len(runs)} runs have "
+             f"The resolved training configs of the {plural(len(runs), 'run')} have "
              f"{result['settings_count']} settings; they differ only in: "
              f"{', '.join(f'`{k}`' for k in diff) or 'nothing'} (plus `seed`, and `name`, the "
              f"run's label). Same model (`{first_model}`), data (`{first_data}`), optimiser, "
@@ -154,8 +155,8 @@ def _waveform(result: dict[str, Any]) -> list[str]:
     for row in waveform["rows"]:
         lines.append(f"- {row['mode']} (seed {row['seed']}): peak ratio "
                      f"{number(row['peak_ratio'], 3)}, passage SDR {number(row['sdr_db'])} dB, "
-                     f"{row['clipped']} samples at a bound, {row['raw_beyond']} raw samples "
-                     "beyond it (both channels).")
+                     f"{plural(row['clipped'], 'sample')} at a bound, "
+                     f"{plural(row['raw_beyond'], 'raw sample')} beyond it (both channels).")
     return lines + [""]
 
 
@@ -167,8 +168,8 @@ def results_markdown(result: dict[str, Any]) -> str:
              f"Command: `{result['command']}`", "",
              f"Written {result['written']}; wall time of this command "
              f"{number(result['wall_s'] / 60, 1)} min; training time summed over runs "
-             f"{number(train_minutes, 1)} min ({sum(r['reused'] for r in runs)} of {len(runs)} "
-             "runs reused from an earlier call).", "",
+             f"{number(train_minutes, 1)} min ({sum(r['reused'] for r in runs)} of "
+             f"{plural(len(runs), 'run')} reused from an earlier call).", "",
              f"Machine: {machine_text(m)}.", ""]
     lines += _differences(result)
     lines += ["## SDR per source (dB)", "",

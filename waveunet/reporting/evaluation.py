@@ -23,12 +23,14 @@ import numpy as np
 from ..files import atomic_write_text, safe_filename
 from ..metrics import ArrayLike, aggregate_pooled, aggregate_tracks, dumps_json, to_jsonable
 from . import figures
-from .format import number, table
+from .format import number, plural, table
 
 GENERATOR = "waveunet.report"
 SUMMARY_NAME = "summary.json"
 REPORT_NAME = "report.md"
 BOXPLOT_NAME = "sdr_boxplot.png"
+# The passage figures of one track: file name = prefix + the track's name (safe_filename) + .png
+PASSAGE_FIGURES = ("waveform", "spectrogram")
 
 
 @dataclass
@@ -68,7 +70,8 @@ class TrackResult:
 
 @dataclass
 class WaveformSpec:
-    """Audio for the waveform figure: one track's (S, C, T) arrays at ``sample_rate_hz``."""
+    """Audio for the passage figures (waveform, spectrogram): one track's (S, C, T) arrays at
+    ``sample_rate_hz``; the figures show its loudest ``passage_seconds``."""
 
     track_name: str
     references: ArrayLike
@@ -211,7 +214,17 @@ def _markdown(summary: dict[str, Any], files: dict[str, str]) -> str:
         lines += table(["setting", "value"],
                        [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()])
         lines.append("")
-    lines += [f"Tracks: {len(summary['tracks'])}. {summary['aggregation_note']}", ""]
+    lines += [f"{plural(len(summary['tracks']), 'track').capitalize()}. "
+              f"{summary['aggregation_note']}", ""]
+    replaced = meta.get("nonfinite_replaced")
+    if replaced:
+        lines += ["## Non-finite estimates replaced by 0", "",
+                  "`nonfinite=zero`: these estimates held NaN or infinite samples, which were set "
+                  "to 0 before scoring (the numbers below include them as silence).", ""]
+        lines += table(["track", "source", "file", "non-finite samples", "first (channel, sample)"],
+                       [(r["track"], r["source"], r.get("file") or "-", r["count"],
+                         f"({r['first_channel']}, {r['first_sample']})") for r in replaced])
+        lines.append("")
     for m in summary["metrics"]:
         lines += [f"## {m} (dB)", ""]
         lines += table(
@@ -266,16 +279,25 @@ def _markdown(summary: dict[str, Any], files: dict[str, str]) -> str:
                                   if s in t["metrics"]["SDR"] else "-" for s in sources))
                     for t in summary["tracks"]])
     lines.append("")
-    figs = [f for f in files.values() if f.endswith(".png")]
-    if figs:
-        lines += ["## Figures", ""] + [f"![{f}](<{f}>)" for f in figs] + [""]  # <> allows spaces
+    lines += ["## Figures", "", f"![SDR box plot](<{files['sdr_boxplot']}>)", ""]  # <>: spaces
+    passage = [role for role in PASSAGE_FIGURES if role in files]
+    if passage:
+        where = summary.get("passage") or {}
+        seconds = number(where.get("seconds"), 3, kind="g")
+        lines += [f"Track `{where.get('track')}`, its loudest {seconds} s from "
+                  f"{number(where.get('start_seconds'))} s, channel {where.get('channel')}: "
+                  "the estimate over the reference (samples at or beyond the output bounds in "
+                  "red), and their spectrograms side by side.", ""]
+        lines += [" ".join(f"![{role}](<{files[role]}>)" for role in passage), ""]
+    if meta.get("spectrogram_skipped"):
+        lines += [f"No spectrogram figure: {meta['spectrogram_skipped']}.", ""]
     return "\n".join(lines)
 
 
 def terminal_summary(summary: dict[str, Any]) -> str:
     """A few lines for the terminal: SDR both ways per source, and where the report is."""
     meta = summary["meta"]
-    lines = [f"{meta['tracks']} track(s) of {meta['data']}/{meta['split']}, scored at "
+    lines = [f"{plural(meta['tracks'], 'track')} of {meta['data']}/{meta['split']}, scored at "
              f"{meta['scored_rate']}"]
     for m in summary["metrics"]:
         for src, agg in summary["aggregates"][m].items():
@@ -293,7 +315,8 @@ def terminal_summary(summary: dict[str, Any]) -> str:
 
 
 def _is_figure(name: str) -> bool:
-    return name == BOXPLOT_NAME or (name.startswith("waveform_") and name.endswith(".png"))
+    return name == BOXPLOT_NAME or (
+        name.endswith(".png") and any(name.startswith(f"{p}_") for p in PASSAGE_FIGURES))
 
 
 def prepare_out_dir(out_dir: str | os.PathLike[str], overwrite: bool, *,
@@ -340,13 +363,15 @@ def write_report(
     overwrite: bool = False,
     checked: bool = False,
 ) -> dict[str, Any]:
-    """Write summary.json, report.md, sdr_boxplot.png and (optionally) waveform_<track>.png.
+    """Write summary.json, report.md, sdr_boxplot.png and (optionally) the passage figures
+    waveform_<track>.png and spectrogram_<track>.png (the latter needs librosa; without it the
+    summary's meta says it was skipped).
 
     Args:
         out_dir: output directory (created if missing).
         results: one :class:`TrackResult` per track.
         meta: run metadata copied into the summary (checkpoint, output mode, sample rate, ...).
-        waveform: audio for the waveform figure (loudest passage of one track).
+        waveform: audio for the passage figures (the loudest passage of one track).
         overwrite: write into a directory that already holds a report (stale figures of an
             earlier one are removed); see :func:`prepare_out_dir`.
         checked: the caller already ran :func:`prepare_out_dir` before its work (``overwrite``
@@ -364,9 +389,6 @@ def write_report(
         prepare_out_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     files = {"summary": SUMMARY_NAME, "report": REPORT_NAME, "sdr_boxplot": BOXPLOT_NAME}
-    if waveform is not None:
-        files["waveform"] = f"waveform_{safe_filename(waveform.track_name)}.png"
-    summary["files"] = files
     sources = summary["sources"]
     frames = [np.concatenate([r.frames("SDR")[list(r.source_names).index(s)]
                               for r in results if s in r.source_names]) for s in sources]
@@ -374,10 +396,24 @@ def write_report(
     if waveform is not None:
         names = next((r.source_names for r in results if r.name == waveform.track_name),
                      results[0].source_names)
-        figures.evaluation_waveform(
-            out / files["waveform"], waveform.track_name, names, _np(waveform.references),
-            _np(waveform.estimates), None if waveform.raw is None else _np(waveform.raw),
-            waveform.sample_rate_hz, waveform.passage_seconds, waveform.bounds, waveform.channel)
+        passage = figures.Passage.loudest(
+            waveform.track_name, names, _np(waveform.references), _np(waveform.estimates),
+            None if waveform.raw is None else _np(waveform.raw), waveform.sample_rate_hz,
+            waveform.passage_seconds, waveform.channel)
+        summary["passage"] = {"track": passage.track_name, "channel": passage.channel,
+                              "start_seconds": passage.start / passage.sample_rate_hz,
+                              "seconds": passage.length / passage.sample_rate_hz}
+        stem = safe_filename(waveform.track_name)
+        files["waveform"] = f"waveform_{stem}.png"
+        figures.save_figure(figures.waveform_figure(passage, waveform.bounds),
+                            out / files["waveform"])
+        missing = figures.librosa_missing()
+        if missing is None:
+            files["spectrogram"] = f"spectrogram_{stem}.png"
+            figures.save_figure(figures.spectrogram_figure(passage), out / files["spectrogram"])
+        else:
+            summary["meta"]["spectrogram_skipped"] = missing
+    summary["files"] = files
     atomic_write_text(out / REPORT_NAME, _markdown(summary, files))
     # summary last: its file list marks the others as ours only once they all exist.
     atomic_write_text(out / SUMMARY_NAME, dumps_json(summary))

@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..files import atomic_write
 from ..metrics import at_bounds, beyond_bounds
-from .format import number
+from .format import number, plural
 
 
 def pyplot() -> Any:
@@ -118,48 +119,136 @@ def sdr_boxplot(path: str | os.PathLike, sources: Sequence[str], frames: Sequenc
     ax.boxplot([f[np.isfinite(f)] for f in frames], showfliers=False)
     ax.set_xticks(range(1, len(sources) + 1), sources)
     ax.set_ylabel("SDR (dB), 1-s frames pooled over tracks")
-    ax.set_title(f"SDR per source ({n_tracks} tracks)")
+    ax.set_title(f"SDR per source ({plural(n_tracks, 'track')})")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
 
 
-def evaluation_waveform(path: str | os.PathLike, track_name: str, source_names: Sequence[str],
-                        references: np.ndarray, estimates: np.ndarray, raw: np.ndarray | None,
-                        sample_rate_hz: int, passage_seconds: float,
-                        bounds: tuple[float, float], channel: int = 0) -> None:
-    """Reference and estimate of every source on the track's loudest passage, bounds in red."""
+@dataclass
+class Passage:
+    """What a passage figure shows: one track's (S, C, T) references and estimates (and the raw
+    output before a test-time clip, if known), ``length`` samples from ``start``, one channel."""
+
+    track_name: str
+    source_names: Sequence[str]
+    references: np.ndarray
+    estimates: np.ndarray
+    raw: np.ndarray | None
+    sample_rate_hz: int
+    start: int
+    length: int
+    channel: int = 0
+
+    @classmethod
+    def loudest(cls, track_name: str, source_names: Sequence[str], references: np.ndarray,
+                estimates: np.ndarray, raw: np.ndarray | None, sample_rate_hz: int,
+                seconds: float, channel: int = 0) -> Passage:
+        """The track's loudest ``seconds`` (sum of the references), the passage every figure of
+        one evaluation or validation shows."""
+        length = min(max(1, int(seconds * sample_rate_hz)), references.shape[-1])
+        return cls(track_name, source_names, references, estimates, raw, sample_rate_hz,
+                   loudest_passage(references, length), length, channel)
+
+    def name(self, s: int) -> str:
+        return self.source_names[s] if s < len(self.source_names) else f"source {s}"
+
+    def part(self, audio: np.ndarray | None, s: int) -> np.ndarray | None:
+        """Source ``s`` of ``audio`` on the passage (zeros where ``audio`` is shorter)."""
+        if audio is None:
+            return None
+        out = np.zeros(self.length, dtype=np.float64)
+        piece = audio[s, self.channel, self.start:self.start + self.length]
+        out[:piece.shape[-1]] = piece
+        return out
+
+    def where(self) -> str:
+        return (f"{self.track_name}, {number(self.length / self.sample_rate_hz, 3, kind='g')} s "
+                f"from {number(self.start / self.sample_rate_hz)} s, channel {self.channel}")
+
+
+def waveform_figure(passage: Passage, bounds: tuple[float, float | None]) -> Any:
+    """Per source, the estimate overlaid on the reference (same axes, same limits for all),
+    the raw output before the test-time clip where known, and samples at or beyond the output
+    bounds in red."""
     plt = pyplot()
     low, high = bounds
-    n = max(1, int(passage_seconds * sample_rate_hz))
-    start = loudest_passage(references, n)
-    sl = slice(start, min(start + n, references.shape[-1]))
-    t = np.arange(sl.start, sl.stop) / sample_rate_hz
-    n_src = references.shape[0]
-    fig, axes = plt.subplots(2 * n_src, 1, figsize=(10, 2.0 * 2 * n_src), sharex=True)
-    axes = np.atleast_1d(axes)
+    p = passage
+    n_src = p.references.shape[0]
+    t = (p.start + np.arange(p.length)) / p.sample_rate_hz
+    fig, axes = plt.subplots(n_src, 1, figsize=(10, 1.2 + 2.2 * n_src), sharex=True,
+                             sharey=True, squeeze=False, layout="constrained")
+    peak = max(float(np.abs(x).max(initial=0.0)) for x in
+               [p.part(a, s) for a in (p.references, p.estimates, p.raw) if a is not None
+                for s in range(n_src)])
+    top = max(peak, abs(low), high if high is not None else 0.0) * 1.08
+    for s, ax in enumerate(axes[:, 0]):
+        ref, est, raw = p.part(p.references, s), p.part(p.estimates, s), p.part(p.raw, s)
+        if raw is not None:
+            ax.plot(t, raw, lw=0.6, color="0.75", label="raw output (before the test-time clip)")
+            _mark(ax, t, raw, beyond_bounds(raw, low, high), 4, "raw output beyond a bound")
+        ax.plot(t, est, lw=1.2, color="tab:orange", alpha=0.75, label="estimate")
+        ax.plot(t, ref, lw=0.5, color="black", label="reference")  # on top: visible where equal
+        _mark(ax, t, est, at_bounds(est, low, high), 4, "estimate at/beyond a bound")
+        _bound_lines(ax, low, high)
+        ax.set_ylabel(p.name(s))
+        ax.set_ylim(-top, top)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("time (s)")
+    legend: dict[str, Any] = {}
+    for ax in axes[:, 0]:  # marks may appear in some rows only
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=3, fontsize=9,
+               markerscale=3, frameon=False)
+    fig.suptitle(f"{p.where()}: loudest passage", fontsize=10)
+    return fig
+
+
+def librosa_missing() -> str | None:
+    """Why spectrogram figures cannot be drawn here (librosa cannot be imported), or None.
+
+    Asked only where a spectrogram is about to be drawn: nothing else needs librosa (the GPU
+    machines this project trains on do not have it)."""
+    try:
+        import librosa  # noqa: F401
+    except ImportError:
+        return "librosa is not installed (pip install librosa): no spectrogram figures"
+    return None
+
+
+def spectrogram_figure(passage: Passage) -> Any:
+    """Per source, the reference's and the estimate's spectrogram side by side on a
+    log-frequency axis (``librosa.display.specshow``), in dB on one colour scale per source.
+
+    librosa is imported here, not at module level: only drawing this figure needs it.
+    """
+    import librosa
+    import librosa.display
+
+    plt = pyplot()
+    p = passage
+    n_src = p.references.shape[0]
+    n_fft = min(2048, 2 ** int(np.log2(max(p.length, 2))))
+    hop = n_fft // 4
+    fig, axes = plt.subplots(n_src, 2, figsize=(11, 0.8 + 2.4 * n_src), sharex=True,
+                             sharey=True, squeeze=False, layout="constrained")
+    image = None
     for s in range(n_src):
-        name = source_names[s] if s < len(source_names) else f"source {s}"
-        r = references[s, channel, sl]
-        e = estimates[s, channel, sl] if estimates.shape[-1] >= sl.stop else np.zeros_like(r)
-        ax_r, ax_e = axes[2 * s], axes[2 * s + 1]
-        ax_r.plot(t, r, lw=0.5, color="tab:blue")
-        ax_r.set_ylabel(f"{name}\nreference", fontsize=8)
-        if raw is not None and raw.shape[-1] >= sl.stop:
-            w = raw[s, channel, sl]
-            ax_e.plot(t, w, lw=0.4, color="0.7", label="raw output")
-            _mark(ax_e, t, w, beyond_bounds(w, low, high), 1, "raw beyond bound")
-        ax_e.plot(t, e, lw=0.5, color="tab:green", label="estimate")
-        _mark(ax_e, t, e, at_bounds(e, low, high), 1, "at/beyond bound")
-        ax_e.set_ylabel(f"{name}\nestimate", fontsize=8)
-        for ax in (ax_r, ax_e):
-            _bound_lines(ax, low, high)
-    axes[1].legend(loc="upper right", fontsize=6, markerscale=4)
-    axes[-1].set_xlabel("time (s)")
-    fig.suptitle(f"{track_name}: loudest {number(passage_seconds, 6, kind='g')} s, "
-                 f"channel {channel}; red = samples at/beyond the bounds")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
+        pair = [p.part(a, s).astype(np.float32) for a in (p.references, p.estimates)]
+        mags = [np.abs(librosa.stft(x, n_fft=n_fft, hop_length=hop, center=True)) for x in pair]
+        ref_db = max(float(m.max()) for m in mags) or 1.0
+        for col, (mag, what) in enumerate(zip(mags, ("reference", "estimate"), strict=True)):
+            db = librosa.amplitude_to_db(mag, ref=ref_db, top_db=None)
+            image = librosa.display.specshow(
+                db, sr=p.sample_rate_hz, hop_length=hop, n_fft=n_fft, x_axis="time",
+                y_axis="log", ax=axes[s, col], vmin=-80.0, vmax=0.0, cmap="magma")
+            axes[s, col].set_title(f"{p.name(s)}: {what}", fontsize=9)
+            axes[s, col].label_outer()
+    fig.colorbar(image, ax=axes, format="%+.0f dB", shrink=0.8,
+                 label="dB re the louder of reference and estimate")
+    fig.suptitle(f"{p.where()}: time from the passage start", fontsize=10)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,14 +292,14 @@ def comparison_waveform(path: str | os.PathLike, passage: dict[str, Any]) -> Non
         _mark(ax, t, row["est"], marks, 2, "clipped (at/beyond bound)")
         ax.set_title(f"{row['mode']} (seed {row['seed']}): {name}; peak ratio "
                      f"{number(row['peak_ratio'], 3)}, passage SDR {number(row['sdr_db'])} dB, "
-                     f"{row['clipped']} samples at a bound (both channels)", fontsize=8)
+                     f"{plural(row['clipped'], 'sample')} at a bound (both channels)", fontsize=8)
         _bound_lines(ax, row["low"], row["high"])
     for ax in axes:
         ax.set_ylim(low * 1.1, top * 1.1)
-    axes[1].legend(loc="upper right", fontsize=6, markerscale=3)
+    axes[1].legend(loc="upper right", fontsize=9, markerscale=3, framealpha=0.9)
     axes[-1].set_xlabel("time (s)")
     fig.suptitle(f"Loud passage where only {name} plays: red = samples at or beyond the bound",
-                 fontsize=9)
+                 fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
 
@@ -267,33 +356,64 @@ def training_curves(path: str | os.PathLike, runs: Sequence[dict[str, Any]]) -> 
 
 def sdr_by_mode(path: str | os.PathLike, summary: dict[str, Any], modes: Sequence[str],
                 columns: Sequence[tuple[str, str]]) -> None:
-    """Per source: each seed's SDR (dots) and the mean over seeds (bar), one panel per column.
+    """:func:`sdr_by_mode_figure`, written to ``path``."""
+    save_figure(sdr_by_mode_figure(summary, modes, columns), path, dpi=100)
+
+
+def sdr_by_mode_figure(summary: dict[str, Any], modes: Sequence[str],
+                       columns: Sequence[tuple[str, str]]) -> Any:
+    """Per source, one panel per column (an SDR aggregation).
+
+    Top row: each seed's SDR (dots) and the mean over seeds ± SD (bar), on an axis fitted to
+    the values (not from 0: the differences between modes are what matters). Bottom row, with
+    two or more modes: the paired difference of each mode to the first, seed by seed (same seed
+    = same initialisation and examples), with its mean ± SD and the zero line.
 
     ``columns``: (key of ``summary["table"][source][mode]``, panel title).
     """
     sources = summary["sources"]
+    paired = summary.get("paired_vs_first_mode") or {}
+    rows = 2 if len(modes) > 1 and paired else 1
     plt = pyplot()
-    width_inches = 5 + 1.6 * len(sources) * len(modes) / 2
-    fig, axes = plt.subplots(1, len(columns), figsize=(width_inches, 3.6), sharey=True)
+    width_inches = 4 + 1.2 * len(sources) * len(modes) * len(columns) / 2
+    fig, axes = plt.subplots(rows, len(columns), figsize=(width_inches, 3.2 * rows + 0.6),
+                             squeeze=False, layout="constrained")
     width = 0.8 / len(modes)
-    for ax, (key, title) in zip(axes, columns, strict=True):
+
+    def draw(ax: Any, x: float, entry: dict[str, Any], colour: str, label: str | None) -> None:
+        values = [v for v in entry["values"] if v is not None]
+        ax.scatter([x] * len(values), values, color=colour, s=14, zorder=3, label=label)
+        if entry["mean"] is not None:
+            ax.errorbar(x, entry["mean"], yerr=entry["std"] or 0.0, color=colour, capsize=4,
+                        marker="_", markersize=14, lw=1.2, zorder=2)
+
+    for col, (key, title) in enumerate(columns):
+        ax = axes[0, col]
         for i, mode in enumerate(modes):
             for j, s in enumerate(sources):
-                entry = summary["table"][s][mode][key]
                 x = j + (i - (len(modes) - 1) / 2) * width
-                if entry["mean"] is not None:
-                    ax.bar(x, entry["mean"], width * 0.9, color=f"C{i}", alpha=0.5,
-                           label=mode if j == 0 else None)
-                    vals = [v for v in entry["values"] if v is not None]
-                    ax.scatter([x] * len(vals), vals, color=f"C{i}", s=10, zorder=3)
+                label = mode if j == 0 and col == 0 else None
+                draw(ax, x, summary["table"][s][mode][key], f"C{i}", label)
         ax.set_xticks(range(len(sources)), sources)
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("SDR (dB)")
-    axes[0].legend(fontsize=7)
-    fig.suptitle("SDR per source: bars = mean over seeds, dots = seeds", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
+        if rows == 2:
+            ax = axes[1, col]
+            others = modes[1:]
+            for i, mode in enumerate(others, start=1):
+                for j, s in enumerate(sources):
+                    x = j + (i - 1 - (len(others) - 1) / 2) * (0.8 / len(others))
+                    draw(ax, x, paired[s][mode][key], f"C{i}", None)
+            ax.axhline(0.0, color="black", lw=0.8)
+            ax.set_xticks(range(len(sources)), sources)
+            ax.set_title(f"paired difference to {modes[0]}", fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_ylabel("SDR (dB)")
+    if rows == 2:
+        axes[1, 0].set_ylabel("SDR difference (dB)")
+    fig.legend(loc="outside lower center", ncol=len(modes), fontsize=9, frameon=False)
+    fig.suptitle("SDR per source: dots = seeds, bar = mean ± SD over seeds", fontsize=10)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,6 +35,11 @@ def number(value: float | int | None, digits: int = 2, *, kind: str = "f", scale
     return format(v, f"{'+' if sign else ''}{',' if grouping else ''}.{digits}{kind}")
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``"1 track"``, ``"2 tracks"``: a count and its noun (``many``: an irregular plural)."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
 def seed_spread(entry: dict[str, Any], digits: int = 2, scale: float = 1.0) -> str:
     """A value over seeds: ``mean ± SD [min, max]``, the mean alone for one seed, "-" for none.
 
@@ -53,8 +58,9 @@ def seed_spread(entry: dict[str, Any], digits: int = 2, scale: float = 1.0) -> s
 def machine_text(machine: dict[str, Any]) -> str:
     """A machine stamp (:func:`waveunet.experiment.machine_stamp`) as one phrase."""
     gpu = f"GPU {machine['cuda']}" if machine.get("cuda") else "no GPU"
-    return (f"{machine['platform']}, {machine['cpu_count']} CPU cores "
-            f"({machine['torch_threads']} torch thread(s)), {gpu}, torch {machine['torch']}")
+    return (f"{machine['platform']}, {plural(machine['cpu_count'], 'CPU core')} "
+            f"({plural(machine['torch_threads'], 'torch thread')}), {gpu}, "
+            f"torch {machine['torch']}")
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
