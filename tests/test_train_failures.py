@@ -24,7 +24,7 @@ from waveunet.config import compose
 from waveunet.errors import ConfigError, DataError
 from waveunet.files import remove_stale_temporaries, temporary_next_to
 from waveunet.model import build_model
-from waveunet.run_folder import RunFolderInUse, RunLock, truncate_metrics
+from waveunet.run_folder import RunFolderInUse, RunLock, claim_new_run_dir, truncate_metrics
 from waveunet.solver import Solver
 from waveunet.synth import generate_dataset
 
@@ -246,6 +246,33 @@ def test_the_lock_names_its_holder_and_is_free_once_the_holder_is_killed(tmp_pat
     lock.release()
 
 
+def test_ctrl_c_stops_with_one_line_that_says_how_to_continue(tmp_path, cache):
+    args = [*overrides(cache, "trainer.max_epochs=1000", "trainer.steps_per_epoch=50"),
+            f"runs_root={tmp_path}"]
+    proc = start_cli(*args)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("*/*/last.pt")):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    run_dir = the_run(tmp_path)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out
+    assert out.strip().splitlines()[-1] == (
+        f"waveunet train: interrupted; continue from its last checkpoint with "
+        f"trainer.resume={run_dir}")
+    load_checkpoint(run_dir / "last.pt")
+    assert not [p for p in run_dir.rglob("*") if ".tmp" in p.name]
+
+
+def test_two_new_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    stamp = tmp_path / "demo" / "2026-01-01_00-00-00"
+    assert claim_new_run_dir(stamp) == stamp
+    assert claim_new_run_dir(stamp) == stamp.with_name(stamp.name + "_1")
+    assert claim_new_run_dir(stamp) == stamp.with_name(stamp.name + "_2")
+
+
 def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -315,6 +342,12 @@ def test_a_resumed_run_repeats_no_step_in_metrics_and_equals_an_uninterrupted_on
     assert steps == list(range(1, 13))  # each step once
     expected = {r["step"]: r["loss"] for r in records(reference) if r["kind"] == "train"}
     assert got == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    # TensorBoard drops what the first attempt logged after the checkpoint, too
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6, 8, 10, 12]
 
 
 def test_truncating_metrics_keeps_the_steps_up_to_the_checkpoint_and_drops_a_cut_line(

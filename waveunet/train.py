@@ -148,7 +148,7 @@ def prepare(overrides: list[str], info: DistInfo) -> list[str]:
         if info.is_main:
             claimed = Path(given) if given else claim_new_run_dir(run_dir)
         solver.use_folder(_shared_run_dir(claimed, info))
-    _PREPARED["solver"] = solver
+    _PREPARED.update(solver=solver, run_dir=solver.run_dir)
     if info.rank > 0:  # main() already points Hydra at "." and writes nothing there
         return []
     extra = [] if given else [f"hydra.run.dir={_quoted(str(solver.run_dir))}"]
@@ -254,6 +254,12 @@ def main(argv: list[str]) -> int:
     except WaveUNetError as exc:
         print(f"waveunet train: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM, where the command turns it into one)
+        run_dir = _PREPARED.get("run_dir")
+        resume = (f"; continue from its last checkpoint with trainer.resume={run_dir}"
+                  if run_dir is not None and (Path(run_dir) / "last.pt").is_file() else "")
+        print(f"waveunet train: interrupted{resume}", file=sys.stderr)
+        return 130
     finally:
         _PREPARED.clear()
         if _distributed_ready():

@@ -17,7 +17,7 @@ choose how training examples are drawn (``data.sampling``). See docs/data.md.
 The package's rooms: :mod:`.spec` (reading a data config), :mod:`.find` (tracks on
 disk and splits), :mod:`.cache` (decoding into the cache), :mod:`.splits`
 (:func:`load_split`, one dataset or combined), :mod:`.examples` (training crops,
-loader, batches).
+loader, batches), :mod:`.on_device` (the same crops from tracks kept on the training device).
 """
 
 from .cache import CACHE_VERSION, MUSDB_STREAMS, Track, cache_folder
