@@ -9,7 +9,8 @@ under their keys (``- schema@trainer: trainer``).
 
 :func:`config_differences` and :func:`meaning_changes` are the one rule for "was this run made
 with other settings?": a comparison refuses to mix in a run folder trained otherwise, and
-reuses an evaluation only when its settings are the same.
+reuses an evaluation only when its settings are the same; a resumed run may differ only in
+:data:`RESUME_ALLOWED` (:func:`waveunet.run_folder.resume_differences`).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ Design points:
 * Exact resumption: every example is a pure function of (seed, epoch, index),
   the sampler starts at the saved position, and the RNG, optimiser, scaler and
   schedule state are in ``last.pt``; a killed run continues with the same losses.
+  The run's folder is its own while it trains (:mod:`waveunet.run_folder`: a lock, the
+  resume rule against the config ``last.pt`` recorded, ``metrics.jsonl`` cut back to it).
 * Early stopping as in the original: a round ends after ``patience`` epochs
   without a better validation loss; the second round restarts from the best
   state with a doubled batch and a lower learning rate.
@@ -217,14 +219,16 @@ class Solver:
         return payload
 
     def use_folder(self, run_dir: str | Path) -> None:
-        """Train into ``run_dir`` (which exists): a new run's folder, made once the run was
-        built and checked (``waveunet train``); the main process locks it now."""
+        """Train into ``run_dir``: a new run's folder, made (here, if it is not yet) once the
+        run was built and checked (``waveunet train``); the main process locks it now."""
         if self.resumed_from is not None:
             raise ValueError("a resumed run trains in the folder it resumed from")
         self.run_dir = Path(run_dir)
         if self.logger.run_dir is not None:
             self.logger.run_dir = self.run_dir
         if self.dist.is_main:
+            with space_checked(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
             self._lock = RunLock.acquire(self.run_dir)
 
     def _open_run_folder(self) -> None:
