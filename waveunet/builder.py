@@ -12,8 +12,11 @@ solver's :meth:`~waveunet.solver.Solver.train_step`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +30,15 @@ from torch.utils.data import DataLoader, Sampler
 
 from . import data as data_lib
 from .augment import augmentation_from_config, check_batch
-from .errors import ConfigError
+from .data.on_device import STORAGE_DTYPES, DeviceTracks, storage_bytes
+from .errors import ConfigError, DiskFullError, no_space_error, space_checked
 from .inference import resolve_device
 from .losses import check_loss
 from .metrics import to_jsonable
 from .model import WaveUNet, build_model
 from .settings import LossConfig, OptimConfig, TrainerConfig, typed
 
+log = logging.getLogger("waveunet.train")
 
 @dataclass
 class DistInfo:
@@ -124,13 +129,21 @@ class ResumableSampler(Sampler[int]):
 
 
 class TrainingData:
-    """A run's dataset: training tracks (examples drawn per epoch) and validation tracks."""
+    """A run's dataset: training tracks (examples drawn per epoch) and validation tracks.
+
+    The examples come from a DataLoader over the memory-mapped cache, or, with
+    ``data.on_device``, from the tracks kept on the training device
+    (:class:`~waveunet.data.on_device.DeviceTracks`); :meth:`describe` says which and why.
+    """
 
     def __init__(self, cfg: DictConfig, model: WaveUNet, settings: RunSettings,
-                 dist_info: DistInfo):
+                 dist_info: DistInfo, device: torch.device | None = None):
         split = dict(sample_rate_hz=model.sample_rate_hz, channels=model.config.channels,
-                     sources=list(model.sources))
+                     sources=list(model.sources),
+                     progress=settings.trainer.progress and dist_info.is_main)
         self.cfg, self.model, self.settings, self.dist = cfg, model, settings, dist_info
+        self.workers = int(cfg.data.get("workers", 0))
+        on_device, dtype = on_device_settings(cfg.data)
         if dist_info.enabled and not dist_info.is_main:
             dist.barrier()  # rank 0 generates / decodes the dataset into the cache first
         self.train_tracks = data_lib.load_split(cfg.data, "train", **split)
@@ -140,8 +153,25 @@ class TrainingData:
         max_tracks = settings.trainer.validation.max_tracks
         if max_tracks is not None:
             self.valid_tracks = self.valid_tracks[:max_tracks]
+        for name, tracks in (("training", self.train_tracks), ("validation", self.valid_tracks)):
+            data_lib.check_track_lengths(tracks, model.input_samples, name, dist_info.is_main)
+        device = torch.device("cpu") if device is None else device
+        use, why = _choose_path(on_device, dtype, self.train_tracks, device)
+        self.on_device = DeviceTracks(self.train_tracks, device, dtype) if use else None
+        self.description = self._describe(use, why, dtype, device)
+        if dist_info.is_main:
+            log.info("%s", self.description)
 
-    def loader(self, epoch: int, start_step: int, batch_size: int) -> DataLoader:
+    def _describe(self, use: bool, why: str, dtype: str, device: torch.device) -> str:
+        size = _size(storage_bytes(self.train_tracks, dtype if use else "float32"))
+        if use:
+            return (f"training data on {device}: {size} ({dtype}), crops drawn there, no loader "
+                    f"workers ({why})")
+        return (f"training data: DataLoader with {self.workers} worker(s) over the "
+                f"memory-mapped cache ({size} float32) ({why})")
+
+    def loader(self, epoch: int, start_step: int,
+               batch_size: int) -> DataLoader | Iterator[torch.Tensor]:
         """The global batches ``start_step..`` of one epoch, this process's share of each."""
         seed = self.settings.seed
         examples = data_lib.TrainingExamples(
@@ -149,10 +179,53 @@ class TrainingData:
             self.settings.trainer.steps_per_epoch * batch_size, seed)
         examples.set_epoch(epoch)
         sampler = ResumableSampler(len(examples), batch_size, start_step, self.dist)
-        return data_lib.make_loader(
-            examples, batch_size // self.dist.world_size,
-            workers=int(self.cfg.data.get("workers", 0)), shuffle=False, seed=seed + epoch,
-            sampler=sampler)
+        per_rank = batch_size // self.dist.world_size
+        if self.on_device is not None:
+            return self.on_device.batches(examples, sampler, per_rank)
+        return data_lib.make_loader(examples, per_rank, workers=self.workers, shuffle=False,
+                                    seed=seed + epoch, sampler=sampler)
+
+
+ON_DEVICE = (False, True, "auto")
+
+
+def on_device_settings(data_cfg: DictConfig) -> tuple[bool | str, str]:
+    """``data.on_device`` and ``data.on_device_dtype``, checked."""
+    on_device = data_cfg.get("on_device", False)
+    dtype = str(data_cfg.get("on_device_dtype", "float32"))
+    if on_device not in ON_DEVICE or isinstance(on_device, int) and not isinstance(on_device, bool):
+        raise ConfigError(f"data.on_device: unknown {on_device!r} (choose from false, true, auto)")
+    if dtype not in STORAGE_DTYPES:
+        raise ConfigError(f"data.on_device_dtype: unknown {dtype!r} "
+                          f"(choose from {', '.join(STORAGE_DTYPES)})")
+    if dtype != "float32" and on_device is not True:
+        raise ConfigError(f"data.on_device_dtype={dtype} stores the data on the device: it needs "
+                          f"data.on_device=true (got {on_device})")
+    return on_device, dtype
+
+
+def _choose_path(on_device: bool | str, dtype: str, tracks: list,
+                 device: torch.device) -> tuple[bool, str]:
+    """(keep the training tracks on the device?, why)."""
+    if on_device is True:
+        return True, "data.on_device=true"
+    if on_device is False:
+        return False, "data.on_device=false"
+    if device.type != "cuda":
+        return False, f"data.on_device=auto: the training device is {device.type}"
+    free, _ = torch.cuda.mem_get_info(device)
+    need = storage_bytes(tracks, dtype)
+    # Half the free memory: the rest is the model's, its activations' and the optimiser's.
+    if need <= free / 2:
+        return True, f"data.on_device=auto: fits in half of the {_size(free)} free"
+    return False, (f"data.on_device=auto: {_size(need)} does not fit in half of the {_size(free)} "
+                   "free; data.on_device=true data.on_device_dtype=int16 needs half of it")
+
+
+def _size(n_bytes: float) -> str:
+    if n_bytes >= 2**30:
+        return f"{n_bytes / 2**30:.2f} GiB"
+    return f"{n_bytes / 2**20:.1f} MiB"
 
 
 class RunLogger:
@@ -160,37 +233,65 @@ class RunLogger:
     ``metrics.jsonl``.
 
     Writes only in the main process and only with a run folder; otherwise every call is a no-op.
+    Nothing is created before the first write, so a run that stops before it leaves no file.
+    A resumed run sets :attr:`purge_step` (its checkpoint's step + 1): TensorBoard then drops
+    the events the first attempt logged after that checkpoint. A write that fails for lack of
+    space is a :class:`~waveunet.errors.DiskFullError` naming the file.
     """
 
     def __init__(self, run_dir: Path | None, enabled: bool = True):
         self.run_dir = run_dir if enabled else None
+        self.purge_step: int | None = None
         self.writer = None
         self._jsonl = None
-        if self.run_dir is not None:
+
+    @property
+    def tensorboard_dir(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / "tensorboard"
+
+    @property
+    def _events_file(self) -> Path | None:
+        """The TensorBoard events file being written (its folder if it cannot be told)."""
+        try:  # SummaryWriter does not expose the file's name
+            return Path(self.writer.file_writer.event_writer._file_name)
+        except AttributeError:
+            return self.tensorboard_dir
+
+    def _tensorboard(self):
+        if self.writer is None and self.run_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            _quiet_tensorboard_thread_on_full_disk()
+            with space_checked(self.tensorboard_dir):
+                self.writer = SummaryWriter(str(self.tensorboard_dir),
+                                            purge_step=self.purge_step)
+        return self.writer
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
+        writer = self._tensorboard()
+        if writer is not None:
+            with space_checked(self._events_file):
+                for key, value in values.items():
+                    writer.add_scalar(key, value, step)
 
     def audio(self, tag: str, wave: torch.Tensor, step: int, sample_rate_hz: int) -> None:
         """Mono audio (TensorBoard's audio is one channel: give a downmix or one channel)."""
-        if self.writer is not None:
-            self.writer.add_audio(tag, wave, step, sample_rate=sample_rate_hz)
+        writer = self._tensorboard()
+        if writer is not None:
+            with space_checked(self._events_file):
+                writer.add_audio(tag, wave, step, sample_rate=sample_rate_hz)
 
     @property
     def enabled(self) -> bool:
         """Whether anything is written (figures are worth drawing)."""
-        return self.writer is not None
+        return self.run_dir is not None
 
     def figure(self, tag: str, fig: Any, step: int) -> None:
         """A matplotlib figure as an image; the figure is closed either way."""
-        if self.writer is not None:
-            self.writer.add_figure(tag, fig, step, close=True)
+        writer = self._tensorboard()
+        if writer is not None:
+            with space_checked(self._events_file):
+                writer.add_figure(tag, fig, step, close=True)
         else:
             import matplotlib.pyplot as plt
 
@@ -201,7 +302,8 @@ class RunLogger:
         ``metrics`` logged as scalars under the same names in this run (where TensorBoard's
         HParams dashboard reads them); lists and nulls become their JSON text, and torch's
         writer stores booleans as 0 / 1."""
-        if self.writer is None:
+        writer = self._tensorboard()
+        if writer is None:
             return
         from torch.utils.tensorboard.summary import hparams
 
@@ -209,25 +311,60 @@ class RunLogger:
 
         flat = {k: v if isinstance(v, bool | int | float | str) else json.dumps(v)
                 for k, v in flatten(config).items()}
-        for summary in hparams(flat, metrics):
-            self.writer.file_writer.add_summary(summary, step)
+        with space_checked(self._events_file):
+            for summary in hparams(flat, metrics):
+                writer.file_writer.add_summary(summary, step)
         self.scalars(metrics, step)
 
     def record(self, record: dict[str, Any]) -> None:
         """One line of ``metrics.jsonl`` (strict JSON: NaN becomes null)."""
         if self.run_dir is None:
             return
-        if self._jsonl is None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
-        self._jsonl.write(json.dumps(to_jsonable(record), allow_nan=False) + "\n")
+        path = self.run_dir / "metrics.jsonl"
+        with space_checked(path):
+            if self._jsonl is None:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._jsonl = open(path, "a", buffering=1)  # noqa: SIM115
+            self._jsonl.write(json.dumps(to_jsonable(record), allow_nan=False) + "\n")
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
+    def close(self, failing: bool = False) -> None:
+        """Flush and close; ``failing`` (the run is stopping on an error): a failure to flush
+        (a full disk) is not raised over that error."""
+        if self.run_dir is None:
+            return
+        for name, path in (("writer", self._events_file if self.writer else None),
+                           ("_jsonl", self.run_dir / "metrics.jsonl")):
+            closer = getattr(self, name)
+            if closer is None:
+                continue
+            setattr(self, name, None)
+            try:
+                with space_checked(path):
+                    closer.close()
+            except (OSError, DiskFullError):
+                if not failing:
+                    raise
+
+
+_TENSORBOARD_HOOKED = False
+
+
+def _quiet_tensorboard_thread_on_full_disk() -> None:
+    """TensorBoard writes events in a thread and raises its write errors again in the calling
+    thread, where they become one DiskFullError line; without this hook the thread would
+    also print its own traceback of an out-of-space error."""
+    global _TENSORBOARD_HOOKED
+    if _TENSORBOARD_HOOKED:
+        return
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        ours = type(args.thread).__name__ == "_AsyncWriterThread"  # tensorboard's writer
+        if not (ours and no_space_error(args.exc_value) is not None):
+            previous(args)
+
+    threading.excepthook = hook
+    _TENSORBOARD_HOOKED = True
 
 
 @dataclass
@@ -259,7 +396,7 @@ def build_parts(cfg: DictConfig, run_dir: str | os.PathLike | None, *, data: boo
     augment = augmentation_from_config(cfg.data).to(device) if data else nn.Identity()
     if data:
         check_batch(augment, settings.optim.batch_size // dist_info.world_size)
-    training_data = TrainingData(cfg, model, settings, dist_info) if data else None
+    training_data = TrainingData(cfg, model, settings, dist_info, device) if data else None
     network: nn.Module = model
     if settings.trainer.compile:
         network = torch.compile(network)

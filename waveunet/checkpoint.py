@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .errors import CheckpointError
+from .errors import CheckpointError, space_checked
 from .files import atomic_write
 from .model import WaveUNet, model_from_description
 
@@ -37,8 +37,20 @@ def unwrap(model: nn.Module) -> WaveUNet:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through a temporary file: never a half-written checkpoint."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` through a temporary file: never a half-written checkpoint.
+
+    A write that fails for lack of space (full disk, quota, file-size limit) is a
+    :class:`~waveunet.errors.DiskFullError` naming ``path``; the old file stays as it was.
+    """
+
+    def write(tmp: str) -> None:
+        # Through a Python file: torch's own file writer turns a failed write into a
+        # RuntimeError without the OS error; this way the OSError is its context.
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    with space_checked(path):
+        atomic_write(path, write)
 
 
 def save_checkpoint(

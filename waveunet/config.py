@@ -9,13 +9,14 @@ under their keys (``- schema@trainer: trainer``).
 
 :func:`config_differences` and :func:`meaning_changes` are the one rule for "was this run made
 with other settings?": a comparison refuses to mix in a run folder trained otherwise, and
-reuses an evaluation only when its settings are the same.
+reuses an evaluation only when its settings are the same; a resumed run may differ only in
+:data:`RESUME_ALLOWED` (:func:`waveunet.run_folder.resume_differences`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,15 +119,35 @@ def config_differences(configs: Mapping[str, Mapping]) -> dict[str, dict[str, An
     return diff
 
 
-def meaning_changes(saved: Mapping, now: Mapping, allowed: Sequence[str] = ()) -> list[str]:
+# What may differ when a run is continued (``trainer.resume``): how long, how visibly, where and
+# with how many threads or loader processes it runs, and where the run folders are. Everything
+# else changes what the run means (data, model, loss, seed, optimiser, ...). ``data.root`` (and
+# a combined config's dataset roots) may differ too when the tracks there are the same
+# (:func:`waveunet.run_folder.resume_differences`).
+RESUME_ALLOWED = (
+    "trainer.max_epochs", "trainer.progress", "trainer.log_every_steps",
+    "trainer.checkpoint_every_steps", "trainer.device", "trainer.threads", "trainer.resume",
+    "data.workers", "runs_root",
+)
+
+
+def meaning_changes(saved: Mapping, now: Mapping, allowed: Sequence[str] = (),
+                    equivalent: Mapping[str, Callable[[Any, Any], bool]] | None = None
+                    ) -> list[str]:
     """The dotted keys in which ``now`` differs from ``saved`` in a way that changes what a run
     means: every difference except those under an ``allowed`` key (``trainer.max_epochs``,
-    ``trainer.progress``, ``data.workers``, ...: how long, how visibly or where it runs).
+    ``trainer.progress``, ``data.workers``, ...: how long, how visibly or where it runs), and
+    those whose key is in ``equivalent`` and whose function, called with (saved value, value
+    now), says the two mean the same (``data.root``: a dataset that moved).
 
     The one rule for reusing or resuming a run made with ``saved``: callers refuse when the
     list is not empty and name its first keys.
     """
+    equivalent = equivalent or {}
+
     def is_allowed(key: str) -> bool:
         return any(key == a or key.startswith(a + ".") for a in allowed)
 
-    return [k for k in config_differences({"saved": saved, "now": now}) if not is_allowed(k)]
+    changes = config_differences({"saved": saved, "now": now})
+    return [k for k, values in changes.items() if not is_allowed(k)
+            and not (k in equivalent and equivalent[k](values["saved"], values["now"]))]

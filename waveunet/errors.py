@@ -1,5 +1,12 @@
 """Errors that reach users as one clear line (the CLI prints them without a traceback)."""
 
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class WaveUNetError(Exception):
     """Base class: the message names the file or setting and what is wrong."""
@@ -15,3 +22,50 @@ class DataError(WaveUNetError):
 
 class CheckpointError(WaveUNetError):
     """A checkpoint is missing, not a waveunet checkpoint, or from an incompatible version."""
+
+
+class DiskFullError(WaveUNetError):
+    """A write failed for lack of space: a full disk, a quota, or the file-size limit.
+
+    ``path`` is the file that could not be written, ``errno`` the OS error number.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike, errno_: int):
+        super().__init__(message)
+        self.path, self.errno = str(path), errno_
+
+
+# The errno values that mean "no space for this write", and how to say it.
+NO_SPACE = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "the file-size limit is reached",
+}
+
+
+def no_space_error(exc: BaseException | None) -> OSError | None:
+    """The out-of-space ``OSError`` behind ``exc``: itself, or one it was raised from or while
+    handling (``torch.save`` reports a failed write as a RuntimeError raised during it)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextmanager
+def space_checked(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an out-of-space failure while writing ``path`` into one :class:`DiskFullError` line
+    that names it; every other error passes unchanged."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as exc:
+        full = no_space_error(exc)
+        if full is None:
+            raise
+        raise DiskFullError(f"cannot write {path}: no space ({NO_SPACE[full.errno]})", path,
+                            full.errno) from None

@@ -281,6 +281,7 @@ class TrainerConfig:
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
     resume: Any = MISSING  # false | true (the newest run of this name) | a run folder
     progress: bool = MISSING
+    threads: int | None = setting(ge=1)  # torch CPU threads while training; None: torch's
 
 
 # --------------------------------------------------------------------------------------------

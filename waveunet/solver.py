@@ -11,6 +11,8 @@ Design points:
 * Exact resumption: every example is a pure function of (seed, epoch, index),
   the sampler starts at the saved position, and the RNG, optimiser, scaler and
   schedule state are in ``last.pt``; a killed run continues with the same losses.
+  The run's folder is its own while it trains (:mod:`waveunet.run_folder`: a lock, the
+  resume rule against the config ``last.pt`` recorded, ``metrics.jsonl`` cut back to it).
 * Early stopping as in the original: a round ends after ``patience`` epochs
   without a better validation loss; the second round restarts from the best
   state with a doubled batch and a lower learning rate.
@@ -36,14 +38,22 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from . import data as data_lib
-from .builder import DistInfo, SolverParts, build_parts
+from .builder import DistInfo, SolverParts, build_parts, run_settings
 from .checkpoint import load_checkpoint, save_checkpoint
-from .errors import CheckpointError, ConfigError, WaveUNetError
+from .errors import CheckpointError, ConfigError, DiskFullError, WaveUNetError, space_checked
+from .experiment import thread_scope
+from .files import remove_stale_temporaries
 from .heads import ModelOutput, output_health
-from .inference import Separator
 from .losses import compute_loss
-from .metrics import framewise_sdr
+from .run_folder import (
+    METRICS_NAME,
+    RunLock,
+    resume_differences,
+    resume_mode,
+    truncate_metrics,
+)
 from .settings import PRECISIONS
+from .validation import Validation
 
 __all__ = ["DistInfo", "Solver", "TrainState", "TrainingDiverged", "resume_mode"]
 
@@ -55,16 +65,6 @@ AUTOCAST_DTYPES = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16), st
 
 class TrainingDiverged(WaveUNetError):
     """The loss or the output layer blew up; nothing bad was checkpointed."""
-
-
-def resume_mode(value: Any) -> str | Path | None:
-    """``trainer.resume``: None (start fresh), ``"latest"`` (the newest run of this name) or a
-    run folder."""
-    if value in (False, None, "", "false", "False"):
-        return None
-    if value in (True, "true", "True"):
-        return "latest"
-    return Path(str(value))
 
 
 @dataclass
@@ -81,6 +81,8 @@ class TrainState:
     rollbacks: int = 0
     finished: bool = False  # early stopping ended the last round (max_epochs does not)
     history: list[dict] = field(default_factory=list)
+    # Wall time of this epoch's training so far (its steps that reached a checkpoint, when resumed)
+    epoch_train_seconds: float = 0.0
 
 
 def rng_state() -> dict:
@@ -114,9 +116,30 @@ class Solver:
 
     def __init__(self, cfg: DictConfig, run_dir: str | Path | None,
                  parts: SolverParts | None = None):
-        parts = parts if parts is not None else build_parts(cfg, run_dir)
-        self.cfg, self.parts = cfg, parts
+        self.cfg = cfg
         self.run_dir = None if run_dir is None else Path(run_dir)
+        self._lock: RunLock | None = None
+        # {"checkpoint": path, "changes": {key: {"run": .., "now": ..}}} when resuming
+        self.resumed_from: dict[str, Any] | None = None
+        dist_info = parts.dist if parts is not None else DistInfo.from_env()
+        settings = parts.settings if parts is not None else run_settings(cfg,
+                                                                         dist_info.world_size)
+        try:
+            # The resume checks come before the parts are built (a refused resume decodes
+            # nothing) and write nothing (a refused resume leaves the run as it was).
+            payload = self._resume_checkpoint(settings.trainer.resume, dist_info.is_main)
+            parts = parts if parts is not None else build_parts(cfg, run_dir)
+            self._take_parts(parts)
+            if payload is not None:
+                self._restore(payload)
+                log.info("resuming %s at epoch %d, step %d (global step %d)", payload["path"],
+                         self.state.epoch, self.state.step_in_epoch, self.state.global_step)
+        except BaseException:
+            self._release(undo=True)
+            raise
+
+    def _take_parts(self, parts: SolverParts) -> None:
+        self.parts = parts
         self.settings, self.dist, self.device = parts.settings, parts.dist, parts.device
         self.model, self.network, self.optimizer = parts.model, parts.network, parts.optimizer
         self.augment, self.data, self.logger = parts.augment, parts.data, parts.logger
@@ -128,8 +151,8 @@ class Solver:
             lr=self.settings.optim.lr, batch_size=self.settings.optim.batch_size
         )
         self.grad_clip_norm = self.settings.optim.grad_clip_norm
-        self._validation_audio_logged = False  # the references and mixture go to TB once
-        self._maybe_resume()
+        self.validation = Validation(self.model, self.device,
+                                     self.settings.trainer.validation, self.logger)
 
     # -- set-up -------------------------------------------------------------
     def _set_lr(self, lr: float) -> None:
@@ -146,6 +169,7 @@ class Solver:
         }
 
     def _save(self, name: str) -> Path:
+        """Write a checkpoint atomically (a full disk: DiskFullError, the old file intact)."""
         config = OmegaConf.to_container(self.cfg, resolve=True)
         return save_checkpoint(self.run_dir / name, self.model, config=config,
                                training=self._training_payload())
@@ -168,44 +192,119 @@ class Solver:
         self.scaler.load_state_dict(training["scaler"])
         set_rng_state(training["rng"])
 
-    def _maybe_resume(self) -> None:
-        resume = self.settings.trainer.resume
+    def _resume_checkpoint(self, resume: Any, is_main: bool) -> dict | None:
+        """The checkpoint to resume from (None: start fresh), its config checked against this
+        one (:func:`waveunet.run_folder.resume_differences`); the main process takes the run
+        folder's lock first."""
         mode = resume_mode(resume)
         if mode is None:
-            return
+            return None
+        if self.run_dir is None:
+            raise ConfigError(f"trainer.resume={resume} needs a run folder to resume")
         last = self.run_dir / "last.pt"
         if not last.is_file():
             if mode == "latest":
                 log.info("trainer.resume=true: no earlier run of %s to resume; starting fresh",
                          self.cfg.get("name"))
-                return
-            raise ConfigError(f"trainer.resume={resume}: no last.pt in {self.run_dir}")
-        self._restore(load_checkpoint(last, map_location=self.device))
-        metrics = self.run_dir / "metrics.jsonl"
-        if self.dist.is_main and metrics.is_file() and not metrics.read_bytes().endswith(b"\n"):
-            with open(metrics, "a") as f:  # the kill cut a line: start the next one cleanly
-                f.write("\n")
-        log.info("resumed %s at epoch %d, step %d (global step %d)", last, self.state.epoch,
-                 self.state.step_in_epoch, self.state.global_step)
+                return None
+            what = "no last.pt in" if self.run_dir.is_dir() else "no such run folder:"
+            raise ConfigError(f"trainer.resume={resume}: {what} {self.run_dir}")
+        if is_main:
+            self._lock = RunLock.acquire(self.run_dir)
+        payload = load_checkpoint(last, map_location="cpu")
+        changes = {}
+        if payload.get("config") is not None:
+            now = OmegaConf.to_container(self.cfg, resolve=True)
+            changes = resume_differences(self.run_dir, payload["config"], now)
+        self.resumed_from = {"checkpoint": str(last), "changes": changes}
+        return payload
+
+    def use_folder(self, run_dir: str | Path) -> None:
+        """Train into ``run_dir``: a new run's folder, made (here, if it is not yet) once the
+        run was built and checked (``waveunet train``); the main process locks it now."""
+        if self.resumed_from is not None:
+            raise ValueError("a resumed run trains in the folder it resumed from")
+        self.run_dir = Path(run_dir)
+        if self.logger.run_dir is not None:
+            self.logger.run_dir = self.run_dir
+        if self.dist.is_main:
+            with space_checked(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock.acquire(self.run_dir)
+
+    def _open_run_folder(self) -> None:
+        """Before the first step (main process): the folder and its lock, stale temporaries of
+        dead processes removed, and on resume ``metrics.jsonl`` cut back to the checkpoint's
+        step and the resume (with what changed) recorded in it."""
+        if self.run_dir is None or not self.dist.is_main:
+            return
+        if self._lock is None:
+            with space_checked(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock.acquire(self.run_dir)
+        removed = remove_stale_temporaries(self.run_dir)
+        if removed:
+            log.info("removed %d temporary file(s) of processes that are gone: %s", len(removed),
+                     ", ".join(p.name for p in removed))
+        if self.resumed_from is not None:
+            step = self.state.global_step
+            dropped = truncate_metrics(self.run_dir / METRICS_NAME, step)
+            if dropped:
+                log.info("%s: dropped %d line(s) after step %d (logged after the checkpoint)",
+                         METRICS_NAME, dropped, step)
+            self.logger.purge_step = step + 1
+            changes = {k: v for k, v in self.resumed_from["changes"].items()
+                       if k != "trainer.resume"}
+            self.logger.record({"kind": "resume", "step": step, "epoch": self.state.epoch,
+                                "checkpoint": self.resumed_from["checkpoint"],
+                                "changes": changes})
+            if changes:
+                log.info("resumed with changed settings: %s", ", ".join(
+                    f"{k} {v['run']!r} -> {v['now']!r}" for k, v in changes.items()))
+
+    def _release(self, undo: bool = False) -> None:
+        if self._lock is not None:
+            self._lock.release(undo=undo)
+            self._lock = None
 
     # -- the loop -----------------------------------------------------------
     def train(self) -> dict:
-        """Train until early stopping (both rounds) or ``max_epochs``; returns a summary."""
+        """Train until early stopping (both rounds) or ``max_epochs``; returns a summary.
+
+        With ``trainer.threads`` torch CPU threads (restored after). A write that fails for
+        lack of space stops the run with one :class:`~waveunet.errors.DiskFullError` line;
+        ``last.pt`` keeps the last complete checkpoint.
+        """
         if self.data is None:
             raise ConfigError("this solver has no data to train on (built with data=False)")
         max_epochs = self.settings.trainer.max_epochs
         try:
-            while not self.state.finished:
-                if max_epochs is not None and self.state.epoch >= max_epochs:
-                    break
-                try:
-                    self._train_epoch()
-                except _RolledBack:
-                    continue  # the epoch restarts from the restored position
-                self._end_of_epoch()
-            self._log_hparams()
-        finally:
-            self.logger.close()
+            self._open_run_folder()
+            with thread_scope(self.settings.trainer.threads):
+                while not self.state.finished:
+                    if max_epochs is not None and self.state.epoch >= max_epochs:
+                        break
+                    try:
+                        self._train_epoch()
+                    except _RolledBack:
+                        continue  # the epoch restarts from the restored position
+                    self._end_of_epoch()
+                self._log_hparams()
+        except DiskFullError as exc:
+            self.logger.close(failing=True)
+            self._release()
+            last = self.run_dir / "last.pt" if self.run_dir is not None else None
+            if last is None or not last.is_file():
+                raise
+            raise DiskFullError(f"{exc}. {last} holds the last checkpoint: free some space, "
+                                f"then continue with trainer.resume={self.run_dir}",
+                                exc.path, exc.errno) from None
+        except BaseException:
+            self.logger.close(failing=True)
+            self._release()
+            raise
+        self.logger.close()
+        self._release()
         return self.summary()
 
     def summary(self) -> dict:
@@ -229,6 +328,7 @@ class Solver:
                    disable=not (self.dist.is_main and trainer.progress), dynamic_ncols=True,
                    leave=False)
         window_start, window_examples = time.perf_counter(), 0
+        self._epoch_clock = window_start
         loader = self.data.loader(self.state.epoch, self.state.step_in_epoch,
                                   self.state.batch_size)
         for stems in loader:
@@ -247,8 +347,15 @@ class Solver:
             bar.set_postfix(loss=f"{loss_value:.4g}")
             if (self.state.step_in_epoch % trainer.checkpoint_every_steps == 0
                     and self.state.step_in_epoch < steps):
+                self._count_train_time()
                 self._checkpoint_last()
         bar.close()
+        self._count_train_time()
+
+    def _count_train_time(self) -> None:
+        now = time.perf_counter()
+        self.state.epoch_train_seconds += now - self._epoch_clock
+        self._epoch_clock = now
 
     def _augmented_batch(self, stems: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A loader batch of stems -> (mixture, targets) on the device, augmented."""
@@ -307,7 +414,7 @@ class Solver:
         has_last = last is not None and last.is_file()
         if policy.policy == "rollback" and self.state.rollbacks < policy.max_rollbacks and has_last:
             rollbacks = self.state.rollbacks + 1
-            self._restore(load_checkpoint(last, map_location=self.device))
+            self._restore(load_checkpoint(last, map_location="cpu"))
             self.state.rollbacks = rollbacks
             self._set_lr(self.state.lr * policy.rollback_lr_factor)
             log.warning("training diverged at %s; rolled back to %s with lr %.3g "
@@ -333,7 +440,9 @@ class Solver:
             self._save("last.pt")
 
     def _end_of_epoch(self) -> None:
+        t0 = time.perf_counter()
         valid = self.validate() if self.dist.is_main else None
+        valid_seconds = time.perf_counter() - t0
         decision = [valid]
         if self.dist.enabled:
             dist.broadcast_object_list(decision, src=0)
@@ -345,11 +454,20 @@ class Solver:
         else:
             self.state.epochs_without_improvement += 1
         self.state.history.append({"epoch": self.state.epoch, "round": self.state.round, **valid})
-        log.info("epoch %d: valid loss %.5g, SDR %s%s", self.state.epoch, valid["loss"],
+        train_seconds = self.state.epoch_train_seconds
+        examples = self.settings.trainer.steps_per_epoch * self.state.batch_size
+        self.logger.record({"kind": "epoch", "step": self.state.global_step,
+                            "epoch": self.state.epoch, "train_seconds": train_seconds,
+                            "valid_seconds": valid_seconds, "examples": examples,
+                            "examples_per_s": examples / max(train_seconds, 1e-9)})
+        log.info("epoch %d: valid loss %.5g, SDR %s%s | training %.1f s (%.1f ex/s), "
+                 "validation %.1f s", self.state.epoch, valid["loss"],
                  ", ".join(f"{k} {v:.2f} dB" for k, v in valid["sdr"].items()),
-                 " (best)" if improved else "")
+                 " (best)" if improved else "", train_seconds,
+                 examples / max(train_seconds, 1e-9), valid_seconds)
         self.state.epoch += 1
         self.state.step_in_epoch = 0
+        self.state.epoch_train_seconds = 0.0
         if improved and self.dist.is_main:
             self._save("best.pt")  # before _end_round, which may start round 2 from it
         if self.dist.enabled:
@@ -377,80 +495,17 @@ class Solver:
                      self.state.epochs_without_improvement)
 
     # -- validation ---------------------------------------------------------
-    @torch.no_grad()
     def validate(self) -> dict:
-        """MSE and framewise SDR of the eval-mode model on whole validation tracks; TensorBoard
-        gets the audio and figures of the first ``trainer.validation.audio_examples`` tracks."""
-        vcfg = self.settings.trainer.validation
-        rate = self.model.sample_rate_hz
-        self.model.eval()
-        separator = Separator(self.model, device=self.device, batch_size=vcfg.batch_size)
-        sources = list(self.model.sources)
-        squared_error, count = 0.0, 0
-        frames: list[torch.Tensor] = []
-        for index, track in enumerate(self.data.valid_tracks):
-            mixture = torch.tensor(np.asarray(track.mixture), dtype=torch.float32)
-            references = torch.tensor(np.asarray(track.sources), dtype=torch.float32)
-            separated = separator.separate_tensor(mixture)
-            estimates = separated.stems
-            squared_error += (estimates - references).double().square().sum().item()
-            count += references.numel()
-            frames.append(framewise_sdr(references, estimates, win=rate, hop=rate))
-            if index < vcfg.audio_examples:
-                self._log_example(track.name, mixture, references, separated)
-        self._validation_audio_logged = True
-        self.model.train()
-        pooled = torch.cat(frames, dim=1) if frames else torch.empty(len(sources), 0)
-        sdr = {}
-        for name, row in zip(sources, pooled, strict=True):
-            row = row[torch.isfinite(row)]
-            sdr[name] = float(row.median()) if row.numel() else float("nan")
-        result = {"loss": squared_error / max(count, 1), "sdr": sdr}
+        """MSE and framewise SDR of the eval-mode model on whole validation tracks
+        (:class:`waveunet.validation.Validation`), logged to TensorBoard and metrics.jsonl."""
+        result = self.validation(self.data.valid_tracks, self.state.global_step,
+                                 first=not self.state.history)
         self.logger.scalars({"valid/loss": result["loss"],
-                             **{f"valid/sdr_{name}": v for name, v in sdr.items()}},
+                             **{f"valid/sdr_{name}": v for name, v in result["sdr"].items()}},
                             self.state.global_step)
         self.logger.record({"kind": "valid", "step": self.state.global_step,
                             "epoch": self.state.epoch, **result})
         return result
-
-    def _log_example(self, name: str, mixture: torch.Tensor, references: torch.Tensor,
-                     separated: Any) -> None:
-        """One validation track in TensorBoard: audio of its first ``audio_seconds`` (the
-        mixture and the references once per run, the estimates at every validation) as mono
-        downmixes ((L + R) / 2: TensorBoard's audio is mono), and the waveform/clipping and
-        spectrogram figures of its loudest ``figure_seconds``."""
-        vcfg, step = self.settings.trainer.validation, self.state.global_step
-        rate = self.model.sample_rate_hz
-        sources = list(self.model.sources)
-        n = int(vcfg.audio_seconds * rate)
-
-        def downmix(audio: torch.Tensor) -> torch.Tensor:
-            return audio[:, :n].mean(0).clamp(-1, 1)
-
-        fixed = [("mixture", mixture)] + [(f"{s}/reference", r)
-                                          for s, r in zip(sources, references, strict=True)]
-        logged = [(f"{s}/estimate", e) for s, e in zip(sources, separated.stems, strict=True)]
-        if not self._validation_audio_logged and not self.state.history:
-            logged = fixed + logged
-        for tag, audio in logged:
-            self.logger.audio(f"valid/{name}/{tag}", downmix(audio), step, rate)
-        if vcfg.figures and self.logger.enabled:
-            self._log_figures(name, references, separated)
-
-    def _log_figures(self, name: str, references: torch.Tensor, separated: Any) -> None:
-        from .reporting.figures import Passage, librosa_missing, spectrogram_figure, waveform_figure
-
-        vcfg, step = self.settings.trainer.validation, self.state.global_step
-        passage = Passage.loudest(name, list(self.model.sources), references.numpy(),
-                                  separated.stems.numpy(), separated.unclipped.numpy(),
-                                  self.model.sample_rate_hz, vcfg.figure_seconds)
-        bounds = self.model.output_mode.bounds.measured()
-        self.logger.figure(f"valid/{name}/waveform", waveform_figure(passage, bounds), step)
-        missing = librosa_missing()
-        if missing is None:
-            self.logger.figure(f"valid/{name}/spectrogram", spectrogram_figure(passage), step)
-        elif not self._validation_audio_logged:
-            log.warning("%s (trainer.validation.figures=false turns figures off)", missing)
 
     def _log_hparams(self) -> None:
         """The resolved config as TensorBoard hparams, with the summary's validation numbers

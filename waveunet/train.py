@@ -6,25 +6,37 @@ Examples::
     waveunet train model=m5_highsr output=linear_direct data=musdb_hq data.root=/data/musdb18hq
     waveunet train -m output=tanh_difference,linear_direct seed=1,2,3       # Hydra multirun
     torchrun --nproc_per_node=4 scripts/train.py model=m5_highsr trainer.precision=bf16
+
+A run that cannot start leaves nothing behind. For a single run, :func:`main` composes the
+config and builds the whole run (settings checked, data decoded and checked, a resumed run's
+checkpoint and config checked and its folder locked) *before* Hydra makes the run folder and
+writes ``.hydra/``; a resumed run's recorded ``.hydra/config.yaml`` is never rewritten. Every
+error is one line with exit 2, composition errors (an unknown key or preset) included. A
+multirun checks the composition and settings of every job first; each job then builds its
+run in the folder Hydra made for it. Hydra's own flags (``--cfg``, ``--help``, ...) go
+straight to Hydra.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from .builder import on_device_settings, run_settings
 from .config import compose, config_dir
-from .errors import ConfigError, WaveUNetError
+from .errors import ConfigError, WaveUNetError, space_checked
 from .files import atomic_write_text
 from .metrics import dumps_json
-from .solver import DistInfo, Solver, resume_mode
+from .run_folder import claim_new_run_dir, run_dir_for
+from .solver import DistInfo, Solver
 
 log = logging.getLogger("waveunet.train")
 
@@ -61,55 +73,39 @@ _VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn",
 _INFO_VALUES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 
 
-def run_dir_for(runs_root: str, name: str, resume) -> str:
-    """Where a run writes: a new timestamped folder, or the run being resumed.
-
-    ``resume`` false: ``<runs_root>/<name>/<timestamp>``; true: the newest run of
-    that name that has a ``last.pt`` (a new folder if there is none); a path: that
-    run directory.
-    """
-    mode = resume_mode(resume)
-    if mode == "latest":
-        base = Path(runs_root) / name
-        candidates = sorted(p.parent for p in base.glob("*/last.pt")) if base.is_dir() else []
-        if candidates:
-            return str(candidates[-1])
-    elif mode is not None:
-        return str(mode)
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    path = Path(runs_root) / name / stamp
-    suffix = 1
-    while path.exists():  # two runs started in the same second
-        path = Path(runs_root) / name / f"{stamp}_{suffix}"
-        suffix += 1
-    return str(path)
-
 
 if not OmegaConf.has_resolver("waveunet_run_dir"):
     OmegaConf.register_new_resolver("waveunet_run_dir", run_dir_for, use_cache=True)
 
+# The single run main() built before Hydra made its folder, for hydra_main() to train.
+_PREPARED: dict[str, Any] = {}
+# Hydra's console and log-file format (hydra/job_logging/default.yaml), for the lines logged
+# while the run is built, before Hydra has configured logging.
+_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+_RUN_FLAGS = ("-m", "--multirun", "-r", "--run")
+
 
 def run(cfg: DictConfig) -> dict:
-    """Train with a composed config; the run directory is Hydra's output directory."""
-
+    """Train the prepared run (or, in a multirun job, build and train one in the folder Hydra
+    made); write ``summary.json`` and print where everything is."""
     info = DistInfo.from_env()
-    if info.enabled:
-        _init_distributed(cfg, info)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if info.enabled:
-        import torch.distributed as dist
-
-        shared = [str(run_dir)]
-        dist.broadcast_object_list(shared, src=0)  # rank 0's folder holds everything
-        run_dir = Path(shared[0])
+    _EarlyLog.replay_into_log_file()
+    # A full disk is reported once by the run, not again by every line the log file loses.
+    logging.raiseExceptions = False
+    solver, own_group = _PREPARED.pop("solver", None), False
+    if solver is None:
+        if info.enabled and not _distributed_ready():
+            _init_distributed(cfg, info)
+            own_group = True
+        solver = Solver(cfg, _shared_run_dir(Path(HydraConfig.get().runtime.output_dir), info))
     try:
-        solver = Solver(cfg, run_dir)
         summary = solver.train()
     finally:
-        if info.enabled:
+        if own_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+    run_dir = solver.run_dir
     if info.is_main:
         best = summary["best_checkpoint"]
         log.info("done: %d epochs, best validation loss %s at epoch %s", summary["epochs"],
@@ -121,8 +117,15 @@ def run(cfg: DictConfig) -> dict:
             f"  separate a song: waveunet separate SONG.wav -c {best} -o separated\n"
             f"  evaluate:        waveunet evaluate checkpoint={best}"
         )
-        atomic_write_text(run_dir / "summary.json", dumps_json(summary))
+        with space_checked(run_dir / "summary.json"):
+            atomic_write_text(run_dir / "summary.json", dumps_json(summary))
     return summary
+
+
+def _distributed_ready() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 def _init_distributed(cfg: DictConfig, info) -> None:
@@ -134,6 +137,17 @@ def _init_distributed(cfg: DictConfig, info) -> None:
         torch.cuda.set_device(info.local_rank)
     # Rank 0 validates while the others wait: allow a long validation (MUSDB at 44.1 kHz).
     dist.init_process_group(backend=backend, timeout=_dt.timedelta(hours=2))
+
+
+def _shared_run_dir(run_dir: Path, info) -> Path:
+    """Rank 0's run folder in every process (it alone writes there)."""
+    if not info.enabled:
+        return run_dir
+    import torch.distributed as dist
+
+    shared = [str(run_dir)]
+    dist.broadcast_object_list(shared, src=0)
+    return Path(shared[0])
 
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
@@ -161,9 +175,115 @@ def check_argv(argv: list[str]) -> None:
         previous = arg
 
 
+# --------------------------------------------------------------------------------------------
+# Before Hydra: compose, check and build
+# --------------------------------------------------------------------------------------------
+
+
+def prepare(overrides: list[str], info: DistInfo) -> list[str]:
+    """Compose and build the single run of ``overrides`` before anything is written; returns
+    the Hydra overrides that make Hydra's output folder the run's folder."""
+    cfg = compose("train", overrides)
+    settings = run_settings(cfg, info.world_size)
+    if info.enabled and not _distributed_ready():
+        _init_distributed(cfg, info)
+    given = _given_run_dir(overrides)
+    run_dir = Path(given or run_dir_for(cfg.runs_root, cfg.name, settings.trainer.resume))
+    solver = Solver(cfg, _shared_run_dir(run_dir, info))
+    if solver.resumed_from is None:
+        # Built and checked: now the new run's folder is made (another run started in the
+        # same second may have taken the name meanwhile: then the next free one).
+        claimed = None
+        if info.is_main:
+            claimed = Path(given) if given else claim_new_run_dir(run_dir)
+        solver.use_folder(_shared_run_dir(claimed, info))
+    _PREPARED.update(solver=solver, run_dir=solver.run_dir)
+    if info.rank > 0:  # main() already points Hydra at "." and writes nothing there
+        return []
+    extra = [] if given else [f"hydra.run.dir={_quoted(str(solver.run_dir))}"]
+    if solver.resumed_from is not None:
+        extra.append("hydra.output_subdir=null")  # keep the run's own .hydra/ as it is
+    return extra
+
+
+def check_sweep(overrides: list[str], info: DistInfo) -> None:
+    """A multirun: compose every value of every swept key (the other keys at their first
+    value) and check its settings, before Hydra starts the first job."""
+    for variant in _sweep_variants(overrides):
+        cfg = compose("train", variant)
+        run_settings(cfg, info.world_size)
+        on_device_settings(cfg.data)
+
+
+def _sweep_variants(overrides: list[str]) -> Iterator[list[str]]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise ConfigError(str(exc).strip().splitlines()[0]) from None
+    values: list[list[str]] = []
+    for override, text in zip(parsed, overrides, strict=True):
+        options = [text]
+        if override.is_sweep_override():
+            try:
+                options = [f"{override.get_key_element()}={v}"
+                           for v in override.sweep_string_iterator()]
+            except Exception:  # a glob or interval sweep: left to Hydra and the job
+                options = []
+        values.append(options)
+    yield [options[0] for options in values if options]  # a glob sweep's key left out
+    for i, options in enumerate(values):
+        for option in options[1:]:
+            yield [option if j == i else other[0] for j, other in enumerate(values) if other]
+
+
+def _given_run_dir(overrides: list[str]) -> str | None:
+    """A ``hydra.run.dir=`` given on the command line (its value, unquoted)."""
+    for o in overrides:
+        if o.startswith("hydra.run.dir="):
+            return o.split("=", 1)[1].strip().strip("'\"")
+    return None
+
+
+def _quoted(value: str) -> str:
+    """A value for a Hydra override, quoted: any path goes through Hydra's parser unchanged."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class _EarlyLog(logging.Handler):
+    """The lines logged while the run is built (before Hydra configures logging): shown on
+    the console as Hydra would, and written into the run's log file once it exists."""
+
+    records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _EarlyLog.records.append(record)
+
+    @classmethod
+    def start(cls) -> None:
+        root = logging.getLogger()
+        if root.handlers:  # logging is configured already (a test, an embedding program)
+            return
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter(_LOG_FORMAT))
+        root.addHandler(console)
+        root.addHandler(cls())
+        root.setLevel(logging.INFO)
+
+    @classmethod
+    def replay_into_log_file(cls) -> None:
+        files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+        for record in cls.records:
+            for handler in files:
+                handler.handle(record)
+        cls.records = []
+
+
 def main(argv: list[str]) -> int:
-    """Entry point for ``waveunet train``: hands the overrides to Hydra (``--help`` is ours:
-    the commonest runs above Hydra's part)."""
+    """Entry point for ``waveunet train``: checks and builds the run, then hands it to Hydra
+    (``--help`` is ours: the commonest runs above Hydra's part)."""
     argv = list(argv)
     if "-h" in argv or "--help" in argv:
         from .hydra_flags import Flags, help_text
@@ -176,9 +296,39 @@ def main(argv: list[str]) -> int:
         print(HYDRA_FLAGS)
         return 0
     check_argv(argv)
-    if int(os.environ.get("RANK", 0)) > 0:
+    info = DistInfo.from_env()
+    if info.rank > 0:
         # Only rank 0 writes the run folder and Hydra's logs.
         argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra.run.dir=."]
-    sys.argv = ["waveunet train", *argv]
-    hydra_main()
+    flags = [a for a in argv if a.startswith("-")]
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        if all(f in _RUN_FLAGS for f in flags):  # not --cfg, --help, ...: Hydra's alone
+            if any(f in ("-m", "--multirun") for f in flags):
+                check_sweep(overrides, info)
+            else:
+                if info.is_main:
+                    _EarlyLog.start()
+                argv += prepare(overrides, info)
+        sys.argv = ["waveunet train", *argv]
+        hydra_main()
+    except WaveUNetError as exc:
+        print(f"waveunet train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM, where the command turns it into one)
+        run_dir = _PREPARED.get("run_dir")
+        resume = (f"; continue from its last checkpoint with trainer.resume={run_dir}"
+                  if run_dir is not None and (Path(run_dir) / "last.pt").is_file() else "")
+        print(f"waveunet train: interrupted{resume}", file=sys.stderr)
+        return 130
+    finally:
+        _PREPARED.clear()
+        if _distributed_ready():
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))

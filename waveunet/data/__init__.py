@@ -17,11 +17,17 @@ choose how training examples are drawn (``data.sampling``). See docs/data.md.
 The package's rooms: :mod:`.spec` (reading a data config), :mod:`.find` (tracks on
 disk and splits), :mod:`.cache` (decoding into the cache), :mod:`.splits`
 (:func:`load_split`, one dataset or combined), :mod:`.examples` (training crops,
-loader, batches).
+loader, batches), :mod:`.on_device` (the same crops from tracks kept on the training device).
 """
 
 from .cache import CACHE_VERSION, MUSDB_STREAMS, Track, cache_folder
-from .examples import TrainingExamples, collate_batch, make_loader, split_batch
+from .examples import (
+    TrainingExamples,
+    check_track_lengths,
+    collate_batch,
+    make_loader,
+    split_batch,
+)
 from .find import AUDIO_EXTENSIONS, find_audio
 from .spec import (
     FORMATS,
@@ -34,11 +40,11 @@ from .spec import (
     dataset_stems,
     source_plan,
 )
-from .splits import load_split
+from .splits import load_split, same_tracks_at_new_root
 
 __all__ = [
     "AUDIO_EXTENSIONS", "CACHE_VERSION", "FORMATS", "MUSDB_STEMS", "MUSDB_STREAMS", "SAMPLINGS",
     "SPLITS", "DataSpec", "DatasetSpec", "Track", "TrainingExamples", "cache_folder",
-    "collate_batch", "data_spec", "dataset_stems", "find_audio", "load_split", "make_loader",
-    "source_plan", "split_batch",
+    "check_track_lengths", "collate_batch", "data_spec", "dataset_stems", "find_audio",
+    "load_split", "make_loader", "same_tracks_at_new_root", "source_plan", "split_batch",
 ]

@@ -111,8 +111,9 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def cache_folder(spec: DatasetSpec, root: Path, sample_rate_hz: int, channels: int,
-                 sources: Sequence[str]) -> Path:
-    """The cache folder for one (dataset, sample rate, channels, sources) combination."""
+                 sources: Sequence[str], create: bool = True) -> Path:
+    """The cache folder for one (dataset, sample rate, channels, sources) combination
+    (``create`` false: only its path)."""
     if spec.cache_dir is None:
         raise ConfigError(f"{spec.setting}.cache_dir is not set")
     key: dict[str, Any] = {"version": CACHE_VERSION, "format": spec.format,
@@ -157,6 +158,31 @@ def _cached_is_valid(npy: Path, manifest_path: Path, expected: dict[str, Any]) -
         return list(array.shape) == stored.get("shape") and array.dtype == np.float32
     except (OSError, ValueError):
         return False
+
+
+def cached_tracks_match(old_spec: DatasetSpec, old_root: Path, new_spec: DatasetSpec,
+                        new_root: Path, found: Sequence[Found], *, sample_rate_hz: int,
+                        channels: int, sources: Sequence[str]) -> bool:
+    """Whether the ``found`` tracks (all of one subset, at ``new_root``) are exactly the tracks
+    that ``old_root``'s cache holds for that subset: the same names, and files of the same
+    relative paths, sizes and modification times (what the cache's manifests record). A
+    dataset moved with ``mv`` or ``rsync -a`` matches; one copied without its times does not.
+    """
+    old = cache_folder(old_spec, old_root, sample_rate_hz, channels, sources, create=False)
+    subsets = {track.subset for track in found}
+    try:
+        stored = [json.loads(p.read_text()) for p in old.glob("*.json") if p.name != "cache.json"]
+        if sum(m.get("subset") in subsets for m in stored) != len(found):
+            return False
+        for track in found:
+            expected = _manifest(track, new_root, sample_rate_hz, channels, sources)
+            manifest = json.loads((old / f"{_slug(f'{track.subset}/{track.name}')}.json")
+                                  .read_text())
+            if {k: manifest.get(k) for k in expected} != expected:
+                return False
+    except (OSError, ValueError):
+        return False
+    return bool(found)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -257,9 +283,10 @@ def _build_track(found: Found, fmt: str, plan: list[list[str]], npy: Path, sampl
 
 
 def load_tracks(spec: DatasetSpec, root: Path, found: list[Found], plan: list[list[str]], *,
-                split: str, sample_rate_hz: int, channels: int,
-                sources: Sequence[str]) -> list[Track]:
-    """The found tracks, decoded into the cache where needed and memory-mapped from it."""
+                split: str, sample_rate_hz: int, channels: int, sources: Sequence[str],
+                progress: bool = True) -> list[Track]:
+    """The found tracks, decoded into the cache where needed and memory-mapped from it
+    (``progress``: a bar while decoding)."""
     from tqdm import tqdm
 
     cache = cache_folder(spec, root, sample_rate_hz, channels, sources)
@@ -275,7 +302,7 @@ def load_tracks(spec: DatasetSpec, root: Path, found: list[Found], plan: list[li
         if not _cached_is_valid(npy, manifest_path, expected):
             todo.append((track, npy, manifest_path, expected))
     for track, npy, manifest_path, expected in tqdm(todo, desc=f"decoding {spec.name} {split}",
-                                                    unit="track", disable=not todo):
+                                                    unit="track", disable=not (todo and progress)):
         # Drop the old manifest first: a crash below must not leave it vouching for a stale array.
         manifest_path.unlink(missing_ok=True)
         silent = _build_track(track, spec.format, plan, npy, sample_rate_hz, channels)

@@ -10,6 +10,7 @@ song), times its dataset's weight.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from ..errors import ConfigError, DataError
 from .cache import Track
 from .spec import SAMPLINGS
+
+log = logging.getLogger(__name__)
 
 
 class TrainingExamples(Dataset):
@@ -100,6 +103,29 @@ class TrainingExamples(Dataset):
             else:
                 target[row] = crop
         return _Batch(out)
+
+
+def check_track_lengths(tracks: Sequence[Track], input_samples: int, split: str,
+                        warn: bool = True) -> None:
+    """A track shorter than the model's input is zero-padded to it: warn, naming such tracks
+    (``warn``); a split where no track is that long is a :class:`DataError`."""
+    short = [t for t in tracks if t.samples < input_samples]
+    if not short:
+        return
+    rate = short[0].sample_rate_hz
+    need = f"the model's input ({input_samples} samples, {input_samples / rate:.3g} s at {rate} Hz)"
+    if len(short) == len(tracks):
+        longest = max(tracks, key=lambda t: t.samples)
+        raise DataError(
+            f"no {split} track is as long as {need}: the longest, {_label(longest)}, has "
+            f"{longest.samples} samples ({longest.samples / rate:.3g} s). Use longer tracks "
+            "(data.seconds for generated data), or a model with a shorter input "
+            "(model.output_samples, model.levels)")
+    if warn:
+        names = ", ".join(f"{_label(t)} ({t.samples / rate:.3g} s)" for t in short[:5])
+        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+        log.warning("%d of %d %s tracks are shorter than %s and are zero-padded to it: %s%s",
+                    len(short), len(tracks), split, need, names, more)
 
 
 def _label(track: Track) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from .cache import Track, load_tracks
+from .cache import Track, cached_tracks_match, load_tracks
 from .find import Found, dataset_root, empty_split_hint, list_tracks, native_rate_hz, select_split
 from .spec import SPLITS, DatasetSpec, DataSpec, data_spec, missing_sources, source_plan
 
@@ -36,13 +36,14 @@ class _Planned:
 
 
 def load_split(data_cfg: Any, split: str, *, sample_rate_hz: int, channels: int,
-               sources: Sequence[str]) -> list[Track]:
+               sources: Sequence[str], progress: bool = True) -> list[Track]:
     """Tracks of one split, decoded once into the cache and memory-mapped from it.
 
     ``split`` is "train", "valid" (held out from the training songs) or "test". The
     first call decodes every track of the split (progress bar); later calls reuse
     the cache and re-decode only tracks whose source files changed. A combined
     config returns its datasets' tracks one dataset after the other, in config order.
+    ``progress`` false hides the decoding bar.
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}' (valid: {', '.join(SPLITS)})")
@@ -65,7 +66,8 @@ def load_split(data_cfg: Any, split: str, *, sample_rate_hz: int, channels: int,
         plan = source_plan(sources, part.spec.stems,
                            f"{part.spec.setting}.format={part.spec.format} at {part.root}")
         loaded = load_tracks(part.spec, part.root, part.found, plan, split=split,
-                             sample_rate_hz=sample_rate_hz, channels=channels, sources=sources)
+                             sample_rate_hz=sample_rate_hz, channels=channels, sources=sources,
+                             progress=progress)
         for track in loaded:
             track.dataset, track.weight = part.spec.name, part.spec.weight
             track.sampling = spec.sampling
@@ -73,6 +75,30 @@ def load_split(data_cfg: Any, split: str, *, sample_rate_hz: int, channels: int,
     if int(os.environ.get("RANK", "0")) == 0:  # one line per split, from one process
         log.info("%s", split_summary(spec, split, tracks))
     return tracks
+
+
+def same_tracks_at_new_root(saved_data: Any, now_data: Any, setting: str, *,
+                            sample_rate_hz: int, channels: int, sources: Sequence[str]) -> bool:
+    """Whether the dataset at ``setting`` (``data`` or ``data.datasets.<name>``), whose root
+    differs between two data configs, holds the same training songs at its new root as the old
+    root's cache records (:func:`~waveunet.data.cache.cached_tracks_match`): a dataset that was
+    moved. Generated and downloaded datasets (their root follows from other settings) never do.
+    """
+    def entry(cfg: Any) -> DatasetSpec | None:
+        return next((d for d in data_spec(cfg).datasets if d.setting == setting), None)
+
+    try:
+        old, new = entry(saved_data), entry(now_data)
+        if old is None or new is None or not old.root_is_set or old.format != new.format:
+            return False
+        if new.format in ("synthetic", "preview"):
+            return False
+        new_root = dataset_root(new)
+        found = list_tracks(new, new_root, "train")
+    except (ConfigError, DataError):
+        return False
+    return cached_tracks_match(old, Path(str(old.root)).expanduser(), new, new_root, found,
+                               sample_rate_hz=sample_rate_hz, channels=channels, sources=sources)
 
 
 def _present_datasets(spec: DataSpec, split: str) -> list[DatasetSpec]:
