@@ -8,7 +8,9 @@ TensorBoard or museval imports.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 from .errors import WaveUNetError
 
@@ -32,6 +34,20 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be: the same clean-up runs."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def handle_sigterm_like_ctrl_c() -> None:
+    """Make SIGTERM raise :class:`Terminated` (a KeyboardInterrupt) in the main thread."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -49,11 +65,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"waveunet: command '{name}' is not available in this version", file=sys.stderr)
             return 2
         raise
+    handle_sigterm_like_ctrl_c()
     try:
         return int(module.main(rest) or 0)
     except WaveUNetError as exc:
         print(f"waveunet {name}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"waveunet {name}: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"waveunet {name}: interrupted", file=sys.stderr)
         return 130

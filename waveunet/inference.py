@@ -94,6 +94,9 @@ def resolve_device(device: str | torch.device = "auto", *, local_rank: int = 0,
         )
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
+    if dev.type == "cuda" and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"{setting}: {device!r} asked for, but only "
+                          f"{torch.cuda.device_count()} CUDA GPU(s) are visible")
     return dev
 
 
