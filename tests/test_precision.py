@@ -8,13 +8,9 @@ import pytest
 import torch
 
 from waveunet.errors import ConfigError, DataError
-from waveunet.inference import (
-    PRECISIONS,
-    Separator,
-    cpu_has_native_bf16,
-    resolve_precision,
-)
+from waveunet.inference import Separator
 from waveunet.model import build_model
+from waveunet.precision import PRECISIONS, cpu_has_native_bf16, resolve_precision
 
 # A flags line of /proc/cpuinfo on the 2-core AMD EPYC (Zen 4) development machine: AVX512-BF16.
 EPYC_ZEN4 = (

@@ -23,6 +23,10 @@ chunk's own edges. They are tiled into non-overlapping chunks, as the original
 Wave-U-Net did, and their output depends (slightly, near chunk edges) on the
 chunk size.
 
+The network runs in the separator's ``precision`` (``auto``: bf16 on CUDA and on CPUs with
+native bf16, :func:`resolve_precision`) under autocast; chunk inputs and outputs stay float32,
+and the tiling stays exact in every precision.
+
 The layers of the API: :meth:`Separator.plan` (the chunk plan), :meth:`Separator.iter_chunks`
 (the tiling loop over any :class:`Window`, public so that the file-to-file stream of
 :mod:`waveunet.streaming` runs the same loop), :meth:`Separator.separate_tensor` (a model-rate
@@ -49,13 +53,9 @@ from .checkpoint import load_model, unwrap
 from .errors import ConfigError, DataError
 from .metrics import bound_hits, bound_stats
 from .model import WaveUNet
+from .precision import autocast, resolve_precision
 
 GIB = 1024**3
-# What ``precision`` may be (Separator, ``waveunet separate --precision``, ``evaluate precision=``).
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic: AVX512-BF16 and Intel AMX.
-NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # A (rows, columns) array with more rows than this and fewer columns is taken for soundfile's
 # (frames, channels) layout, not (channels, samples).
 MAX_PLAUSIBLE_CHANNELS = 8
@@ -98,46 +98,6 @@ def resolve_device(device: str | torch.device = "auto", *, local_rank: int = 0,
         raise ConfigError(f"{setting}: {device!r} asked for, but only "
                           f"{torch.cuda.device_count()} CUDA GPU(s) are visible")
     return dev
-
-
-def cpu_flags(cpuinfo: str) -> set[str]:
-    """The CPU feature flags named on the ``flags`` lines of ``/proc/cpuinfo`` text."""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            flags.update(value.split())
-    return flags
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU (or the given ``/proc/cpuinfo`` text) does bf16 arithmetic natively.
-
-    Without such flags (and where ``/proc/cpuinfo`` does not exist) bf16 is emulated on the CPU
-    and slower than fp32, so the answer is False.
-    """
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                cpuinfo = f.read()
-        except OSError:
-            return False
-    return bool(cpu_flags(cpuinfo) & set(NATIVE_BF16_CPU_FLAGS))
-
-
-def resolve_precision(precision: str, device: torch.device, *, cpuinfo: str | None = None,
-                      setting: str = "precision") -> str:
-    """``'auto'`` -> ``'bf16'`` on CUDA and on CPUs with native bf16, else ``'fp32'``.
-
-    A rule, not a timing probe, so a run's precision is known from the machine alone.
-    """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"{setting}: unknown {precision!r} (use {', '.join(PRECISIONS)})")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16(cpuinfo)):
-        return "bf16"
-    return "fp32"
 
 
 def default_memory_budget_bytes(device: torch.device) -> int:
@@ -465,9 +425,7 @@ class Separator:
 
     def autocast(self) -> torch.autocast:
         """The autocast context of this separator's precision (disabled for fp32)."""
-        dtype = _AUTOCAST_DTYPES.get(self.precision)
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32,
-                              enabled=dtype is not None)
+        return autocast(self.device, self.precision)
 
     def separate_file(self, song, targets, **kwargs):
         """Stream ``song`` to one stem file per source in bounded memory.
@@ -485,7 +443,10 @@ class Separator:
         The audio is resampled to the model's rate and mixed to its channels for
         the network; the stems come back at ``sample_rate_hz`` with the input's
         channel count and length (:meth:`back_to_song`). Content above the model's
-        Nyquist frequency is in no stem. With ``bound_statistics`` the result also
+        Nyquist frequency is in no stem. A rate whose ratio to the model's is too large to
+        compute is treated as a close one, with a warning that gives the pitch change
+        (:func:`waveunet.audio.tractable_rates`). A (frames, channels) array is refused
+        (:func:`check_channels_first`). With ``bound_statistics`` the result also
         holds :func:`waveunet.metrics.bound_stats` of the model-rate output (resampling
         back rings past the bounds, which would count as clipping): what evaluation scores.
         """

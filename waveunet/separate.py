@@ -38,7 +38,8 @@ EXAMPLES = """examples:
       -> separated/<model name>/<track>/{accompaniment,vocals}.wav
   waveunet separate data/test -c best.pt -o out      (a dataset folder: its mixture.* files)
   waveunet separate live.m4a -c best.pt -d cuda:1 --format flac --bits 24 --stems vocals
-  waveunet separate song.wav -c best.pt --format mp3 --mp3-quality 0 --filename '{track}_{stem}.{ext}'
+  waveunet separate song.wav -c best.pt --format mp3 --mp3-quality 0 \\
+      --filename '{model}/{track}_{stem}.{ext}'
 """
 
 

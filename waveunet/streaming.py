@@ -8,7 +8,11 @@ block to the model's rate, fed through the same tiling loop as the array API
 inputs), and the stems are resampled back block by block, brought to the song's
 channels and clamped again by the separator's one rule (:meth:`Separator.back_to_song`),
 and appended to one open output file per stem. This module does not import the
-separator: :class:`StreamingSeparator` says what it needs of one.
+separator: :class:`StreamingSeparator` says what it needs of one. The stages are objects:
+:class:`SongReader` (decode, mix, resample to the model's rate) and :class:`StemWriter`
+(resample back, clamp, write to pid-tagged temporaries, rename into place all at once);
+:func:`separate_file` runs them one after the other for one song, :mod:`waveunet.pipeline`
+in threads for many.
 The clipping report is accumulated block by block. Peak memory is the model's
 activations plus a few blocks and chunks, independent of the song's length.
 
