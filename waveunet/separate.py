@@ -179,7 +179,7 @@ class Plan:
                 self.failures.append((str(song), exc))
 
     def _job(self, song: Path, claimed: dict[Path, Path]):
-        from .layout import other_format_stems, render
+        from .layout import other_format_stems, render, track_name
         from .pipeline import Job
 
         if song.is_dir():
@@ -209,7 +209,7 @@ class Plan:
             targets[stem] = target
         for target in targets.values():
             claimed[_resolved(target)] = song
-        return Job(song, targets, desc=song.name)
+        return Job(song, targets, desc=track_name(song))
 
 
 def _resolved(path: Path) -> Path:
@@ -271,13 +271,13 @@ def main(argv: list[str]) -> int:
             for stale in plan.replaced.get(song, []):
                 stale.unlink(missing_ok=True)
             if result.rate_note:
-                print(f"waveunet separate: note: {result.rate_note}", file=sys.stderr)
+                _say(f"waveunet separate: note: {result.rate_note}", sys.stderr)
             if not args.quiet:
                 folder = result.paths[0].parent
-                print(f"{song} -> {folder}/ ({result.channels} ch, {result.sample_rate_hz} Hz, "
-                      f"{result.frames / result.sample_rate_hz:.1f} s)")
+                _say(f"{song} -> {folder}/ ({result.channels} ch, {result.sample_rate_hz} Hz, "
+                     f"{result.frames / result.sample_rate_hz:.1f} s)")
                 for line in format_clip_report(result.clip_report, result.bounds):
-                    print(line)
+                    _say(line)
 
         separate_files(separator, plan.jobs, subtype=subtype, overwrite=args.force,
                        compression_level=args.mp3_quality / 10 if args.format == "mp3" else None,
@@ -293,12 +293,20 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _say(line: str, file=None) -> None:
+    """Print a line without breaking a progress bar (stems are reported from the write
+    stage's thread while the model's bar runs)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=file or sys.stdout)
+
+
 def _report_error(label: str, exc: BaseException, verbose: bool) -> None:
     message = " ".join(str(exc).split()) or type(exc).__name__
     if label not in message:
         message = f"{label}: {message}"
-    print(f"waveunet separate: error: {message}", file=sys.stderr)
+    _say(f"waveunet separate: error: {message}", sys.stderr)
     detail = getattr(exc, "detail", None)
     if verbose and detail:
         for line in str(detail).splitlines():
-            print(f"    {line}", file=sys.stderr)
+            _say(f"    {line}", sys.stderr)
