@@ -200,9 +200,11 @@ def tractable_rates(from_hz: int, to_hz: int) -> tuple[int, int]:
     bank is small enough (:data:`MAX_RESAMPLING_TAPS`, both directions), moving one rate by
     the fewest hertz (``from_hz`` first at equal distance), by at most :data:`MAX_RATE_CHANGE`.
 
-    Treating audio at ``from_hz`` as if it were at ``from_hz + d`` changes its pitch and tempo
-    by ``d / from_hz`` (44,101 Hz read as 44,100 Hz: 0.0023 %, 0.04 cents) and keeps every
-    sample: resampling back with the same pair returns the same number of samples, aligned.
+    Treating audio at ``from_hz`` as if it were at ``from_hz + d`` changes the pitch and tempo
+    of what the other side gets by ``d / from_hz`` (44,101 Hz read as 44,100 Hz: the
+    model hears the song 0.0023 %, 0.04 cents, lower and slower) and keeps every sample:
+    resampling back with the same pair returns the same number of samples, aligned, so stems
+    written at the song's rate are not shifted against the song.
     DataError if no such pair exists.
     """
     from_hz, to_hz = int(from_hz), int(to_hz)
@@ -259,7 +261,7 @@ def rate_change_note(what: str, from_hz: int, to_hz: int, pair: tuple[int, int])
     else:
         old, new = to_hz, pair[1]
     return (f"{what}: resampling {from_hz} -> {to_hz} Hz exactly needs too large a filter; "
-            f"{old} Hz is treated as {new} Hz (pitch and tempo change by "
+            f"{old} Hz is treated as {new} Hz (what is resampled changes pitch and tempo by "
             f"{100 * (new - old) / old:+.4f} %)")
 
 
