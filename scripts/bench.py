@@ -258,6 +258,7 @@ def bench_precision(preset, device, song_seconds, repeats) -> dict:
 
     from waveunet.inference import Separator
 
+    load_before = os.getloadavg()[0]  # other work on the machine, before this section's own
     model = model_for(preset).to(device).eval()
     frames = int(song_seconds * model.sample_rate_hz)
     song = torch.rand(model.config.channels, frames, generator=torch.Generator().manual_seed(0))
@@ -281,8 +282,10 @@ def bench_precision(preset, device, song_seconds, repeats) -> dict:
         "fp32_best_s_per_audio_s": min(times["fp32"]),
         "auto_best_s_per_audio_s": min(times["auto"]),
         "auto_speedup": median["fp32"] / median["auto"],
-        "target_s_per_audio_s": CPU_TARGET_S_PER_AUDIO_S if device.type == "cpu" else None,
-        "load_average_1min": os.getloadavg()[0],
+        "target_s_per_audio_s": (CPU_TARGET_S_PER_AUDIO_S
+                                 if device.type == "cpu" and preset == "m5_highsr" else None),
+        "load_average_1min_before": load_before,
+        "load_average_1min_after": os.getloadavg()[0],
     }
 
 
@@ -361,7 +364,8 @@ def main(argv=None) -> int:
         print(f"## Separation precision ({preset}, array API: tiling + model, no file I/O)\n\n"
               f"{row['song_seconds']:.0f}-second stereo song, fp32 and auto (= {row['auto_is']})"
               f" alternated {row['repeats']} times in one process, {row['threads']} threads, "
-              f"1-minute load average {row['load_average_1min']:.2f}:\n")
+              f"1-minute load average {row['load_average_1min_before']:.2f} before, "
+              f"{row['load_average_1min_after']:.2f} after (its own threads count in it):\n")
         print(table([{**row, "precision": "fp32", "median": row["fp32_s_per_audio_s"],
                       "best": row["fp32_best_s_per_audio_s"]},
                      {**row, "precision": f"auto ({row['auto_is']})",
