@@ -13,7 +13,7 @@ import torch
 
 from waveunet.checkpoint import save_checkpoint
 from waveunet.cli import main as cli_main
-from waveunet.layout import MANIFEST, model_name, songs_in_folder, track_name
+from waveunet.layout import MANIFEST, checkpoint_identity, model_name, songs_in_folder, track_name
 from waveunet.model import build_model
 
 SOURCES = ("accompaniment", "vocals")
@@ -78,6 +78,12 @@ def test_model_name_rule(tmp_path, checkpoint, capsys):
     assert manifest[MODEL]["checkpoint"] == str(checkpoint.resolve())
 
 
+def replace(source: Path, target: Path) -> None:
+    """Copy ``source`` over ``target`` the way checkpoints are saved: a new file renamed."""
+    shutil.copy(source, target.with_suffix(".new"))
+    target.with_suffix(".new").replace(target)
+
+
 def test_another_checkpoint_under_the_same_name_is_refused_without_force(tmp_path, capsys):
     first = make_checkpoint(tmp_path / "a" / "best.pt", seed=0, config={"name": "run"})
     second = make_checkpoint(tmp_path / "b" / "best.pt", seed=1, config={"name": "run"})
@@ -90,9 +96,20 @@ def test_another_checkpoint_under_the_same_name_is_refused_without_force(tmp_pat
     assert "another checkpoint" in err and "-n/--name" in err and len(err.splitlines()) == 1
     assert files_under(out) == before
     assert run(two, "-c", first, "-o", out, "-q") == 0  # the same checkpoint may add songs
+    copy = tmp_path / "c" / "best.pt"
+    copy.parent.mkdir()
+    shutil.copy(first, copy)  # the same weights elsewhere: the same checkpoint
+    assert run(one, "-c", copy, "-o", out, "-q", "--force") == 0
+    replace(second, copy)  # saved again, as the trainer saves: the same path, other weights
+    assert run(one, "-c", copy, "-o", out, "-q", "--force", "--stems", "vocals") == 0
+    assert run(two, "-c", copy, "-o", out, "-q", "-f") == 0
+    replace(first, copy)
+    assert run(two, "-c", copy, "-o", out, "-q") == 2
+    assert "another checkpoint" in capsys.readouterr().err
     assert run(one, "-c", second, "-o", out, "-q", "--force") == 0
     manifest = json.loads((out / MANIFEST).read_text())["models"]
     assert manifest["run"]["checkpoint"] == str(second.resolve())
+    assert manifest["run"]["sha256"] == checkpoint_identity(second)
 
 
 def test_filename_template(tmp_path, checkpoint, capsys):

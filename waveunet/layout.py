@@ -133,27 +133,48 @@ def checkpoint_identity(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _file_stamp(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"checkpoint": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "inode": st.st_ino}
+
+
 def check_model_name(out_root: Path, name: str, checkpoint: Path, force: bool) -> dict:
     """ConfigError if another checkpoint already wrote under ``name`` in ``out_root`` (unless
-    ``force``); else the manifest that :func:`record_model_name` writes once stems exist."""
-    manifest = out_root / MANIFEST
+    ``force``); else the manifest that :func:`record_model_name` writes once stems exist.
+
+    The same file, unchanged since (path, size, modification time, inode: a checkpoint saved
+    again is a new file renamed into place), is the same checkpoint without reading it;
+    otherwise the contents' hashes decide (a copy elsewhere is the same checkpoint).
+    """
     try:
-        known = json.loads(manifest.read_text(encoding="utf-8"))
+        known = json.loads((out_root / MANIFEST).read_text(encoding="utf-8"))
         models = dict(known.get("models", {}))
     except (OSError, ValueError, AttributeError):
         models = {}
-    identity = checkpoint_identity(checkpoint)
+    stamp = _file_stamp(checkpoint)
     earlier = models.get(name)
-    if earlier and earlier.get("sha256") != identity and not force:
-        raise ConfigError(
-            f"{out_root / name} holds the stems of another checkpoint "
-            f"({earlier.get('checkpoint')}) under the model name '{name}'; choose another "
-            "name with -n/--name, or --force to replace them")
-    models[name] = {"checkpoint": str(checkpoint.resolve()), "sha256": identity}
+    entry: dict[str, Any] = {**stamp}
+    if isinstance(earlier, dict):
+        if all(earlier.get(k) == v for k, v in stamp.items()) and "sha256" in earlier:
+            entry["sha256"] = earlier["sha256"]
+        else:
+            entry["sha256"] = checkpoint_identity(checkpoint)
+            if earlier.get("sha256") != entry["sha256"] and not force:
+                raise ConfigError(
+                    f"{out_root / name} holds the stems of another checkpoint "
+                    f"({earlier.get('checkpoint')}) under the model name '{name}'; choose "
+                    "another name with -n/--name, or --force to replace them")
+    models[name] = entry
     return {"models": models}
 
 
-def record_model_name(out_root: Path, manifest: dict) -> None:
+def record_model_name(out_root: Path, manifest: dict, name: str) -> None:
+    """Write the manifest (hashing ``name``'s checkpoint now if :func:`check_model_name` did
+    not need to: called from the write stage, off the model's path)."""
+    entry = manifest["models"][name]
+    if "sha256" not in entry:
+        entry["sha256"] = checkpoint_identity(Path(entry["checkpoint"]))
     atomic_write_text(out_root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 

@@ -249,13 +249,14 @@ def main(argv: list[str]) -> int:
         progress=not args.quiet,
         precision=args.precision,
     )
+    # Another checkpoint under this name: refused before anything else is looked at.
+    manifest = check_model_name(Path(args.out), name, Path(payload["path"]), args.force)
     plan = Plan(args, name, stems)
     failures = list(plan.failures)
     for label, exc in plan.failures:
         _report_error(label, exc, args.verbose)
     succeeded = 0
     if plan.jobs:
-        manifest = check_model_name(plan.out_root, name, Path(payload["path"]), args.force)
 
         def done(outcome) -> None:
             nonlocal succeeded
@@ -265,7 +266,7 @@ def main(argv: list[str]) -> int:
                 failures.append((str(song), outcome.error))
                 return
             if not succeeded:
-                record_model_name(plan.out_root, manifest)
+                record_model_name(plan.out_root, manifest, name)
             succeeded += 1
             result = outcome.result
             for stale in plan.replaced.get(song, []):
