@@ -242,6 +242,13 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, checkpoint):
     assert files_under(out) == []  # no stems, no temporaries
 
 
+def test_the_sigterm_handler_is_the_commands_alone(tmp_path, checkpoint):
+    """In one process (a test, a notebook) the caller's SIGTERM handler comes back after."""
+    before = signal.getsignal(signal.SIGTERM)
+    assert run(write(tmp_path / "song.wav"), "-c", checkpoint, "-o", tmp_path / "out", "-q") == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_the_next_run_removes_the_temporaries_of_a_killed_one(tmp_path, checkpoint):
     out = tmp_path / "out"
     proc = _start_separating(tmp_path, checkpoint, out)

@@ -42,10 +42,14 @@ def _terminate(signum, frame) -> None:
     raise Terminated()
 
 
-def handle_sigterm_like_ctrl_c() -> None:
-    """Make SIGTERM raise :class:`Terminated` (a KeyboardInterrupt) in the main thread."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+def handle_sigterm_like_ctrl_c() -> object:
+    """Make SIGTERM raise :class:`Terminated` (a KeyboardInterrupt) in the main thread.
+
+    Returns the handler it replaced (None outside the main thread, where none can be set).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _terminate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"waveunet: command '{name}' is not available in this version", file=sys.stderr)
             return 2
         raise
-    handle_sigterm_like_ctrl_c()
+    previous = handle_sigterm_like_ctrl_c()
     try:
         return int(module.main(rest) or 0)
     except WaveUNetError as exc:
@@ -77,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"waveunet {name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:  # a caller in this process (a test) gets its own back
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
