@@ -206,11 +206,11 @@ def _separate_child(preset, device, precision, song_seconds, mode, chunk) -> Non
     rate = model.sample_rate_hz
     frames = int(song_seconds * rate)
     if original_way:  # the original code: one model-sized output chunk at a time
-        separator = Separator(
-            model, device=device, chunk_output_samples=model.output_samples, batch_size=1
-        )
+        separator = Separator(model, device=device, chunk_output_samples=model.output_samples,
+                              batch_size=1, precision=precision)
     else:
-        separator = Separator(model, device=device, chunk_output_samples=chunk or None)
+        separator = Separator(model, device=device, chunk_output_samples=chunk or None,
+                              precision=precision)
     with tempfile.TemporaryDirectory(prefix="waveunet-bench-") as tmp:
         if file_to_file:
             song_path = Path(tmp) / "song.wav"
@@ -222,15 +222,14 @@ def _separate_child(preset, device, precision, song_seconds, mode, chunk) -> Non
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         base_peak, base_rss = peak_rss_bytes(), current_rss_bytes()
-        with autocast(device, precision):
-            start = time.perf_counter()
-            if file_to_file:
-                separator.separate_file(song_path, targets)
-                shape = [len(separator.sources), model.config.channels, frames]
-            else:
-                shape = list(separator.separate_tensor(song).stems.shape)
-            sync(device)
-            seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        if file_to_file:
+            separator.separate_file(song_path, targets)
+            shape = [len(separator.sources), model.config.channels, frames]
+        else:
+            shape = list(separator.separate_tensor(song).stems.shape)
+        sync(device)
+        seconds = time.perf_counter() - start
     peak = peak_rss_bytes()
     record = {
         "preset": preset, "precision": precision, "original_way": original_way,
@@ -243,6 +242,51 @@ def _separate_child(preset, device, precision, song_seconds, mode, chunk) -> Non
     if device.type == "cuda":
         record["peak_cuda_bytes"] = torch.cuda.max_memory_allocated(device)
     print(json.dumps(record))
+
+
+# -- separation precision: auto against fp32 --------------------------------------
+# Issue 12's CPU target: the array API (tiling + model, no file I/O) of m5_highsr at most this
+# many seconds per second of stereo audio on the 2-core development machine when it is quiet.
+CPU_TARGET_S_PER_AUDIO_S = 0.11
+
+
+def bench_precision(preset, device, song_seconds, repeats) -> dict:
+    """``Separator.separate_tensor`` of a random stereo song at the model's rate, with
+    ``precision='fp32'`` and ``'auto'`` alternated in one process (the same load for both):
+    seconds per second of audio (best and median of ``repeats``) and auto's speed-up."""
+    import statistics
+
+    from waveunet.inference import Separator
+
+    load_before = os.getloadavg()[0]  # other work on the machine, before this section's own
+    model = model_for(preset).to(device).eval()
+    frames = int(song_seconds * model.sample_rate_hz)
+    song = torch.rand(model.config.channels, frames, generator=torch.Generator().manual_seed(0))
+    song = song * 2 - 1
+    separators = {p: Separator(model, device=device, precision=p) for p in ("fp32", "auto")}
+    times: dict[str, list[float]] = {p: [] for p in separators}
+    for sep in separators.values():  # warm-up: one-off kernel set-up, not per song
+        sep.separate_tensor(song[:, : min(frames, 2 * sep.step_samples)])
+    for _ in range(repeats):
+        for p, sep in separators.items():
+            start = time.perf_counter()
+            sep.separate_tensor(song)
+            sync(device)
+            times[p].append((time.perf_counter() - start) / song_seconds)
+    median = {p: statistics.median(t) for p, t in times.items()}
+    return {
+        "preset": preset, "song_seconds": song_seconds, "repeats": repeats,
+        "auto_is": separators["auto"].precision, "threads": torch.get_num_threads(),
+        "chunk_output_samples": separators["auto"].step_samples,
+        "fp32_s_per_audio_s": median["fp32"], "auto_s_per_audio_s": median["auto"],
+        "fp32_best_s_per_audio_s": min(times["fp32"]),
+        "auto_best_s_per_audio_s": min(times["auto"]),
+        "auto_speedup": median["fp32"] / median["auto"],
+        "target_s_per_audio_s": (CPU_TARGET_S_PER_AUDIO_S
+                                 if device.type == "cpu" and preset == "m5_highsr" else None),
+        "load_average_1min_before": load_before,
+        "load_average_1min_after": os.getloadavg()[0],
+    }
 
 
 # -- driver -----------------------------------------------------------------
@@ -266,8 +310,9 @@ def main(argv=None) -> int:
     parser.add_argument("--presets", nargs="+", default=PRESETS, choices=PRESETS)
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=list(DTYPES))
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
-    parser.add_argument("--sections", nargs="+", default=["train", "separate", "scaling"],
-                        choices=["train", "separate", "scaling"])
+    parser.add_argument("--sections", nargs="+",
+                        default=["precision", "train", "separate", "scaling"],
+                        choices=["precision", "train", "separate", "scaling"])
     parser.add_argument(
         "--batch", type=int, default=None, help="training batch (default: 2 on CPU, 16 on GPU)"
     )
@@ -279,6 +324,8 @@ def main(argv=None) -> int:
         help="training output lengths to time (longer crops: more supervised samples per FLOP)",
     )
     parser.add_argument("--song-seconds", type=float, default=180.0)
+    parser.add_argument("--precision-song-seconds", type=float, default=60.0,
+                        help="song length of the precision section (default 60)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--json", default=None, help="where to write the results (default bench-<device>.json)"
@@ -304,9 +351,35 @@ def main(argv=None) -> int:
         "separate": [],
         "scaling_chunk": [],
         "scaling_song": [],
+        "precision": [],
     }
     print(f"# waveunet benchmark on {machine['device']} ({device}), torch {torch.__version__}, "
           f"{machine['torch_threads']} threads\n")
+
+    if "precision" in args.sections:
+        preset = "m5_highsr" if "m5_highsr" in args.presets else args.presets[0]
+        row = bench_precision(preset, device, args.precision_song_seconds, args.repeats)
+        results["precision"].append(row)
+        target = row["target_s_per_audio_s"]
+        print(f"## Separation precision ({preset}, array API: tiling + model, no file I/O)\n\n"
+              f"{row['song_seconds']:.0f}-second stereo song, fp32 and auto (= {row['auto_is']})"
+              f" alternated {row['repeats']} times in one process, {row['threads']} threads, "
+              f"1-minute load average {row['load_average_1min_before']:.2f} before, "
+              f"{row['load_average_1min_after']:.2f} after (its own threads count in it):\n")
+        print(table([{**row, "precision": "fp32", "median": row["fp32_s_per_audio_s"],
+                      "best": row["fp32_best_s_per_audio_s"]},
+                     {**row, "precision": f"auto ({row['auto_is']})",
+                      "median": row["auto_s_per_audio_s"], "best": row["auto_best_s_per_audio_s"]}],
+                    [("precision", "precision", None),
+                     ("s per s of audio (median)", "median", {"digits": 3}),
+                     ("best", "best", {"digits": 3})]))
+        verdict = ""
+        if target is not None:
+            met = row["auto_s_per_audio_s"] <= target
+            verdict = (f"; target <= {target} s per s: {'met' if met else 'MISSED'} "
+                       f"(median {row['auto_s_per_audio_s']:.3f})")
+        print(f"\nauto is {row['auto_speedup']:.2f}x fp32 (target >= 1.4x: "
+              f"{'met' if row['auto_speedup'] >= 1.4 else 'MISSED'}){verdict}\n")
 
     if "train" in args.sections:
         for precision in args.precision:

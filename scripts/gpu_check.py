@@ -285,18 +285,17 @@ def step_folder(c: Check) -> None:
     folder = c.work / "folder"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    songs = []
     for i in range(count):
-        target = folder / f"song_{i:02d}.wav"
-        os.link(song, target)
-        songs.append(str(target))
+        os.link(song, folder / f"song_{i:02d}.wav")
     out = c.work / "separated-folder"
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    done = c.run("folder", waveunet("separate", *songs, "-c", ckpt, "-o", str(out), "-d",
+    # the folder itself as input: waveunet separate takes the audio files under it
+    done = c.run("folder", waveunet("separate", str(folder), "-c", ckpt, "-o", str(out), "-d",
                                     c.device, "-q"), 300)
     wall = time.perf_counter() - start
     ok = done is not None and done.returncode == 0
+    ok = ok and len(list(out.rglob("vocals.wav"))) == count
     c.record("folder", ok, time.perf_counter() - t0, songs=count, song_seconds=seconds,
              process_wall_s=round(wall, 2), times_real_time=round(count * seconds / wall, 1))
 

@@ -118,8 +118,9 @@ def test_check_writable_gives_the_format_and_refuses(tmp_path: Path) -> None:
     from waveunet.audio import check_writable
 
     assert check_writable(tmp_path / "a.FLAC", overwrite=False) == "FLAC"
+    assert check_writable(tmp_path / "a.mp3", overwrite=False) == "MP3"
     with pytest.raises(DataError, match="unsupported extension"):
-        check_writable(tmp_path / "a.mp3", overwrite=True)
+        check_writable(tmp_path / "a.ogg", overwrite=True)
     (tmp_path / "a.wav").write_bytes(b"x")
     with pytest.raises(DataError, match="refusing to overwrite existing file"):
         check_writable(tmp_path / "a.wav", overwrite=False)

@@ -406,7 +406,7 @@ def test_import_then_separate_and_evaluate(tmp_path: Path, synth_root: Path) -> 
     assert cli_main(["separate", str(tmp_path / "song.wav"), "-c", str(out), "-o", str(stems),
                      "-q"]) == 0
     for source in ("bass", "drums", "other", "vocals"):
-        audio, stem_rate = sf.read(stems / "song" / f"{source}.wav")
+        audio, stem_rate = sf.read(stems / "m6_small" / "song" / f"{source}.wav")  # <model>/
         assert stem_rate == rate and audio.shape == song.shape
         assert np.abs(audio).max() > 0
 

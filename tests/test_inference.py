@@ -72,7 +72,8 @@ def test_tiling_equals_one_forward_for_any_chunk_size(channels, upsampling, outp
     ref_est, ref_raw = whole_padded_forward(model, mixture)
     steps = set()
     for chunk, batch in [(1, 64), (40, 8), (256, 2), (1000, 4), (10**6, 1)]:
-        sep = Separator(model, device="cpu", chunk_output_samples=chunk, batch_size=batch)
+        sep = Separator(model, device="cpu", chunk_output_samples=chunk, batch_size=batch,
+                        precision="fp32")
         plan = sep.plan(mixture.shape[-1])
         assert plan.step_samples % 2**3 == 0
         assert plan.num_chunks * plan.step_samples >= 5000
@@ -160,7 +161,8 @@ def test_more_channels_than_the_model_are_mixed_down():
 
 def test_context_free_model_tiles_non_overlapping_chunks():
     model = tiny(context=False, output="direct")
-    sep = Separator(model, device="cpu", chunk_output_samples=100, batch_size=2)
+    sep = Separator(model, device="cpu", chunk_output_samples=100, batch_size=2,
+                    precision="fp32")
     assert sep.step_samples == sep.chunk_output_samples == 104  # a multiple of 2**3
     mixture = noise(2, 1000)
     result = sep.separate_tensor(mixture)
@@ -226,7 +228,7 @@ def test_from_checkpoint_round_trip(tmp_path):
 def test_clip_report_counts_and_overshoot():
     model = overshooting_model()
     mixture = noise(2, 2000, scale=0.9)
-    result = Separator(model, device="cpu").separate_tensor(mixture)
+    result = Separator(model, device="cpu", precision="fp32").separate_tensor(mixture)
     raw = 3 * mixture
     torch.testing.assert_close(result.unclipped[0], raw, atol=1e-5, rtol=0)
     torch.testing.assert_close(result.stems[0], raw.clamp(-1, 1), atol=1e-5, rtol=0)

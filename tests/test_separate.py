@@ -10,6 +10,7 @@ import torch
 
 from waveunet.checkpoint import save_checkpoint
 from waveunet.cli import main as cli_main
+from waveunet.layout import MANIFEST
 from waveunet.model import build_model
 
 SOURCES = ("accompaniment", "vocals")
@@ -58,10 +59,11 @@ def test_separates_formats_rates_and_channels(tmp_path, checkpoint, capsys):
     for name, (path, channels, rate) in songs.items():
         frames = sf.info(str(path)).frames
         for source in SOURCES:
-            info = sf.info(str(out / name / f"{source}.wav"))
+            info = sf.info(str(out / "model" / name / f"{source}.wav"))
             assert (info.samplerate, info.channels, info.frames) == (rate, channels, frames)
             assert info.subtype == "PCM_16"
-    assert files_under(out) == sorted(f"{n}/{s}.wav" for n in songs for s in SOURCES)
+    assert files_under(out) == sorted([MANIFEST] + [f"model/{n}/{s}.wav" for n in songs
+                                                    for s in SOURCES])
 
 
 def test_mp3_and_m4a_inputs(tmp_path, checkpoint):
@@ -75,7 +77,7 @@ def test_mp3_and_m4a_inputs(tmp_path, checkpoint):
     out = tmp_path / "out"
     assert run(*songs, "-c", checkpoint, "-o", out, "-q", "--format", "flac", "--bits", "24") == 0
     for song in songs:
-        info = sf.info(str(out / song.stem / "vocals.flac"))
+        info = sf.info(str(out / "model" / song.stem / "vocals.flac"))
         assert (info.samplerate, info.channels, info.subtype) == (44100, 2, "PCM_24")
         decoded_frames = sf.info(str(song)).frames if song.suffix == ".mp3" else None
         if decoded_frames is not None:
@@ -90,21 +92,22 @@ def test_float_output_keeps_the_stems_exactly(tmp_path, checkpoint):
     assert run(song, "-c", checkpoint, "-o", tmp_path / "out", "-q", "--bits", "32f") == 0
     expected = Separator.from_checkpoint(checkpoint, device="cpu").separate(audio, 22050)
     for i, source in enumerate(SOURCES):
-        stem, rate = sf.read(str(tmp_path / "out" / "song" / f"{source}.wav"), dtype="float32")
+        stem, rate = sf.read(str(tmp_path / "out" / "model" / "song" / f"{source}.wav"),
+                             dtype="float32")
         np.testing.assert_allclose(stem.T, expected.stems[i].numpy(), atol=1e-6)
 
 
 def test_existing_stems_are_kept_unless_force(tmp_path, checkpoint, capsys):
     song = write(tmp_path / "song.wav", tone(2, 0.5, 22050), 22050)
     out = tmp_path / "out"
-    target = out / "song" / "vocals.wav"
+    target = out / "model" / "song" / "vocals.wav"
     target.parent.mkdir(parents=True)
     target.write_bytes(b"precious")
     assert run(song, "-c", checkpoint, "-o", out, "-q") == 1
     err = capsys.readouterr().err
     assert "refusing to overwrite existing file" in err and "--force" in err
     assert target.read_bytes() == b"precious"
-    assert files_under(out) == ["song/vocals.wav"]  # nothing else written for this song
+    assert files_under(out) == ["model/song/vocals.wav"]  # nothing else written for this song
     assert run(song, "-c", checkpoint, "-o", out, "-q", "--force") == 0
     assert sf.info(str(target)).frames == 11025
 
@@ -125,9 +128,10 @@ def test_bad_songs_are_reported_and_the_others_still_separate(tmp_path, checkpoi
     err = capsys.readouterr().err
     for song in bad:
         assert str(song) in err
-    assert "directory" in err and "0 samples" in err
+    assert "no audio files in this folder" in err and "0 samples" in err
     assert "5 of 6 song(s) failed" in err
-    assert files_under(out) == [f"good/{s}.wav" for s in SOURCES]  # no temp files, no partial sets
+    # no temp files, no partial sets
+    assert files_under(out) == [MANIFEST] + [f"model/good/{s}.wav" for s in SOURCES]
 
 
 def test_same_song_name_twice_is_refused(tmp_path, checkpoint, capsys):
@@ -136,8 +140,8 @@ def test_same_song_name_twice_is_refused(tmp_path, checkpoint, capsys):
     first = write(tmp_path / "a" / "song.wav", tone(2, 0.2, 22050), 22050)
     second = write(tmp_path / "b" / "song.wav", tone(1, 0.2, 22050), 22050)
     assert run(first, second, "-c", checkpoint, "-o", tmp_path / "out", "-q", "--force") == 1
-    assert "same output folder" in capsys.readouterr().err
-    assert sf.info(str(tmp_path / "out" / "song" / "vocals.wav")).channels == 2
+    assert "same output file" in capsys.readouterr().err
+    assert sf.info(str(tmp_path / "out" / "model" / "song" / "vocals.wav")).channels == 2
 
 
 def test_checkpoint_errors(tmp_path, checkpoint, capsys):
@@ -166,7 +170,7 @@ def test_option_errors(tmp_path, checkpoint, capsys):
     assert run(song, "-c", checkpoint, "--format", "flac", "--bits", "32f") == 2
     assert "FLAC" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        run(song, "-c", checkpoint, "--format", "mp3")
+        run(song, "-c", checkpoint, "--format", "ogg")
     assert run(song, "-c", checkpoint, "--batch", "0") == 2
 
 
@@ -176,10 +180,10 @@ def test_clipping_report_and_chunk_options(tmp_path, checkpoint, capsys):
     assert run(song, "-c", checkpoint, "-o", out, "--chunk-seconds", "0.05", "--batch", "3") == 0
     text = capsys.readouterr().out
     assert "accompaniment:" in text and "vocals:" in text and "output bounds [-1, 1]" in text
-    by_chunks = sf.read(str(out / "loud" / "vocals.wav"))[0]
+    by_chunks = sf.read(str(out / "model" / "loud" / "vocals.wav"))[0]
     assert run(song, "-c", checkpoint, "-o", out, "-q", "--force", "--memory-gib", "0.5") == 0
     np.testing.assert_allclose(
-        sf.read(str(out / "loud" / "vocals.wav"))[0], by_chunks, atol=1.5 / 32768
+        sf.read(str(out / "model" / "loud" / "vocals.wav"))[0], by_chunks, atol=1.5 / 32768
     )
 
 
@@ -196,7 +200,8 @@ def test_long_song_is_streamed_in_blocks_and_equals_the_array_api(tmp_path, chec
     )
     expected = Separator.from_checkpoint(checkpoint, device="cpu").separate(audio, 44100)
     for i, source in enumerate(SOURCES):
-        stem, rate = sf.read(str(out / "long" / f"{source}.wav"), dtype="float32", always_2d=True)
+        stem, rate = sf.read(str(out / "model" / "long" / f"{source}.wav"), dtype="float32",
+                             always_2d=True)
         assert rate == 44100 and stem.shape == (audio.shape[1], 1)
         np.testing.assert_allclose(stem.T, expected.stems[i].numpy(), atol=1e-5)
 
@@ -207,13 +212,14 @@ def test_a_song_failing_mid_stream_leaves_nothing_behind(tmp_path, checkpoint, c
     bad = write(tmp_path / "bad.wav", audio, 22050, subtype="FLOAT")
     good = write(tmp_path / "good.wav", tone(2, 0.3, 22050), 22050)
     out = tmp_path / "out"
-    kept = out / "bad" / "vocals.wav"
+    kept = out / "model" / "bad" / "vocals.wav"
     kept.parent.mkdir(parents=True)
     kept.write_bytes(b"precious")
     assert run(bad, good, "-c", checkpoint, "-o", out, "-q", "--force") == 1
     assert "NaN" in capsys.readouterr().err
     assert kept.read_bytes() == b"precious"  # not replaced by a half-separated song
-    assert files_under(out) == ["bad/vocals.wav"] + [f"good/{s}.wav" for s in SOURCES]
+    assert files_under(out) == [MANIFEST, "model/bad/vocals.wav"] + [f"model/good/{s}.wav"
+                                                                     for s in SOURCES]
     nan_only = write(tmp_path / "nan.wav", audio, 22050, subtype="FLOAT")
     assert run(nan_only, "-c", checkpoint, "-o", tmp_path / "fresh", "-q") == 1
     assert not (tmp_path / "fresh").exists()  # no empty folders left behind either

@@ -8,20 +8,38 @@ atomic so an interrupted run never leaves a truncated file under a final name.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 
-from .errors import DataError
+from .errors import NO_SPACE, DataError, disk_full, space_checked
 from .files import atomic_write
 
-_WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+_WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3"}
+# The sample rates an MP3 (MPEG-1/2/2.5 layer III) stores.
+MP3_RATES_HZ = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+# torchaudio's windowed-sinc resampler (and :class:`waveunet.streaming.BlockResampler`)
+# builds ``new`` filters of ``2 * width + orig`` taps for the gcd-reduced ratio orig/new: for
+# 44,101 -> 44,100 Hz that is 44,100 x 44,115 taps (7.8 GB) and as many multiply-adds per
+# input sample. A ratio whose filter bank has more taps than this is not computed as is (see
+# :func:`tractable_rates`). 2**18 taps (1 MiB of float32) admit every ratio between the usual
+# rates (48,000 -> 44,100 Hz: 25,578 taps; 22,050 -> 16,000 Hz: 146,880).
+MAX_RESAMPLING_TAPS = 2**18
+# How far (relative) a rate may be moved to reach a computable ratio.
+MAX_RATE_CHANGE = 0.01
+_LOWPASS_FILTER_WIDTH = 6  # torchaudio.functional.resample's defaults
+_ROLLOFF = 0.99
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -65,7 +83,42 @@ def decode_with_ffmpeg(path: Path, folder: str | os.PathLike) -> Path:
 
 
 def ffmpeg_fallback_error(path: Path, sf_exc: BaseException, ff_exc: BaseException) -> DataError:
-    return DataError(f"cannot read audio file {path}: {sf_exc}; ffmpeg fallback: {ff_exc}")
+    """One line naming the file; what libsndfile and ffmpeg said in full is the error's
+    ``detail`` (``waveunet separate -v`` prints it)."""
+    error = DataError(f"cannot read audio file {path}: {_first_line(sf_exc)} (ffmpeg could not "
+                      f"decode it either: {_first_line(ff_exc)})")
+    error.detail = f"libsndfile: {sf_exc}\nffmpeg: {ff_exc}"
+    return error
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+@contextmanager
+def write_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a failed write of ``path`` into one line naming the file: out of space (disk,
+    quota, file-size limit) a :class:`~waveunet.errors.DiskFullError` as everywhere else
+    (:func:`waveunet.errors.space_checked`), any other libsndfile failure a DataError.
+
+    libsndfile reports a failed write as "System error" alone; the C library's errno, which
+    soundfile's cffi interface keeps, says why.
+    """
+    try:
+        if _SF_FFI is not None:
+            _SF_FFI.errno = 0
+        with space_checked(path):
+            yield
+    except sf.LibsndfileError as exc:
+        code = _SF_FFI.errno if _SF_FFI is not None else 0
+        if code in NO_SPACE:
+            raise disk_full(path, code) from None
+        raise DataError(f"cannot write {path}: {_first_line(exc)}") from exc
+
+
+# soundfile's cffi FFI object: its ``errno`` is the C errno after soundfile's last call.
+_SF_FFI = getattr(sf, "_ffi", None)
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> str:
@@ -110,16 +163,65 @@ def write_audio(
             f"cannot write {path}: expected (channels, samples), got shape {audio.shape}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: sf.write(tmp, np.ascontiguousarray(audio.T), int(sample_rate_hz),
-                                            subtype=subtype, format=fmt))
+    with write_errors(path):
+        atomic_write(path, lambda tmp: sf.write(tmp, np.ascontiguousarray(audio.T),
+                                                int(sample_rate_hz), subtype=subtype, format=fmt))
     return path
+
+
+def resampling_taps(from_hz: int, to_hz: int) -> int:
+    """Taps of torchaudio's polyphase filter bank for ``from_hz`` -> ``to_hz`` (0: equal rates)."""
+    from_hz, to_hz = int(from_hz), int(to_hz)
+    if from_hz == to_hz:
+        return 0
+    gcd = math.gcd(from_hz, to_hz)
+    orig, new = from_hz // gcd, to_hz // gcd
+    width = math.ceil(_LOWPASS_FILTER_WIDTH * orig / (min(orig, new) * _ROLLOFF))
+    return new * (2 * width + orig)
+
+
+def _tractable(from_hz: int, to_hz: int) -> bool:
+    return max(resampling_taps(from_hz, to_hz), resampling_taps(to_hz, from_hz)) \
+        <= MAX_RESAMPLING_TAPS
+
+
+def tractable_rates(from_hz: int, to_hz: int) -> tuple[int, int]:
+    """The rates to resample between: ``(from_hz, to_hz)``, or the closest pair whose filter
+    bank is small enough (:data:`MAX_RESAMPLING_TAPS`, both directions), moving one rate by
+    the fewest hertz (``from_hz`` first at equal distance), by at most :data:`MAX_RATE_CHANGE`.
+
+    Treating audio at ``from_hz`` as if it were at ``from_hz + d`` changes the pitch and tempo
+    of what the other side gets by ``d / from_hz`` (44,101 Hz read as 44,100 Hz: the
+    model hears the song 0.0023 %, 0.04 cents, lower and slower) and keeps every sample:
+    resampling back with the same pair returns the same number of samples, aligned, so stems
+    written at the song's rate are not shifted against the song.
+    DataError if no such pair exists.
+    """
+    from_hz, to_hz = int(from_hz), int(to_hz)
+    if _tractable(from_hz, to_hz):
+        return from_hz, to_hz
+    for d in range(1, int(MAX_RATE_CHANGE * max(from_hz, to_hz)) + 1):
+        for pair in ((from_hz - d, to_hz), (from_hz + d, to_hz),
+                     (from_hz, to_hz - d), (from_hz, to_hz + d)):
+            if min(pair) > 0 and abs(pair[0] - from_hz) <= MAX_RATE_CHANGE * from_hz \
+                    and abs(pair[1] - to_hz) <= MAX_RATE_CHANGE * to_hz and _tractable(*pair):
+                return pair
+    raise DataError(f"cannot resample {from_hz} Hz to {to_hz} Hz: their ratio is too large to "
+                    "compute, and no rate within 1 % of either gives a smaller one")
 
 
 def resample(
     audio: torch.Tensor | np.ndarray, from_hz: int, to_hz: int
 ) -> torch.Tensor | np.ndarray:
-    """Resample along the last axis; returns the input's type (tensor or array)."""
+    """Resample along the last axis; returns the input's type (tensor or array).
+
+    A ratio too large to compute is replaced by the close one :func:`tractable_rates`
+    chooses (with a warning): bounded memory and time for any pair of rates.
+    """
     if int(from_hz) == int(to_hz):
+        return audio
+    from_hz, to_hz = approximate_rates(from_hz, to_hz)
+    if from_hz == to_hz:
         return audio
     import torchaudio.functional as AF
 
@@ -132,6 +234,25 @@ def resample(
     # The gcd-reduced ratio keeps the polyphase filter small (44100 -> 22050 is 2 -> 1).
     out = AF.resample(tensor, int(from_hz), int(to_hz))
     return out.numpy() if is_numpy else out
+
+
+def approximate_rates(from_hz: int, to_hz: int, what: str = "audio") -> tuple[int, int]:
+    """:func:`tractable_rates`, with a warning that says what the replacement changes."""
+    pair = tractable_rates(from_hz, to_hz)
+    if pair != (int(from_hz), int(to_hz)):
+        warnings.warn(rate_change_note(what, int(from_hz), int(to_hz), pair), stacklevel=3)
+    return pair
+
+
+def rate_change_note(what: str, from_hz: int, to_hz: int, pair: tuple[int, int]) -> str:
+    """One line: which rate was treated as which, and the pitch change that results."""
+    if pair[0] != from_hz:
+        old, new = from_hz, pair[0]
+    else:
+        old, new = to_hz, pair[1]
+    return (f"{what}: resampling {from_hz} -> {to_hz} Hz exactly needs too large a filter; "
+            f"{old} Hz is treated as {new} Hz (what is resampled changes pitch and tempo by "
+            f"{100 * (new - old) / old:+.4f} %)")
 
 
 def convert_channels(audio: torch.Tensor | np.ndarray, channels: int, *,

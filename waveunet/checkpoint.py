@@ -107,7 +107,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> WaveUNet:
     """Rebuild the model a checkpoint describes, with its weights, in eval mode."""
-    payload = load_checkpoint(path)
+    return model_from_checkpoint(load_checkpoint(path), device)
+
+
+def model_from_checkpoint(payload: dict, device: str | torch.device = "cpu") -> WaveUNet:
+    """The model of a checkpoint already read with :func:`load_checkpoint`, in eval mode."""
     try:
         model = model_from_description(payload)
         model.load_state_dict(payload["state_dict"])

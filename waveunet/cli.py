@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from . import __version__
 from .errors import WaveUNetError
@@ -45,6 +47,24 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be: the same clean-up runs."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def handle_sigterm_like_ctrl_c() -> object:
+    """Make SIGTERM raise :class:`Terminated` (a KeyboardInterrupt) in the main thread.
+
+    Returns the handler it replaced (None outside the main thread, where none can be set).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _terminate)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -65,14 +85,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"waveunet: command '{name}' is not available in this version", file=sys.stderr)
             return 2
         raise
+    previous = handle_sigterm_like_ctrl_c()
     try:
         return int(module.main(rest) or 0)
     except WaveUNetError as exc:
         print(f"waveunet {name}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"waveunet {name}: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"waveunet {name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:  # a caller in this process (a test) gets its own back
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -386,7 +386,9 @@ def waveform_passage(results: Sequence[RunResult], settings: Settings) -> dict |
     for run, model in zip(firsts, models, strict=True):
         low, high = float(model.output_mode.low), model.output_mode.high
         high = None if high is None else float(high)
-        est, raw = _separate_passage(Separator(model, device=device), mixture, sl, si)
+        separator = Separator(model, device=device,
+                              precision=settings.eval.get("precision", "auto"))
+        est, raw = _separate_passage(separator, mixture, sl, si)
         seg_ref = reference[:, sl]
         hits = bound_hits(est[None], raw[None], low, high)[0]
         n = seg_ref.shape[-1]

@@ -67,5 +67,9 @@ def space_checked(path: str | os.PathLike) -> Iterator[None]:
         full = no_space_error(exc)
         if full is None:
             raise
-        raise DiskFullError(f"cannot write {path}: no space ({NO_SPACE[full.errno]})", path,
-                            full.errno) from None
+        raise disk_full(path, full.errno) from None
+
+
+def disk_full(path: str | os.PathLike, errno_: int) -> DiskFullError:
+    """The one wording of an out-of-space write: the file, and which limit (:data:`NO_SPACE`)."""
+    return DiskFullError(f"cannot write {path}: no space ({NO_SPACE[errno_]})", path, errno_)

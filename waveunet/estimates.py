@@ -113,7 +113,7 @@ class ModelEstimates(Estimates):
         budget = None if s.memory_gib is None else int(s.memory_gib * GIB)
         self.separator = Separator(load_model(self.path, "cpu"), device=s.device,
                                    batch_size=s.batch_size, memory_budget_bytes=budget,
-                                   **precision_argument(s.precision))
+                                   precision=s.precision)
         model_sources = list(self.separator.sources)
         unknown = [x for x in (s.sources or []) if x not in model_sources]
         if unknown:
@@ -174,23 +174,8 @@ class ModelEstimates(Estimates):
             "chunk_output_samples": self.separator.chunk_output_samples,
             "batch_size": self.separator.batch_size,
             "device": str(self.separator.device),
-            "precision": str(getattr(self.separator, "precision", "fp32")),
+            "precision": self.separator.precision,
         }
-
-
-def precision_argument(precision: str) -> dict[str, str]:
-    """``Separator``'s ``precision=`` keyword, where this build's Separator takes it.
-
-    The separation precision (``auto | fp32 | bf16 | fp16``) is the Separator's; a build whose
-    Separator has no such argument separates in float32, so anything but auto/fp32 is refused.
-    """
-    import inspect
-
-    if "precision" in inspect.signature(Separator.__init__).parameters:
-        return {"precision": precision}
-    if precision not in ("auto", "fp32"):
-        raise ConfigError(f"precision={precision}: this build's Separator runs in float32 only")
-    return {}
 
 
 def _audio_format(path: Path) -> tuple[int, int]:

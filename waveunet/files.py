@@ -2,11 +2,19 @@
 
 Everything waveunet writes for users (stems, checkpoints, reports, figures)
 goes to a temporary file in the target's folder and is renamed into place, so
-an interrupted run leaves either the old file or the new one. Temporaries carry the
-writer's process id (``.<stem>.pid<PID>.<random>.tmp<ext>``, as the decoded-audio cache's
-do), so that the next run into a folder can remove those of processes that are gone
-(:func:`remove_stale_temporaries`): a SIGKILL leaves no chance to clean up.
-:func:`safe_filename` makes a file name of a track's name.
+an interrupted run leaves either the old file or the new one.
+
+Every temporary is tagged with the writing process's id
+(``.<name>.pid<PID>.<random>.tmp<ext>``, :func:`temporary_next_to`). A process
+killed with SIGKILL (or a machine that lost power) cannot clean up, so the next run
+into the same folder calls :func:`remove_stale_temporaries`, which removes the
+tagged temporaries whose process is gone and keeps those of live processes (a
+second run writing into the same folder at the same time). The decoded-audio
+cache's temporaries (``.<name>.pid<PID>.tmp...``) carry the same tag. Process ids
+are those of this machine: a folder shared over a network between machines can see
+another machine's live temporary as stale.
+
+:func:`safe_path_component` makes a file or folder name of a track's name.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ _UMASK = _umask()
 FILE_MODE = 0o666 & ~_UMASK
 # What a folder created with mkdir() gets (mkdtemp makes 0700).
 DIR_MODE = 0o777 & ~_UMASK
-# One of our temporaries: a hidden name with the writer's pid, ".tmp" before any extension.
+# A temporary of ours: a hidden name with the writer's pid, ".tmp" before any extension.
 _TEMPORARY = re.compile(r"^\..*\.pid(\d+)\.(?:.*\.)?tmp(?:\.[^.]*)?$")
 
 
@@ -47,34 +55,46 @@ def temporary_next_to(path: str | os.PathLike) -> Path:
     return Path(tmp)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (it may belong to another user)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
+    except PermissionError:
         return True
-    return pid > 0
+    return True
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove the pid-tagged temporaries in ``folder`` (not below it) whose process is gone;
-    returns them. Those of live processes (another writer into the same folder) stay."""
-    removed = []
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is one of our pid-tagged temporaries (see the module docstring)."""
+    return _TEMPORARY.match(name) is not None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the pid-tagged temporaries in ``folder`` (not below it) whose process is gone.
+
+    Returns the removed paths. A missing folder has none; a temporary that vanishes
+    meanwhile (its writer renamed it) is skipped, and so is one that cannot be removed.
+    """
+    folder = Path(folder)
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
-        return removed
+        return []
+    removed = []
     for entry in entries:
         match = _TEMPORARY.match(entry.name)
-        if match is None or _process_alive(int(match.group(1))):
+        if match is None or process_alive(int(match.group(1))):
             continue
         try:
             if entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except OSError:
-            pass  # renamed into place or removed meanwhile
+            pass
     return removed
 
 
@@ -106,14 +126,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, write)
 
 
-# Characters a file name cannot hold here or on other systems (Windows, network shares).
-UNSAFE_FILENAME_CHARACTERS = frozenset('/\\:*?"<>|')
-
-
 def safe_filename(name: str) -> str:
-    """``name`` as one file name: path separators, characters other systems forbid and control
-    characters replaced by ``_``; leading and trailing dots and spaces dropped (so never ``.``,
-    ``..`` or hidden). MUSDB18's names keep their spaces, apostrophes and brackets."""
-    keep = "".join("_" if c in UNSAFE_FILENAME_CHARACTERS or not c.isprintable() else c
-                   for c in name).strip(". ")
+    """``name`` with path separators and other odd characters replaced, for a file name."""
+    keep = "".join(c if c.isalnum() or c in "-_. " else "_" for c in name).strip(". ")
     return keep or "track"
+
+
+# Longest component we make, in UTF-8 bytes (file systems allow 255; leave room for a suffix).
+MAX_COMPONENT_BYTES = 200
+
+
+def safe_path_component(name: str) -> str:
+    """``name`` as one path component that stays inside its folder, changed as little as can be.
+
+    MUSDB18's spaces, apostrophes, brackets and other printable characters are kept, so the
+    stems of a track land in the folder ``waveunet evaluate`` looks for. Replaced by ``_``:
+    path separators (``/``, ``\\``), control characters, and leading dots (``..`` would
+    leave the folder, ``.`` be the folder itself, and a hidden name would look like one of our
+    temporaries). An empty name becomes ``_``; a name longer than
+    :data:`MAX_COMPONENT_BYTES` is cut.
+    """
+    out = "".join("_" if c in "/\\" or ord(c) < 32 or ord(c) == 127 else c for c in name)
+    stripped = out.lstrip(".")
+    out = "_" * (len(out) - len(stripped)) + stripped
+    out = out.encode("utf-8")[:MAX_COMPONENT_BYTES].decode("utf-8", errors="ignore")
+    return out or "_"

@@ -23,6 +23,10 @@ chunk's own edges. They are tiled into non-overlapping chunks, as the original
 Wave-U-Net did, and their output depends (slightly, near chunk edges) on the
 chunk size.
 
+The network runs in the separator's ``precision`` (``auto``: bf16 on CUDA and on CPUs with
+native bf16, :func:`resolve_precision`) under autocast; chunk inputs and outputs stay float32,
+and the tiling stays exact in every precision.
+
 The layers of the API: :meth:`Separator.plan` (the chunk plan), :meth:`Separator.iter_chunks`
 (the tiling loop over any :class:`Window`, public so that the file-to-file stream of
 :mod:`waveunet.streaming` runs the same loop), :meth:`Separator.separate_tensor` (a model-rate
@@ -44,13 +48,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .audio import convert_channels, resample
+from .audio import approximate_rates, convert_channels, resample
 from .checkpoint import load_model, unwrap
 from .errors import ConfigError, DataError
 from .metrics import bound_hits, bound_stats
 from .model import WaveUNet
+from .precision import autocast, resolve_precision
 
 GIB = 1024**3
+# A (rows, columns) array with more rows than this and fewer columns is taken for soundfile's
+# (frames, channels) layout, not (channels, samples).
+MAX_PLAUSIBLE_CHANNELS = 8
 DEFAULT_CPU_BUDGET_BYTES = 2 * GIB
 # On a GPU: this share of its memory (6 GiB on an 8 GB card) ...
 DEFAULT_GPU_BUDGET_FRACTION = 0.75
@@ -86,6 +94,9 @@ def resolve_device(device: str | torch.device = "auto", *, local_rank: int = 0,
         )
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
+    if dev.type == "cuda" and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"{setting}: {device!r} asked for, but only "
+                          f"{torch.cuda.device_count()} CUDA GPU(s) are visible")
     return dev
 
 
@@ -224,6 +235,11 @@ class Separator:
             batching gains nothing and one longer chunk wastes less on context).
         memory_budget_bytes: see above; default 2 GiB on the CPU, 75 % of a GPU's memory.
         progress: show a tqdm bar per song.
+        precision: ``'auto'`` (default), ``'fp32'``, ``'bf16'`` or ``'fp16'``: the network runs
+            under autocast in that precision; ``'auto'`` is bf16 on CUDA and on CPUs that
+            report native bf16 (:func:`resolve_precision`), else fp32. Inputs, outputs and the
+            bound statistics stay float32, and tiling stays exact in every precision (the
+            chunk size does not change the output).
     """
 
     def __init__(
@@ -235,8 +251,10 @@ class Separator:
         batch_size: int | None = None,
         memory_budget_bytes: int | None = None,
         progress: bool = False,
+        precision: str = "auto",
     ):
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
         if batch_size is None:
             batch_size = DEFAULT_GPU_BATCH if self.device.type == "cuda" else 1
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -392,7 +410,7 @@ class Separator:
                     batch = torch.stack([source.window(k * step - plan.context_samples,
                                                        k * step - plan.context_samples + n_in)
                                          for k in chunks])
-                    with torch.inference_mode():
+                    with torch.inference_mode(), self.autocast():
                         out = self.model(batch.to(self.device))
                         # one copy to the CPU as float32 (a view of ``out`` must not outlive it)
                         estimates = out.estimates[..., :step].to("cpu", torch.float32, copy=True)
@@ -404,6 +422,10 @@ class Separator:
                         yield estimates[j, ..., :n], raw[j, ..., :n]
         finally:
             self.model.train(was_training)
+
+    def autocast(self) -> torch.autocast:
+        """The autocast context of this separator's precision (disabled for fp32)."""
+        return autocast(self.device, self.precision)
 
     def separate_file(self, song, targets, **kwargs):
         """Stream ``song`` to one stem file per source in bounded memory.
@@ -421,33 +443,36 @@ class Separator:
         The audio is resampled to the model's rate and mixed to its channels for
         the network; the stems come back at ``sample_rate_hz`` with the input's
         channel count and length (:meth:`back_to_song`). Content above the model's
-        Nyquist frequency is in no stem. With ``bound_statistics`` the result also
+        Nyquist frequency is in no stem. A rate whose ratio to the model's is too large to
+        compute is treated as a close one, with a warning that gives the pitch change
+        (:func:`waveunet.audio.tractable_rates`). A (frames, channels) array is refused
+        (:func:`check_channels_first`). With ``bound_statistics`` the result also
         holds :func:`waveunet.metrics.bound_stats` of the model-rate output (resampling
         back rings past the bounds, which would count as clipping): what evaluation scores.
         """
         if isinstance(audio, torch.Tensor):
             audio = audio.detach().cpu().numpy()
         audio = np.asarray(audio)
-        if audio.ndim != 2 or audio.shape[0] < 1:
-            raise DataError(f"expected audio of shape (channels, samples), got {audio.shape}")
-        if audio.shape[1] == 0:
-            raise DataError("cannot separate zero-length audio")
+        check_channels_first(audio)
         if not isinstance(sample_rate_hz, int | np.integer) or sample_rate_hz < 1:
             raise DataError(f"sample rate must be a positive integer, got {sample_rate_hz!r}")
         rate = int(sample_rate_hz)
         in_channels, length = audio.shape
         mix = convert_channels(audio.astype(np.float32, copy=False), self.channels, via_mono=True)
+        # A ratio too large to compute is replaced by a close one, the same both ways, so the
+        # stems stay sample-aligned with the song (waveunet.audio.tractable_rates).
+        song_as, model_as = approximate_rates(rate, self.sample_rate_hz, desc or "song")
         # at least one sample: resampling gives ceil(new * length / orig) >= 1 for length >= 1
-        mix = resample(mix, rate, self.sample_rate_hz)
+        mix = resample(mix, song_as, model_as)
         result = self.separate_tensor(torch.from_numpy(np.ascontiguousarray(mix)), desc=desc)
         statistics = None
         if bound_statistics:
             statistics = bound_stats(result.stems, result.unclipped,
                                      bounds=self.model.output_mode.bounds.measured())
-        stems, unclipped = (_fit_length(resample(x, self.sample_rate_hz, rate), length)
+        stems, unclipped = (_fit_length(resample(x, model_as, song_as), length)
                             for x in (result.stems, result.unclipped))
         stems, unclipped = self.back_to_song(stems, unclipped, in_channels,
-                                             resampled=rate != self.sample_rate_hz)
+                                             resampled=song_as != model_as)
         return SeparationResult(stems, unclipped, self.sources, rate, self.bounds, statistics)
 
     def back_to_song(self, stems: torch.Tensor, unclipped: torch.Tensor, channels: int,
@@ -465,6 +490,26 @@ class Separator:
             low, high = self.bounds
             stems = stems.clamp(min=low, max=high)
         return stems, unclipped
+
+
+def check_channels_first(audio: np.ndarray | torch.Tensor) -> None:
+    """DataError unless ``audio`` is a non-empty (channels, samples) array.
+
+    soundfile and librosa's multi-channel arrays are (frames, channels): an array with more
+    than :data:`MAX_PLAUSIBLE_CHANNELS` rows and fewer columns than rows is refused with the
+    fix (``audio.T``) rather than transposed silently, since a short array (2 channels of 1
+    sample) would be ambiguous.
+    """
+    shape = tuple(audio.shape)
+    if len(shape) != 2 or shape[0] < 1:
+        raise DataError(f"expected audio of shape (channels, samples), got {shape}")
+    if shape[0] > MAX_PLAUSIBLE_CHANNELS and shape[1] < shape[0]:
+        raise DataError(
+            f"expected audio of shape (channels, samples), got {shape}: this looks like "
+            "soundfile's (frames, channels) layout; pass audio.T"
+        )
+    if shape[1] == 0:
+        raise DataError("cannot separate zero-length audio")
 
 
 class Window(Protocol):

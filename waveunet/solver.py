@@ -151,8 +151,8 @@ class Solver:
             lr=self.settings.optim.lr, batch_size=self.settings.optim.batch_size
         )
         self.grad_clip_norm = self.settings.optim.grad_clip_norm
-        self.validation = Validation(self.model, self.device,
-                                     self.settings.trainer.validation, self.logger)
+        self.validation = Validation(self.model, self.device, self.settings.trainer.validation,
+                                     self.logger, precision=trainer.precision)
 
     # -- set-up -------------------------------------------------------------
     def _set_lr(self, lr: float) -> None:

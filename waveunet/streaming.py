@@ -8,7 +8,11 @@ block to the model's rate, fed through the same tiling loop as the array API
 inputs), and the stems are resampled back block by block, brought to the song's
 channels and clamped again by the separator's one rule (:meth:`Separator.back_to_song`),
 and appended to one open output file per stem. This module does not import the
-separator: :class:`StreamingSeparator` says what it needs of one.
+separator: :class:`StreamingSeparator` says what it needs of one. The stages are objects:
+:class:`SongReader` (decode, mix, resample to the model's rate) and :class:`StemWriter`
+(resample back, clamp, write to pid-tagged temporaries, rename into place all at once);
+:func:`separate_file` runs them one after the other for one song, :mod:`waveunet.pipeline`
+in threads for many.
 The clipping report is accumulated block by block. Peak memory is the model's
 activations plus a few blocks and chunks, independent of the song's length.
 
@@ -29,7 +33,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,14 +44,18 @@ import soundfile as sf
 import torch
 
 from .audio import (
+    MP3_RATES_HZ,
     check_not_existing,
     check_writable,
     convert_channels,
     decode_with_ffmpeg,
     ffmpeg_fallback_error,
+    rate_change_note,
+    tractable_rates,
+    write_errors,
 )
 from .errors import DataError
-from .files import FILE_MODE, temporary_next_to
+from .files import FILE_MODE, remove_stale_temporaries, temporary_next_to
 from .metrics import bound_hits
 
 DEFAULT_BLOCK_FRAMES = 2**16
@@ -77,6 +85,8 @@ class BlockResampler:
     """
 
     def __init__(self, orig_hz: int, new_hz: int, channels: int):
+        # the same replacement of a ratio too large to compute as the whole-signal function
+        orig_hz, new_hz = tractable_rates(orig_hz, new_hz)
         self.identity = int(orig_hz) == int(new_hz)
         self.channels = channels
         self.fed = 0
@@ -238,6 +248,8 @@ class FileSeparation:
     sample_rate_hz: int
     frames: int
     bounds: tuple[float, float | None]
+    # Set when the song's rate was treated as a close one (waveunet.audio.tractable_rates).
+    rate_note: str | None = None
 
 
 def open_song(path: Path, stack: ExitStack) -> sf.SoundFile:
@@ -258,19 +270,72 @@ def open_song(path: Path, stack: ExitStack) -> sf.SoundFile:
     return f
 
 
-def _read_blocks(f: sf.SoundFile, block_frames: int, channels: int) -> Iterator[torch.Tensor]:
-    """The song's ``f.frames`` frames as (channels, n) float32 blocks (zeros if it reads short)."""
-    remaining = f.frames
-    while remaining > 0:
-        n = min(block_frames, remaining)
-        data = f.read(n, dtype="float32", always_2d=True)
-        if data.shape[0] < n:  # a decoder that promised more frames than it has
-            data = np.concatenate([data, np.zeros((n - data.shape[0], data.shape[1]), np.float32)])
-        remaining -= n
-        block = np.ascontiguousarray(data.T)
-        if not np.isfinite(block).all():
-            raise DataError("the mixture contains NaN or infinite samples")
-        yield torch.from_numpy(convert_channels(block, channels, via_mono=True).copy())
+class SongReader:
+    """A song opened for streaming: its format, and its model-rate blocks (the decode stage).
+
+    ``song_as_hz``/``model_as_hz`` are the rates resampled between: the song's and the model's,
+    unless their ratio is too large to compute (:func:`waveunet.audio.tractable_rates`), when
+    ``note`` says which rate was treated as which. ``total`` is the model-rate length.
+    """
+
+    def __init__(self, path: str | os.PathLike, model_rate_hz: int, model_channels: int,
+                 block_frames: int = DEFAULT_BLOCK_FRAMES):
+        if block_frames < 1:
+            raise ValueError(f"block_frames must be >= 1, got {block_frames}")
+        self.path = Path(path)
+        self.model_channels, self.block_frames = model_channels, block_frames
+        self._stack = ExitStack()
+        try:
+            self._file = open_song(self.path, self._stack)
+        except BaseException:
+            self._stack.close()
+            raise
+        f = self._file
+        self.rate_hz, self.channels, self.frames = int(f.samplerate), int(f.channels), int(f.frames)
+        pair = tractable_rates(self.rate_hz, model_rate_hz)
+        self.song_as_hz, self.model_as_hz = pair
+        self.note = (None if pair == (self.rate_hz, int(model_rate_hz)) else
+                     rate_change_note(str(self.path), self.rate_hz, int(model_rate_hz), pair))
+        # >= 1: open_song refuses 0 frames
+        self.total = output_length(self.frames, self.song_as_hz, self.model_as_hz)
+
+    @property
+    def resampled(self) -> bool:
+        return self.song_as_hz != self.model_as_hz
+
+    def blocks(self) -> Iterator[torch.Tensor]:
+        """Model-rate (model channels, n) float32 blocks, ``total`` samples in all."""
+        return _resampled(self._read_blocks(),
+                          BlockResampler(self.song_as_hz, self.model_as_hz, self.model_channels))
+
+    def _read_blocks(self) -> Iterator[torch.Tensor]:
+        """The song's frames as (model channels, n) blocks (zeros if the file reads short)."""
+        f, remaining, position = self._file, self.frames, 0
+        while remaining > 0:
+            n = min(self.block_frames, remaining)
+            try:
+                data = f.read(n, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise DataError(f"{self.path}: cannot decode it after {position} of "
+                                f"{self.frames} frames ({_one_line(exc)})") from exc
+            if data.shape[0] < n:  # a decoder that promised more frames than it has
+                data = np.concatenate(
+                    [data, np.zeros((n - data.shape[0], data.shape[1]), np.float32)])
+            remaining -= n
+            position += n
+            block = np.ascontiguousarray(data.T)
+            if not np.isfinite(block).all():
+                raise DataError(f"{self.path}: the mixture contains NaN or infinite samples")
+            yield torch.from_numpy(
+                convert_channels(block, self.model_channels, via_mono=True).copy())
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def _resampled(blocks: Iterator[torch.Tensor], resampler: BlockResampler) -> Iterator[torch.Tensor]:
@@ -283,106 +348,161 @@ def _resampled(blocks: Iterator[torch.Tensor], resampler: BlockResampler) -> Ite
         yield out
 
 
+class StemWriter:
+    """The write stage: model-rate chunks in, stem files of one song out, all or nothing.
+
+    ``open`` makes one pid-tagged temporary per target next to it (removing stale
+    temporaries of dead processes there first); ``push`` resamples a chunk's stems back to
+    the song's rate (block by block), brings them to the song's channels and clamps them by
+    the separator's one rule (:meth:`Separator.back_to_song`) and appends them; ``commit``
+    renames every temporary into place, ``abort`` removes them (and the folders ``open``
+    made). ``targets`` maps source names to files: every source, or some.
+    """
+
+    def __init__(self, separator: StreamingSeparator, song: SongReader,
+                 targets: Mapping[str, str | os.PathLike], *, subtype: str | None = None,
+                 overwrite: bool = False, compression_level: float | None = None):
+        unknown = [name for name in targets if name not in separator.sources]
+        if unknown or not targets:
+            raise ValueError(f"targets must name some of {separator.sources}, got {list(targets)}")
+        self.separator, self.song = separator, song
+        self.targets = {name: Path(path) for name, path in targets.items()}
+        self.index = [separator.sources.index(name) for name in self.targets]
+        self.formats = [check_writable(t, overwrite) for t in self.targets.values()]
+        self.subtype, self.overwrite = subtype, overwrite
+        self.compression_level = compression_level
+        low, high = separator.bounds
+        self.clips = ClipAccumulator(separator.sources, low, high)
+        self.temps: list[Path] = []
+        self.made: list[Path] = []  # folders this writer created, removed again on abort
+        self.writers: list[sf.SoundFile] = []
+        self.written = 0
+        n_src, model_ch = len(separator.sources), separator.channels
+        self.back = BlockResampler(song.model_as_hz, song.song_as_hz, 2 * n_src * model_ch)
+
+    def open(self) -> None:
+        song = self.song
+        for t, fmt in zip(self.targets.values(), self.formats, strict=True):
+            if fmt == "MP3" and song.rate_hz not in MP3_RATES_HZ:
+                raise DataError(
+                    f"{song.path}: {song.rate_hz} Hz cannot be stored as MP3 (it stores "
+                    f"{', '.join(map(str, MP3_RATES_HZ))} Hz); use --format flac or wav")
+            missing = [d for d in (t.parent, *t.parent.parents) if not d.exists()]
+            with write_errors(t):
+                t.parent.mkdir(parents=True, exist_ok=True)
+                self.made.extend(missing)
+                remove_stale_temporaries(t.parent)
+                self.temps.append(temporary_next_to(t))
+                options = {} if fmt != "MP3" else {
+                    "compression_level": self.compression_level, "bitrate_mode": "VARIABLE"}
+                self.writers.append(sf.SoundFile(
+                    str(self.temps[-1]), "w", samplerate=song.rate_hz, channels=song.channels,
+                    subtype=self.subtype if fmt != "MP3" else "MPEG_LAYER_III", format=fmt,
+                    **options))
+
+    def push(self, stems: torch.Tensor, raw: torch.Tensor) -> None:
+        """One chunk's kept (stems, unclipped), (S, C, n) at the model's rate."""
+        self._emit(self.back.push(torch.cat([stems, raw]).reshape(self.back.channels, -1)))
+
+    def _emit(self, block: torch.Tensor) -> None:  # (2 S C, n) at the song's rate
+        song, sep = self.song, self.separator
+        n = min(block.shape[-1], song.frames - self.written)
+        if n <= 0:
+            return
+        both = block[:, :n].reshape(2, len(sep.sources), sep.channels, n)
+        stems, raw = sep.back_to_song(both[0], both[1], song.channels, song.resampled)
+        self.clips.add(stems, raw)
+        for i, (w, t) in zip(self.index, zip(self.writers, self.targets.values(), strict=True),
+                             strict=True):
+            with write_errors(t):
+                w.write(np.ascontiguousarray(stems[i].numpy().T))
+        self.written += n
+
+    def commit(self) -> FileSeparation:
+        """Flush the last samples and rename every stem into place."""
+        self._emit(self.back.finish())
+        length = self.song.frames
+        if self.written < length:  # resampling rounds the length; pad as _fit_length does
+            self._emit(torch.zeros(self.back.channels, length - self.written))
+        for w, t in zip(self.writers, self.targets.values(), strict=True):
+            with write_errors(t):
+                w.close()
+        targets = list(self.targets.values())
+        for t, tmp in zip(targets, self.temps, strict=True):
+            os.chmod(tmp, FILE_MODE)
+            check_not_existing(t, self.overwrite)  # again: one may have appeared meanwhile
+        done: list[Path] = []
+        try:
+            for t, tmp in zip(targets, self.temps, strict=True):
+                os.replace(tmp, t)
+                done.append(t)
+        except BaseException:
+            if not self.overwrite:  # leave no partial set of stems
+                for t in done:
+                    t.unlink(missing_ok=True)
+            raise
+        song = self.song
+        report = self.clips.report()
+        return FileSeparation(targets, {name: report[name] for name in self.targets},
+                              song.channels, song.rate_hz, song.frames, self.separator.bounds,
+                              song.note)
+
+    def abort(self) -> None:
+        for w in self.writers:  # close before unlinking: an open writer would flush into it
+            try:
+                w.close()
+            except Exception:
+                pass
+        for tmp in self.temps:
+            tmp.unlink(missing_ok=True)
+        for folder in self.made:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
 def separate_file(
     separator: StreamingSeparator,
     song: str | os.PathLike,
-    targets: list[str | os.PathLike],
+    targets: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike],
     *,
     subtype: str | None = None,
     overwrite: bool = False,
     block_frames: int = DEFAULT_BLOCK_FRAMES,
     desc: str | None = None,
+    compression_level: float | None = None,
 ) -> FileSeparation:
-    """Separate ``song`` into one file per source (``targets`` in ``separator.sources`` order).
+    """Separate ``song`` into one file per source: ``targets`` in ``separator.sources`` order,
+    or a mapping from some of the sources to their files.
 
     Stems come back at the song's rate, channel count and length, equal (to
     float rounding) to ``separator.separate(read_audio(song))`` written with
     ``write_audio``. Each stem is written to a temporary file next to its
     target and all are renamed into place only when the whole song is done;
     on any failure the temporaries are removed and no target is touched. An
-    existing target is a DataError unless ``overwrite``.
+    existing target is a DataError unless ``overwrite``; a full disk is a DataError naming
+    the file. :mod:`waveunet.pipeline` runs the same stages for many songs, overlapped.
     """
-    song = Path(song)
-    targets = [Path(t) for t in targets]
-    if len(targets) != len(separator.sources):
-        raise ValueError(f"need {len(separator.sources)} targets, got {len(targets)}")
-    formats = [check_writable(t, overwrite) for t in targets]
-    if block_frames < 1:
-        raise ValueError(f"block_frames must be >= 1, got {block_frames}")
-    model_rate, model_ch = separator.sample_rate_hz, separator.channels
-    low, high = separator.bounds
-    temps: list[Path] = []
-    made: list[Path] = []  # folders this call created, removed again on failure
-    with ExitStack() as stack:
-        f = open_song(song, stack)
-        rate, in_ch, length = int(f.samplerate), int(f.channels), int(f.frames)
-        total = output_length(length, rate, model_rate)  # >= 1: open_song refuses 0 frames
-        resampled = rate != model_rate
-        writers: list[sf.SoundFile] = []
+    if not isinstance(targets, Mapping):
+        targets = list(targets)
+        if len(targets) != len(separator.sources):
+            raise ValueError(f"need {len(separator.sources)} targets, got {len(targets)}")
+        targets = dict(zip(separator.sources, targets, strict=True))
+    for t in targets.values():
+        check_writable(t, overwrite)
+    reader = SongReader(song, separator.sample_rate_hz, separator.channels, block_frames)
+    try:
+        writer = StemWriter(separator, reader, targets, subtype=subtype, overwrite=overwrite,
+                            compression_level=compression_level)
         try:
-            for t, fmt in zip(targets, formats, strict=True):
-                missing = [d for d in (t.parent, *t.parent.parents) if not d.exists()]
-                t.parent.mkdir(parents=True, exist_ok=True)
-                made.extend(missing)
-                temps.append(temporary_next_to(t))
-                writers.append(stack.enter_context(sf.SoundFile(
-                    str(temps[-1]), "w", samplerate=rate, channels=in_ch, subtype=subtype,
-                    format=fmt)))
-            n_src = len(separator.sources)
-            back = BlockResampler(model_rate, rate, 2 * n_src * model_ch)
-            clips = ClipAccumulator(separator.sources, low, high)
-            written = 0
-
-            def emit(block: torch.Tensor) -> None:  # (2 S C, n) at the song's rate
-                nonlocal written
-                n = min(block.shape[-1], length - written)
-                if n <= 0:
-                    return
-                both = block[:, :n].reshape(2, n_src, model_ch, n)
-                stems, raw = separator.back_to_song(both[0], both[1], in_ch, resampled)
-                clips.add(stems, raw)
-                for i, w in enumerate(writers):
-                    w.write(np.ascontiguousarray(stems[i].numpy().T))
-                written += n
-
-            window = StreamWindow(
-                _resampled(_read_blocks(f, block_frames, model_ch),
-                           BlockResampler(rate, model_rate, model_ch)),
-                total, model_ch)
-            for est, raw in separator.iter_chunks(total, window, desc):
-                emit(back.push(torch.cat([est, raw]).reshape(2 * n_src * model_ch, -1)))
-            emit(back.finish())
-            if written < length:  # resampling rounds the length; pad as _fit_length does
-                emit(torch.zeros(2 * n_src * model_ch, length - written))
-            for w in writers:
-                w.close()
-            for t, tmp in zip(targets, temps, strict=True):
-                os.chmod(tmp, FILE_MODE)
-                check_not_existing(t, overwrite)  # again: one may have appeared meanwhile
-            done: list[Path] = []
-            try:
-                for t, tmp in zip(targets, temps, strict=True):
-                    os.replace(tmp, t)
-                    done.append(t)
-            except BaseException:
-                if not overwrite:  # leave no partial set of stems
-                    for t in done:
-                        t.unlink(missing_ok=True)
-                raise
+            writer.open()
+            window = StreamWindow(reader.blocks(), reader.total, separator.channels)
+            for est, raw in separator.iter_chunks(reader.total, window, desc):
+                writer.push(est, raw)
+            return writer.commit()
         except BaseException:
-            for (
-                w
-            ) in writers:  # close before unlinking: an open writer would flush into a removed file
-                try:
-                    w.close()
-                except Exception:
-                    pass
-            for tmp in temps:
-                tmp.unlink(missing_ok=True)
-            for folder in made:  # deepest first
-                try:
-                    folder.rmdir()
-                except OSError:
-                    pass
+            writer.abort()
             raise
-    return FileSeparation(targets, clips.report(), in_ch, rate, length, (low, high))
+    finally:
+        reader.close()

@@ -23,10 +23,14 @@ log = logging.getLogger("waveunet.train")
 
 class Validation:
     """Validates ``model`` on ``device`` with the ``trainer.validation`` settings; ``logger``
-    is the run's :class:`~waveunet.builder.RunLogger`."""
+    is the run's :class:`~waveunet.builder.RunLogger`. The model separates in the training's
+    own ``precision`` (``trainer.precision``), not the separation default ``auto``: an fp32 run
+    is validated, and its best epoch chosen, in fp32 on every machine."""
 
-    def __init__(self, model, device: torch.device, settings: Any, logger: Any):
+    def __init__(self, model, device: torch.device, settings: Any, logger: Any,
+                 precision: str = "fp32"):
         self.model, self.device, self.settings, self.logger = model, device, settings, logger
+        self.precision = precision
         self.references_logged = False  # the mixture and references go to TensorBoard once
 
     @torch.no_grad()
@@ -37,7 +41,8 @@ class Validation:
         rate = self.model.sample_rate_hz
         was_training = self.model.training
         self.model.eval()
-        separator = Separator(self.model, device=self.device, batch_size=vcfg.batch_size)
+        separator = Separator(self.model, device=self.device, batch_size=vcfg.batch_size,
+                              precision=self.precision)
         sources = list(self.model.sources)
         squared_error, count = 0.0, 0
         frames: list[torch.Tensor] = []

@@ -1,0 +1,220 @@
+"""``waveunet separate``'s surface: where stems go, what is taken as a song, formats and options."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from waveunet.checkpoint import save_checkpoint
+from waveunet.cli import main as cli_main
+from waveunet.layout import MANIFEST, checkpoint_identity, model_name, songs_in_folder, track_name
+from waveunet.model import build_model
+
+SOURCES = ("accompaniment", "vocals")
+
+
+def make_checkpoint(path: Path, seed: int = 0, config: dict | None = None,
+                    rate: int = 22050) -> Path:
+    torch.manual_seed(seed)
+    model = build_model(
+        {"levels": 3, "initial_filters": 4, "output_samples": 256, "channels": 2,
+         "sample_rate_hz": rate},
+        {"type": "difference", "activation": "tanh"},
+    )
+    return save_checkpoint(path, model, config=config)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A checkpoint in a run folder whose config names the run, as `waveunet train` writes."""
+    folder = tmp_path_factory.mktemp("runs") / "tiny-tanh_difference" / "2026-01-01_00-00-00"
+    return make_checkpoint(folder / "best.pt", config={"name": "tiny-tanh_difference"})
+
+
+MODEL = "tiny-tanh_difference"
+
+
+def tone(channels=2, seconds=0.3, rate=22050, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    audio = [0.4 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(t.size)
+             for c in range(channels)]
+    return np.asarray(audio, dtype=np.float32)
+
+
+def write(path: Path, audio=None, rate=22050, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), (tone() if audio is None else audio).T, rate, **kwargs)
+    return path
+
+
+def run(*args):
+    return cli_main(["separate", *map(str, args)])
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_model_name_rule(tmp_path, checkpoint, capsys):
+    run_name = "m5_highsr-linear_direct"
+    assert model_name(Path("runs/x/s/best.pt"), {"name": run_name}) == run_name
+    assert model_name(Path("runs/x/s/last.pt"), {"name": run_name}) == f"{run_name}-last"
+    assert model_name(Path("m4.pt"), None) == "m4"  # e.g. an imported original model
+    assert model_name(Path("a/../b.pt"), {"name": "x/../../y"}) == "x_.._.._y-b"
+    song = write(tmp_path / "song.wav")
+    out = tmp_path / "out"
+    assert run(song, "-c", checkpoint, "-o", out, "-q") == 0
+    assert run(song, "-c", checkpoint.parent, "-o", out, "-q", "-n", "mine") == 0  # a run folder
+    assert files_under(out) == sorted([MANIFEST] + [f"{m}/song/{s}.wav" for m in (MODEL, "mine")
+                                                    for s in SOURCES])
+    manifest = json.loads((out / MANIFEST).read_text())["models"]
+    assert manifest[MODEL]["checkpoint"] == str(checkpoint.resolve())
+
+
+def replace(source: Path, target: Path) -> None:
+    """Copy ``source`` over ``target`` the way checkpoints are saved: a new file renamed."""
+    shutil.copy(source, target.with_suffix(".new"))
+    target.with_suffix(".new").replace(target)
+
+
+def test_another_checkpoint_under_the_same_name_is_refused_without_force(tmp_path, capsys):
+    first = make_checkpoint(tmp_path / "a" / "best.pt", seed=0, config={"name": "run"})
+    second = make_checkpoint(tmp_path / "b" / "best.pt", seed=1, config={"name": "run"})
+    one, two = write(tmp_path / "one.wav"), write(tmp_path / "two.wav", tone(seed=1))
+    out = tmp_path / "out"
+    assert run(one, "-c", first, "-o", out, "-q") == 0
+    before = files_under(out)
+    assert run(two, "-c", second, "-o", out, "-q") == 2  # a different song, the same name
+    err = capsys.readouterr().err
+    assert "another checkpoint" in err and "-n/--name" in err and len(err.splitlines()) == 1
+    assert files_under(out) == before
+    assert run(two, "-c", first, "-o", out, "-q") == 0  # the same checkpoint may add songs
+    copy = tmp_path / "c" / "best.pt"
+    copy.parent.mkdir()
+    shutil.copy(first, copy)  # the same weights elsewhere: the same checkpoint
+    assert run(one, "-c", copy, "-o", out, "-q", "--force") == 0
+    replace(second, copy)  # saved again, as the trainer saves: the same path, other weights
+    assert run(one, "-c", copy, "-o", out, "-q", "--force", "--stems", "vocals") == 0
+    assert run(two, "-c", copy, "-o", out, "-q", "-f") == 0
+    replace(first, copy)
+    assert run(two, "-c", copy, "-o", out, "-q") == 2
+    assert "another checkpoint" in capsys.readouterr().err
+    assert run(one, "-c", second, "-o", out, "-q", "--force") == 0
+    manifest = json.loads((out / MANIFEST).read_text())["models"]
+    assert manifest["run"]["checkpoint"] == str(second.resolve())
+    assert manifest["run"]["sha256"] == checkpoint_identity(second)
+
+
+def test_filename_template(tmp_path, checkpoint, capsys):
+    a = write(tmp_path / "albumA" / "song.wav")
+    b = write(tmp_path / "albumB" / "song.wav", tone(seed=2))
+    out = tmp_path / "out"
+    assert run(a, b, "-c", checkpoint, "-o", out, "-q", "--filename",
+               "{model}/{parent}/{track}_{stem}.{ext}") == 0
+    assert files_under(out) == sorted(
+        [MANIFEST] + [f"{MODEL}/{p}/song_{s}.wav" for p in ("albumA", "albumB") for s in SOURCES])
+    for template, message in [("{track}/{source}.{ext}", "unknown field {source}"),
+                              ("../{track}/{stem}.{ext}", "relative path inside"),
+                              ("/abs/{stem}.{ext}", "relative path inside"),
+                              ("{track!r}/{stem}.{ext}", "unknown field")]:
+        assert run(a, "-c", checkpoint, "-o", out, "--filename", template) == 2
+        assert message in capsys.readouterr().err
+    # without {parent}, the two songs would collide: the second is refused, the first written
+    fresh = tmp_path / "fresh"
+    assert run(a, b, "-c", checkpoint, "-o", fresh, "-q") == 1
+    assert "same output file" in capsys.readouterr().err
+
+
+def test_folders_as_input_dataset_layout_and_mixture_names(tmp_path, checkpoint, synth_root):
+    data = tmp_path / "data"
+    shutil.copytree(synth_root, data)
+    plain = tmp_path / "plain"
+    write(plain / "b.flac")
+    write(plain / "sub" / "a.wav")
+    write(plain / "sub" / ".hidden.wav")
+    (plain / "notes.txt").write_text("not audio")
+    out = plain / "separated"  # the output folder inside an input folder: never taken
+    write(out / MODEL / "old" / "vocals.wav")
+    assert songs_in_folder(plain, out.resolve()) == [plain / "b.flac", plain / "sub" / "a.wav"]
+    mixtures = songs_in_folder(data, (tmp_path / "x").resolve())
+    assert mixtures == sorted(data.glob("*/*/mixture.wav"))  # no stems taken
+    assert track_name(mixtures[0]) == mixtures[0].parent.name
+    assert track_name(Path("musdb/test/Al James - Schoolboy Facination.stem.mp4")) == \
+        "Al James - Schoolboy Facination"
+    assert run(plain, data / "test", "-c", checkpoint, "-o", out, "-q") == 0
+    tracks = [p.parent.name for p in sorted((data / "test").glob("*/mixture.wav"))]
+    assert files_under(out) == sorted(
+        [MANIFEST, f"{MODEL}/old/vocals.wav"]
+        + [f"{MODEL}/{t}/{s}.wav" for t in ["b", "a", *tracks] for s in SOURCES])
+
+
+def test_formats_never_mix_silently(tmp_path, checkpoint, capsys):
+    song = write(tmp_path / "song.wav")
+    out = tmp_path / "out"
+    assert run(song, "-c", checkpoint, "-o", out, "-q") == 0
+    assert run(song, "-c", checkpoint, "-o", out, "-q", "--format", "flac") == 1
+    assert "accompaniment.wav is there from an earlier run" in capsys.readouterr().err
+    assert files_under(out / MODEL) == [f"song/{s}.wav" for s in SOURCES]
+    assert run(song, "-c", checkpoint, "-o", out, "-q", "--format", "flac", "--force") == 0
+    assert files_under(out / MODEL) == [f"song/{s}.flac" for s in SOURCES]
+
+
+def test_mp3_output_and_the_48_khz_limit(tmp_path, checkpoint, capsys):
+    song = write(tmp_path / "song.wav", tone(rate=44100, seconds=1.0), 44100)
+    fast = write(tmp_path / "fast.wav", tone(rate=96000, seconds=0.2), 96000)
+    out = tmp_path / "out"
+    assert run(fast, song, "-c", checkpoint, "-o", out, "-q", "--format", "mp3",
+               "--mp3-quality", "0") == 1
+    err = capsys.readouterr().err
+    assert "96000 Hz cannot be stored as MP3" in err and "song.wav" not in err.splitlines()[0]
+    assert files_under(out / MODEL) == [f"song/{s}.mp3" for s in SOURCES]
+    for s in SOURCES:
+        info = sf.info(str(out / MODEL / "song" / f"{s}.mp3"))
+        assert (info.format, info.samplerate, info.channels) == ("MP3", 44100, 2)
+        assert abs(info.frames - 44100) < 2 * 1152  # the encoder's padding at most
+    stem, _ = sf.read(str(out / MODEL / "song" / "accompaniment.mp3"), dtype="float32")
+    assert np.abs(stem).max() > 0.05  # real audio, not silence
+    worse = tmp_path / "worse"
+    assert run(song, "-c", checkpoint, "-o", worse, "-q", "--format", "mp3",
+               "--mp3-quality", "9") == 0
+    assert (worse / MODEL / "song" / "vocals.mp3").stat().st_size < \
+        (out / MODEL / "song" / "vocals.mp3").stat().st_size
+    assert run(song, "-c", checkpoint, "-o", out, "--format", "mp3", "--mp3-quality", "10") == 2
+
+
+def test_stems_device_threads_and_number_options(tmp_path, checkpoint, capsys):
+    song = write(tmp_path / "song.wav")
+    out = tmp_path / "out"
+    threads = torch.get_num_threads()
+    try:
+        assert run(song, "-c", checkpoint, "-o", out, "-q", "--stems", "vocals", "-d", "cpu",
+                   "--threads", "1") == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert files_under(out / MODEL) == ["song/vocals.wav"]
+    bad = [(["--stems", "drums"], "the model's sources are accompaniment, vocals"),
+           (["-d", "cuda:7"], "cuda:7"), (["-d", "nonsense"], "unknown 'nonsense'"),
+           (["--threads", "0"], "--threads must be >= 1"),
+           (["--chunk-seconds", "nan"], "--chunk-seconds must be a finite number > 0, got nan"),
+           (["--memory-gib", "inf"], "--memory-gib must be a finite number > 0, got inf"),
+           (["--chunk-seconds", "-1"], "--chunk-seconds must be")]
+    for options, message in bad:
+        assert run(song, "-c", checkpoint, "-o", tmp_path / "x", *options) == 2, options
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit):
+        run("--help")
+    text = capsys.readouterr().out
+    assert "examples:" in text and "--precision" in text and "{model}/{track}/{stem}.{ext}" in text
