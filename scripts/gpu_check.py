@@ -16,8 +16,10 @@ Steps (``--steps`` picks some):
 ``tests``      the tests marked ``cuda``; fails if any of them is skipped.
 ``bench``      m5_highsr training step, batch 16, 16,389-sample outputs: fp32 and bf16,
                eager and ``torch.compile``, against a large conv1d in the same precision.
-``train``      a real ``waveunet train`` (m5_highsr, bf16) on generated data: end-to-end
-               steps/s against the bare step's, and the epoch time.
+``profile``    torch.profiler's table of the bf16 step (``profile.txt``): where the time goes.
+``train``      a real ``waveunet train`` (m5_highsr, bf16) on generated data: one 2,000 x 16
+               epoch, its training and validation (14 tracks) times from ``metrics.jsonl``,
+               end-to-end steps/s against the bare step's, projected training lengths.
 ``separate``   ``waveunet separate`` of a 3-minute song with that checkpoint: seconds from the
                end of ``import torch`` to stems on disk (import time reported beside it).
 ``folder``     ``waveunet separate`` of a folder of 20 three-minute songs: whole process,
@@ -43,7 +45,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-STEPS = ("env", "tests", "bench", "train", "separate", "folder", "torchrun")
+STEPS = ("env", "tests", "bench", "profile", "train", "separate", "folder", "torchrun")
 
 
 class Check:
@@ -188,10 +190,13 @@ def _train_overrides(c: Check, run_root: Path) -> list[str]:
                 "data.seconds=3", "data.valid_fraction=0.34", "optim.batch_size=4",
                 "data.workers=0", "trainer.max_epochs=1", "trainer.steps_per_epoch=20",
                 "trainer.log_every_steps=5", *common]
-    return ["model=m5_highsr", "data=synthetic", "data.tracks=16", "data.test_tracks=1",
-            "data.seconds=30", "data.valid_fraction=0.125", "data.workers=8",
+    # One full M5-HighSR epoch (2,000 steps x 16), validated on 14 tracks (MUSDB18's
+    # validation set has 14; generated ones are 12 s long here, so the validation time is
+    # reported per second of audio as well).
+    return ["model=m5_highsr", "data=synthetic", "data.tracks=28", "data.test_tracks=1",
+            "data.seconds=12", "data.valid_fraction=0.5", "data.workers=8",
             "trainer.precision=bf16", "optim.batch_size=16", "trainer.max_epochs=1",
-            "trainer.steps_per_epoch=1000", "trainer.log_every_steps=100",
+            "trainer.steps_per_epoch=2000", "trainer.log_every_steps=100",
             "trainer.checkpoint_every_steps=100000", *common]
 
 
@@ -217,7 +222,12 @@ def train_figures(metrics: Path, bench: dict, batch: int) -> dict:
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     health = [r for r in records if r.get("kind") == "health" and "train/examples_per_s" in r]
     train_steps = [r for r in records if r.get("kind") == "train"]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
     figures: dict = {"train_steps": len(train_steps)}
+    if epochs:  # the trainer's own timing: training and validation separately
+        figures["epoch_train_s"] = round(epochs[0]["train_seconds"], 2)
+        figures["epoch_valid_s"] = round(epochs[0]["valid_seconds"], 2)
+        figures["epoch_examples_per_s"] = round(epochs[0]["examples_per_s"], 1)
     if len(health) > 1:
         rates = [r["train/examples_per_s"] for r in health[1:]]  # the first window holds start-up
         figures["examples_per_s"] = round(sum(rates) / len(rates), 1)
@@ -228,7 +238,53 @@ def train_figures(metrics: Path, bench: dict, batch: int) -> dict:
         figures["bare_steps_per_s"] = round(1e3 / bare_ms, 2)
         figures["loop_over_bare"] = round(steps_per_s * bare_ms / 1e3, 3)
         figures["epoch_2000x16_projected_s"] = round(2000 / steps_per_s, 1)
+        # the step of the original's released M5-HighSR checkpoint
+        figures["published_236118_steps_projected_min"] = round(236118 / steps_per_s / 60, 1)
     return figures
+
+
+PROFILE = """
+import sys, torch, torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+from waveunet.config import compose
+from waveunet.model import build_model
+preset, device, batch = sys.argv[1], torch.device(sys.argv[2]), int(sys.argv[3])
+cfg = compose("config", [f"model={preset}"])
+model = build_model(cfg.model, cfg.output).to(device).train()
+opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+mix = torch.rand(batch, model.config.channels, model.input_samples, device=device) * 2 - 1
+tgt = torch.rand(batch, len(model.sources), model.config.channels, model.output_samples,
+                 device=device) * 2 - 1
+def step():
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        out = model(mix)
+    loss = F.mse_loss(out.estimates.float(), tgt)
+    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+for _ in range(3):
+    step()
+cuda = device.type == "cuda"
+acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+with profile(activities=acts) as prof:
+    for _ in range(5):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+key = "cuda_time_total" if cuda else "cpu_time_total"
+print(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60))
+"""
+
+
+def step_profile(c: Check) -> None:
+    """Where the bf16 training step's time goes (torch.profiler, 5 steps): the evidence when a
+    step-time target is missed."""
+    t0 = time.perf_counter()
+    preset, batch = ("tiny", 2) if c.smoke else ("m5_highsr", 16)
+    done = c.run("profile", [sys.executable, "-c", PROFILE, preset, c.device, str(batch)], 180)
+    ok = done is not None and done.returncode == 0
+    if ok:
+        (c.out / "profile.txt").write_text(done.stdout)
+        c.say(done.stdout[-6000:])
+    c.record("profile", ok, time.perf_counter() - t0, table="profile.txt" if ok else None)
 
 
 def _song(c: Check, seconds: float) -> Path:

@@ -114,7 +114,8 @@ def test_audio_is_mono_the_fixed_audio_is_logged_once_and_the_values_are_the_run
     (mixture,) = events.Audio(f"{tag}/mixture")  # once, at the first validation
     assert mixture.step == steps[0]
     np.testing.assert_allclose(_decode(mixture), _as_logged(downmix(track.mixture)), atol=LSB)
-    estimates = Separator(model, device="cpu").separate_tensor(
+    # validation separates in the run's precision (trainer.precision=fp32), not the default auto
+    estimates = Separator(model, device="cpu", precision="fp32").separate_tensor(
         torch.tensor(np.asarray(track.mixture))).stems.numpy()
     for i, source in enumerate(model.sources):
         (reference,) = events.Audio(f"{tag}/{source}/reference")

@@ -126,9 +126,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, write)
 
 
+# Characters a file name cannot hold here or on other systems (Windows, network shares).
+UNSAFE_FILENAME_CHARACTERS = frozenset('/\\:*?"<>|')
+
+
 def safe_filename(name: str) -> str:
-    """``name`` with path separators and other odd characters replaced, for a file name."""
-    keep = "".join(c if c.isalnum() or c in "-_. " else "_" for c in name).strip(". ")
+    """``name`` as one file name: path separators, characters other systems forbid and control
+    characters replaced by ``_``; leading and trailing dots and spaces dropped (so never ``.``,
+    ``..`` or hidden). MUSDB18's names keep their spaces, apostrophes and brackets."""
+    keep = "".join("_" if c in UNSAFE_FILENAME_CHARACTERS or not c.isprintable() else c
+                   for c in name).strip(". ")
     return keep or "track"
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..audio import convert_channels, read_audio, resample
 from ..errors import ConfigError, DataError
+from ..files import atomic_write_text, remove_stale_temporaries
 from .find import Found
 from .spec import DEFAULT_SUBSETS, DatasetSpec
 
@@ -86,30 +87,6 @@ def _open_cached(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return array[0], array[1:]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_temporaries(cache: Path) -> None:
-    """Delete temporary files left by builds that were killed (their process is gone)."""
-    for tmp in cache.glob(".*.tmp*"):
-        match = re.search(r"\.pid(\d+)\.", tmp.name)
-        if match is None or not _pid_alive(int(match.group(1))):
-            tmp.unlink(missing_ok=True)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.pid{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def cache_folder(spec: DatasetSpec, root: Path, sample_rate_hz: int, channels: int,
                  sources: Sequence[str], create: bool = True) -> Path:
     """The cache folder for one (dataset, sample rate, channels, sources) combination
@@ -135,7 +112,7 @@ def cache_folder(spec: DatasetSpec, root: Path, sample_rate_hz: int, channels: i
     folder.mkdir(parents=True, exist_ok=True)
     info = folder / "cache.json"
     if not info.exists():
-        _atomic_write_text(info, json.dumps(json.loads(text), indent=2) + "\n")
+        atomic_write_text(info, json.dumps(json.loads(text), indent=2) + "\n")
     return folder
 
 
@@ -290,7 +267,7 @@ def load_tracks(spec: DatasetSpec, root: Path, found: list[Found], plan: list[li
     from tqdm import tqdm
 
     cache = cache_folder(spec, root, sample_rate_hz, channels, sources)
-    _remove_stale_temporaries(cache)
+    remove_stale_temporaries(cache)  # left by decodes that were killed
     todo = []
     for track in found:
         slug = _slug(f"{track.subset}/{track.name}")
@@ -307,7 +284,7 @@ def load_tracks(spec: DatasetSpec, root: Path, found: list[Found], plan: list[li
         manifest_path.unlink(missing_ok=True)
         silent = _build_track(track, spec.format, plan, npy, sample_rate_hz, channels)
         shape = list(np.load(npy, mmap_mode="r").shape)
-        _atomic_write_text(manifest_path,
+        atomic_write_text(manifest_path,
                            json.dumps({**expected, "shape": shape, "silent": silent}, indent=1))
 
     tracks = []
