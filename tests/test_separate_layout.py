@@ -10,24 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from separate_helpers import files_under, make_checkpoint, run, write_song
 
-from waveunet.checkpoint import save_checkpoint
-from waveunet.cli import main as cli_main
 from waveunet.layout import MANIFEST, checkpoint_identity, model_name, songs_in_folder, track_name
-from waveunet.model import build_model
 
 SOURCES = ("accompaniment", "vocals")
-
-
-def make_checkpoint(path: Path, seed: int = 0, config: dict | None = None,
-                    rate: int = 22050) -> Path:
-    torch.manual_seed(seed)
-    model = build_model(
-        {"levels": 3, "initial_filters": 4, "output_samples": 256, "channels": 2,
-         "sample_rate_hz": rate},
-        {"type": "difference", "activation": "tanh"},
-    )
-    return save_checkpoint(path, model, config=config)
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +36,7 @@ def tone(channels=2, seconds=0.3, rate=22050, seed=0):
 
 
 def write(path: Path, audio=None, rate=22050, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), (tone() if audio is None else audio).T, rate, **kwargs)
-    return path
-
-
-def run(*args):
-    return cli_main(["separate", *map(str, args)])
-
-
-def files_under(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return write_song(path, tone() if audio is None else audio, rate, **kwargs)
 
 
 def test_model_name_rule(tmp_path, checkpoint, capsys):

@@ -14,26 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+from separate_helpers import files_under, make_checkpoint, run, write_song
 
-from waveunet.checkpoint import save_checkpoint
-from waveunet.cli import main as cli_main
 from waveunet.files import remove_stale_temporaries, temporary_next_to
-from waveunet.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("accompaniment", "vocals")
 MODEL = "model"  # the checkpoint file's stem: it has no run config
-
-
-def make_checkpoint(path: Path, rate: int = 22050) -> Path:
-    torch.manual_seed(0)
-    model = build_model(
-        {"levels": 3, "initial_filters": 4, "output_samples": 256, "channels": 2,
-         "sample_rate_hz": rate},
-        {"type": "difference", "activation": "tanh"},
-    )
-    return save_checkpoint(path, model)
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +42,7 @@ def tone(seconds=0.3, rate=22050, freqs=(220, 330), channels=2, seed=0, noise=0.
 
 
 def write(path: Path, audio=None, rate=22050, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), (tone() if audio is None else audio).T, rate, **kwargs)
-    return path
-
-
-def run(*args):
-    return cli_main(["separate", *map(str, args)])
-
-
-def files_under(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return write_song(path, tone() if audio is None else audio, rate, **kwargs)
 
 
 def env() -> dict:
