@@ -277,8 +277,16 @@ class OutputHead(nn.Module):
         self.activation = ACTIVATIONS[mode.activation](mode.bounds)
 
     def forward(self, features: torch.Tensor, mixture: torch.Tensor) -> ModelOutput:
-        """features (B, F, T) and the mixture cropped to T, (B, C, T)."""
-        pre = torch.stack([conv(features) for conv in self.convs], dim=1)  # (B, P, C, T)
+        """features (B, F, T) and the mixture cropped to T, (B, C, T).
+
+        The output convolutions run in float32 even under bf16/fp16 autocast: they are a
+        sliver of the work (kernel 1, C output channels), and bf16's 8-bit mantissa in the
+        stems themselves would cost a difference source most (a quiet vocal is the mixture
+        minus a loud accompaniment rounded to bf16).
+        """
+        with torch.autocast(features.device.type, enabled=False):
+            features = features.float()
+            pre = torch.stack([conv(features) for conv in self.convs], dim=1)  # (B, P, C, T)
         predicted_unclipped = self.activation.train_output(pre)
         test_time = not self.training
         predicted = (self.activation.test_time_output(predicted_unclipped) if test_time
