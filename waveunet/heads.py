@@ -285,7 +285,7 @@ class OutputHead(nn.Module):
         minus a loud accompaniment rounded to bf16).
         """
         with torch.autocast(features.device.type, enabled=False):
-            features = features.float()
+            features = features.to(self.convs[0].weight.dtype)  # the parameters' (float32)
             pre = torch.stack([conv(features) for conv in self.convs], dim=1)  # (B, P, C, T)
         predicted_unclipped = self.activation.train_output(pre)
         test_time = not self.training
