@@ -39,11 +39,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from waveunet.config import compose
 from waveunet.experiment import machine_stamp
 from waveunet.model import build_model
+from waveunet.precision import TRAINING_PRECISIONS, autocast
 from waveunet.reporting.format import number
 from waveunet.reporting.format import table as format_table
 
 PRESETS = ["tiny", "m4", "m5_highsr", "m6"]
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def sync(device: torch.device) -> None:
@@ -73,11 +73,6 @@ def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
-
-
-def autocast(device: torch.device, precision: str):
-    dtype = DTYPES[precision]
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def model_for(preset: str, output_samples: int | None = None, compile_: bool = False):
@@ -308,7 +303,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--presets", nargs="+", default=PRESETS, choices=PRESETS)
-    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=list(DTYPES))
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=TRAINING_PRECISIONS)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
     parser.add_argument("--sections", nargs="+",
                         default=["precision", "train", "separate", "scaling"],

@@ -45,14 +45,21 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# Seconds for the whole check: under the device tool's 600-s command limit, with room to
+# write the results and hand them back.
+DEFAULT_BUDGET_S = 540.0
+MIN_COMMAND_S = 5.0  # a command given less than this is not started (recorded "not run")
 STEPS = ("env", "tests", "bench", "profile", "train", "separate", "folder", "torchrun")
 
 
 class Check:
     """Runs steps as subprocesses, logs their output and collects their figures."""
 
-    def __init__(self, out: Path, smoke: bool):
+    def __init__(self, out: Path, smoke: bool, budget_s: float):
         self.out, self.smoke = out, smoke
+        # One deadline for the whole check: a step gets min(its own limit, what is left), so
+        # the run ends (and writes its results) before the device session's command limit.
+        self.deadline = time.perf_counter() + budget_s
         self.work = out / "work" if smoke else Path("/tmp/waveunet-gpu-check")
         self.work.mkdir(parents=True, exist_ok=True)
         self.log = open(out / "gpu-check.log", "a", buffering=1)  # noqa: SIM115
@@ -65,7 +72,12 @@ class Check:
 
     def run(self, name: str, argv: list[str], timeout_s: float, env: dict | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess | None:
-        """One command under a time limit; its output goes to the log. None if it timed out."""
+        """One command under a time limit (its own, or what is left of the check's budget if
+        that is less); its output goes to the log. None if it timed out or no time was left."""
+        timeout_s = min(timeout_s, self.remaining_s())
+        if timeout_s < MIN_COMMAND_S:
+            self.say(f"\n[{name}] not run: the check's time budget is spent")
+            return None
         self.say(f"\n$ {shlex.join(argv)}   # {name}, limit {timeout_s:.0f} s")
         start = time.perf_counter()
         try:
@@ -78,6 +90,9 @@ class Check:
         self.log.write(done.stdout + done.stderr)
         self.say(f"[{name}] exit {done.returncode} in {time.perf_counter() - start:.1f} s")
         return done
+
+    def remaining_s(self) -> float:
+        return self.deadline - time.perf_counter()
 
     def record(self, step: str, ok: bool, seconds: float, **figures) -> None:
         self.results["steps"][step] = {"ok": ok, "wall_s": round(seconds, 2), **figures}
@@ -382,19 +397,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="CPU, tiny model, seconds of audio: try the script, not the GPU")
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
+    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
+                        help="seconds for the whole check; a step gets what is left if that "
+                        "is less than its own limit, later steps are recorded as not run "
+                        "(default %(default)s)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    c = Check(args.out.resolve(), args.smoke)
+    c = Check(args.out.resolve(), args.smoke, args.budget_s)
     os.environ.setdefault("PYTHONPATH", str(REPO))
     start = time.perf_counter()
     try:
         for name in args.steps:
-            globals()[f"step_{name}"](c)
+            if c.remaining_s() < MIN_COMMAND_S:
+                c.results["steps"][name] = {"ok": False, "not_run": True, "wall_s": 0.0}
+                c.say(f"== {name}: NOT RUN (the check's {args.budget_s:.0f}-s budget is spent)")
+            else:
+                globals()[f"step_{name}"](c)
             c.save()
     finally:
         c.results["total_wall_s"] = round(time.perf_counter() - start, 1)
         c.save()
-    failed = [s for s, r in c.results["steps"].items() if not r["ok"]]
+    failed = [s + (" (not run)" if r.get("not_run") else "")
+              for s, r in c.results["steps"].items() if not r["ok"]]
     c.say(f"\ngpu-check {'FAILED: ' + ', '.join(failed) if failed else 'passed'} "
           f"in {c.results['total_wall_s']:.0f} s; results in {args.out}")
     return 1 if failed else 0

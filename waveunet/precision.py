@@ -13,9 +13,16 @@ from __future__ import annotations
 import torch
 
 from .errors import ConfigError
+from .settings import PRECISIONS as TRAINING_PRECISIONS
+from .settings import SEPARATION_PRECISIONS as PRECISIONS
 
-# What ``precision`` may be (Separator, ``separate --precision``, ``evaluate precision=``).
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+__all__ = ["PRECISIONS", "TRAINING_PRECISIONS", "autocast", "cpu_has_native_bf16",
+           "resolve_precision"]
+
+# The names are declared in settings (which stays free of torch); this module is the one place
+# that turns a resolved name into autocast. PRECISIONS: what ``precision`` may be for separation
+# (Separator, ``separate --precision``, ``evaluate precision=``); TRAINING_PRECISIONS: what
+# ``trainer.precision`` and ``scripts/bench.py --precision`` may be (no ``auto``).
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic: AVX512-BF16 and Intel AMX.
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")

@@ -45,6 +45,7 @@ from .experiment import thread_scope
 from .files import remove_stale_temporaries
 from .heads import ModelOutput, output_health
 from .losses import compute_loss
+from .precision import autocast
 from .run_folder import (
     METRICS_NAME,
     RunLock,
@@ -52,15 +53,11 @@ from .run_folder import (
     resume_mode,
     truncate_metrics,
 )
-from .settings import PRECISIONS
 from .validation import Validation
 
 __all__ = ["DistInfo", "Solver", "TrainState", "TrainingDiverged", "resume_mode"]
 
 log = logging.getLogger("waveunet.train")
-
-# trainer.precision (settings.PRECISIONS): the autocast dtype (None: autocast off)
-AUTOCAST_DTYPES = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16), strict=True))
 
 
 class TrainingDiverged(WaveUNetError):
@@ -85,21 +82,32 @@ class TrainState:
     epoch_train_seconds: float = 0.0
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
+    """Every random generator a training step draws from: torch's CPU one, the training
+    ``device``'s own CUDA one (only that device's: asking for all of them would start a CUDA
+    context on every GPU of the machine in every process of a multi-GPU run), Python's, NumPy's.
+    """
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "python": list(random.getstate()[1]),
         "python_version": random.getstate()[0],
         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
     }
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restores :func:`rng_state`'s generators; the CUDA one into the training ``device``
+    (a run saved on a GPU and resumed on the CPU keeps the others, and the reverse starts the
+    device's generator from its seed)."""
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, list):  # checkpoints before this rule held every device's state
+        index = device.index or 0
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
     random.setstate((state["python_version"], tuple(state["python"]), None))
     np_state = state["numpy"]
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
@@ -145,7 +153,7 @@ class Solver:
         self.augment, self.data, self.logger = parts.augment, parts.data, parts.logger
         trainer = self.settings.trainer
         self.loss_name = self.settings.loss.name
-        self.precision = AUTOCAST_DTYPES[trainer.precision]
+        self.precision = trainer.precision  # fp32, bf16 or fp16 (precision.autocast)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=trainer.precision == "fp16")
         self.state = TrainState(
             lr=self.settings.optim.lr, batch_size=self.settings.optim.batch_size
@@ -165,7 +173,7 @@ class Solver:
             "state": asdict(self.state),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
+            "rng": rng_state(self.device),
         }
 
     def _save(self, name: str) -> Path:
@@ -190,7 +198,7 @@ class Solver:
         self.optimizer.load_state_dict(training["optimizer"])  # replaces all of its state
         self._set_lr(self.state.lr)
         self.scaler.load_state_dict(training["scaler"])
-        set_rng_state(training["rng"])
+        set_rng_state(training["rng"], self.device)
 
     def _resume_checkpoint(self, resume: Any, is_main: bool) -> dict | None:
         """The checkpoint to resume from (None: start fresh), its config checked against this
@@ -379,8 +387,7 @@ class Solver:
         ``trainer.divergence.max_pre_activation`` stops (:class:`TrainingDiverged`) or rolls
         back, before the optimiser moves.
         """
-        with torch.autocast(self.device.type, dtype=self.precision or torch.float32,
-                            enabled=self.precision is not None):
+        with autocast(self.device, self.precision):
             output = self.network(mixture)
         loss = compute_loss(self.loss_name, output, targets, self.model.head)
         # One host sync per step for both checks (the loss is shown anyway).

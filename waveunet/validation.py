@@ -20,6 +20,22 @@ from .metrics import framewise_sdr
 
 log = logging.getLogger("waveunet.train")
 
+# Share of the GPU memory that is free (to this process) at validation time that the validation
+# separator may plan its chunks for: the Separator's own default (75 % of the whole card) would
+# not leave room for the training's parameters, optimiser state and cached blocks beside it.
+VALIDATION_GPU_MEMORY_FRACTION = 0.5
+
+
+def validation_memory_budget_bytes(device: torch.device) -> int | None:
+    """The activation memory the validation separator plans for: on CUDA, half of what is free
+    now (free on the card plus what PyTorch's allocator holds cached but unused); elsewhere None
+    (the Separator's default, e.g. 2 GiB on the CPU)."""
+    if device.type != "cuda":
+        return None
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    cached_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(VALIDATION_GPU_MEMORY_FRACTION * (free_bytes + cached_unused))
+
 
 class Validation:
     """Validates ``model`` on ``device`` with the ``trainer.validation`` settings; ``logger``
@@ -42,7 +58,8 @@ class Validation:
         was_training = self.model.training
         self.model.eval()
         separator = Separator(self.model, device=self.device, batch_size=vcfg.batch_size,
-                              precision=self.precision)
+                              precision=self.precision,
+                              memory_budget_bytes=validation_memory_budget_bytes(self.device))
         sources = list(self.model.sources)
         squared_error, count = 0.0, 0
         frames: list[torch.Tensor] = []
