@@ -481,8 +481,9 @@ def separate_file(
     ``write_audio``. Each stem is written to a temporary file next to its
     target and all are renamed into place only when the whole song is done;
     on any failure the temporaries are removed and no target is touched. An
-    existing target is a DataError unless ``overwrite``; a full disk is a DataError naming
-    the file. :mod:`waveunet.pipeline` runs the same stages for many songs, overlapped.
+    existing target is a DataError unless ``overwrite``; a full disk (or quota, or file-size
+    limit) is a :class:`~waveunet.errors.DiskFullError` naming the file.
+    :mod:`waveunet.pipeline` runs the same stages for many songs, overlapped.
     """
     if not isinstance(targets, Mapping):
         targets = list(targets)
