@@ -129,8 +129,10 @@ def test_file_size_limit_fails_the_song_in_one_line_and_leaves_nothing(tmp_path,
     lines = done.stderr.splitlines()
     assert "Traceback" not in done.stderr
     assert len(lines) == 2, done.stderr
-    assert str(big) not in lines[0] or "big" in lines[0]
-    assert "cannot write" in lines[0] and "no space (the file-size limit is reached)" in lines[0]
+    # the song, then the stem of it that could not be written, and why
+    assert lines[0].startswith(f"waveunet separate: error: {big}: cannot write "
+                               f"{out / MODEL / 'big'}{os.sep}"), lines[0]
+    assert lines[0].endswith(".wav: no space (the file-size limit is reached)"), lines[0]
     assert lines[1] == f"waveunet separate: 1 of 2 song(s) failed: {big}"
     assert files_under(out) == [".waveunet-separate.json"] + [f"{MODEL}/small/{s}.wav"
                                                              for s in SOURCES]
