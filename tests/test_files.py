@@ -5,7 +5,16 @@ import stat
 
 import pytest
 
-from waveunet.files import DIR_MODE, atomic_write, atomic_write_text, temporary_next_to
+from waveunet.files import (
+    DIR_MODE,
+    MAX_COMPONENT_BYTES,
+    UNSAFE_FILENAME_CHARACTERS,
+    atomic_write,
+    atomic_write_text,
+    safe_filename,
+    safe_path_component,
+    temporary_next_to,
+)
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -56,3 +65,30 @@ def test_temporary_next_to(tmp_path):
     tmp = temporary_next_to(tmp_path / "song" / ".." / "vocals.flac")
     assert tmp.is_file() and tmp.suffix == ".flac" and tmp.name.startswith(".vocals.")
     assert tmp.parent.resolve() == tmp_path.resolve()
+
+
+MUSDB18_NAMES = ("Mike's Song (Live) [2]", "The Easton Ellises (Baumi) - SDRNR",
+                 "James Elder & Mark M Thompson - The English Actor", "M.E.R.C. Music - Knockout")
+HOSTILE_NAMES = ("", ".", "..", "...wav", "a/b: c", "..\\..\\etc", "tab\there", "name. ", " . ",
+                 'what?*"<>|', "\x7f.hidden", "zero\u200bwidth", "x" * 300, "\u00e9" * 150,
+                 "a" * 199 + " b")
+
+
+def test_safe_filename_is_the_path_component_rule_made_stricter():
+    """One rule: a safe file name is a safe path component as it is, and the two differ only
+    where the file name must also suit other systems."""
+    for name in MUSDB18_NAMES:
+        assert safe_filename(name) == safe_path_component(name) == name
+    for name in MUSDB18_NAMES + HOSTILE_NAMES:
+        portable = safe_filename(name)
+        assert portable and safe_path_component(portable) == portable, name
+        assert len(portable.encode("utf-8")) <= MAX_COMPONENT_BYTES, name
+        assert portable.isprintable() and not set(portable) & UNSAFE_FILENAME_CHARACTERS, name
+        assert portable == portable.strip(". "), name
+    assert (safe_filename(".."), safe_path_component("..")) == ("track", "__")
+    assert (safe_filename("a/b: c"), safe_path_component("a/b: c")) == ("a_b_ c", "a_b: c")
+    assert safe_filename("x" * 300) == safe_path_component("x" * 300) == "x" * MAX_COMPONENT_BYTES
+    assert safe_filename("\u00e9" * 150) == "\u00e9" * (MAX_COMPONENT_BYTES // 2)
+    # cut after a space: the path component keeps it, the file name drops it
+    assert safe_path_component("a" * 199 + " b") == "a" * 199 + " "
+    assert safe_filename("a" * 199 + " b") == "a" * 199

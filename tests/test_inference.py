@@ -443,6 +443,50 @@ def test_a_failing_stream_closes_its_writers_before_removing_them(tmp_path, monk
     assert not out.exists()
 
 
+@pytest.mark.parametrize("decoded_by", ["soundfile", "ffmpeg"])
+def test_a_rate_check_that_fails_closes_the_song(tmp_path, monkeypatch, decoded_by):
+    """The song is open (through ffmpeg: decoded into a temporary folder) when its rate is
+    checked; a refused rate closes it and removes the folder before the error comes out."""
+    import soundfile as sf
+
+    opened, folders = [], []
+
+    class Recording(sf.SoundFile):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if self.mode == "r":
+                opened.append(self)
+
+    audio = noise(2, 4000).numpy()
+    if decoded_by == "soundfile":
+        song = _song(tmp_path, audio, 22050)
+    else:  # not audio to libsndfile; "ffmpeg" decodes it into the reader's temporary folder
+        song = tmp_path / "song.m4a"
+        song.write_bytes(b"not audio libsndfile reads")
+
+        def decode_with_ffmpeg(path, folder):
+            folders.append(Path(folder))
+            return _song(Path(folder), audio, 22050, "decoded.wav")
+
+        monkeypatch.setattr(streaming, "decode_with_ffmpeg", decode_with_ffmpeg)
+
+    def tractable_rates(from_hz, to_hz):
+        raise DataError(f"cannot resample {from_hz} Hz to {to_hz} Hz")
+
+    monkeypatch.setattr(streaming.sf, "SoundFile", Recording)
+    monkeypatch.setattr(streaming, "tractable_rates", tractable_rates)
+    sep = Separator(tiny(), device="cpu")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="cannot resample 22050 Hz"):
+        sep.separate_file(song, [out / f"{s}.wav" for s in sep.sources])
+    with pytest.raises(DataError, match="cannot resample 22050 Hz"):
+        streaming.SongReader(song, 22050, 2)
+    assert len(opened) == 2 and all(f.closed for f in opened)
+    assert len(folders) == (2 if decoded_by == "ffmpeg" else 0)
+    assert not any(folder.exists() for folder in folders)
+    assert not out.exists()
+
+
 def test_iter_chunks_is_the_public_tiling_loop():
     """Chunks from any window source tile the song exactly as separate_tensor does."""
     sep = Separator(tiny(), device="cpu", chunk_output_samples=300, batch_size=2)

@@ -4,6 +4,7 @@ give exactly what the one-song stream gives."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -141,4 +142,38 @@ def test_an_interruption_stops_every_stage_and_leaves_no_file(tmp_path, monkeypa
     written = sorted(p.relative_to(tmp_path / "out").as_posix()
                      for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert written == [f"0/{s}.wav" for s in SOURCES]  # song 1's temporaries are gone
+    assert not ({t.name for t in threading.enumerate()} - before)  # no stage left running
+
+
+def test_a_fatal_error_is_raised_only_after_the_writer_cleaned_up(tmp_path, monkeypatch):
+    """A bug in the decode stage while the model waits for blocks stops the run; the error comes
+    out of separate_files only once the writer has removed the song's temporaries (a process
+    that exits on it would otherwise kill the daemon writer in the middle of its clean-up)."""
+    sep = separator()
+    songs = [song(tmp_path, f"{i}.wav", 1.0, 22050, 2, i) for i in range(2)]
+
+    class Reader(streaming.SongReader):
+        def blocks(self):
+            source = super().blocks()
+            yield next(source)
+            yield next(source)
+            time.sleep(0.5)  # the model has used both blocks and waits for more
+            raise RuntimeError("a bug in the decode stage")
+
+    aborted = []
+
+    class Writer(streaming.StemWriter):
+        def abort(self):
+            aborted.append(sorted(p.name for p in self.temps if p.exists()))
+            time.sleep(1.0)  # a slow clean-up (a network disk)
+            super().abort()
+
+    monkeypatch.setattr(pipeline, "SongReader", Reader)
+    monkeypatch.setattr(pipeline, "StemWriter", Writer)
+    jobs = [Job(s, targets(tmp_path / "out" / s.stem)) for s in songs]
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(RuntimeError, match="a bug in the decode stage"):
+        separate_files(sep, jobs, block_frames=4096)
+    assert len(aborted) == 1 and len(aborted[0]) == 2  # song 0's two temporaries existed
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == []
     assert not ({t.name for t in threading.enumerate()} - before)  # no stage left running

@@ -3,10 +3,13 @@ and the (frames, channels) guard of the array API."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
 
+from waveunet import precision as precision_module
 from waveunet.errors import ConfigError, DataError
 from waveunet.inference import Separator
 from waveunet.model import build_model
@@ -48,11 +51,26 @@ def test_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16():
         assert resolve_precision(explicit, cpu, cpuinfo=cpuinfo(NO_BF16)) == explicit
     with pytest.raises(ConfigError, match="precision: unknown 'half'"):
         resolve_precision("half", cpu)
-    # this machine: the rule reads the real /proc/cpuinfo
-    with open("/proc/cpuinfo") as f:
-        here = "avx512_bf16" in f.read()
-    assert Separator(tiny(), device="cpu").precision == ("bf16" if here else "fp32")
     assert PRECISIONS == ("auto", "fp32", "bf16", "fp16")
+
+
+@pytest.mark.parametrize("flags,expected", [(EPYC_ZEN4, "bf16"), (AMX_ONLY, "bf16"),
+                                            (NO_BF16, "fp32"), (None, "fp32")])
+def test_the_separator_follows_what_proc_cpuinfo_says(monkeypatch, flags, expected):
+    """A CPU Separator's ``auto`` is read from /proc/cpuinfo (None: there is none, another OS)."""
+    read = []
+
+    def fake_open(path, *args, **kwargs):
+        read.append(path)
+        if flags is None:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return io.StringIO(cpuinfo(flags))
+
+    monkeypatch.setattr(precision_module, "open", fake_open, raising=False)
+    assert Separator(tiny(), device="cpu").precision == expected
+    assert read == ["/proc/cpuinfo"]
+    assert Separator(tiny(), device="cpu", precision="fp16").precision == "fp16"
+    assert read == ["/proc/cpuinfo"]  # an explicit precision reads nothing
 
 
 def tiny(upsampling="linear", levels=4):

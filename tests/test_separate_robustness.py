@@ -3,6 +3,7 @@ disk, signals, stale temporaries, names that try to leave the output folder."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -128,11 +129,57 @@ def test_file_size_limit_fails_the_song_in_one_line_and_leaves_nothing(tmp_path,
     lines = done.stderr.splitlines()
     assert "Traceback" not in done.stderr
     assert len(lines) == 2, done.stderr
-    assert str(big) not in lines[0] or "big" in lines[0]
-    assert "cannot write" in lines[0] and "no space (the file-size limit is reached)" in lines[0]
+    # the song, then the stem of it that could not be written, and why
+    assert lines[0].startswith(f"waveunet separate: error: {big}: cannot write "
+                               f"{out / MODEL / 'big'}{os.sep}"), lines[0]
+    assert lines[0].endswith(".wav: no space (the file-size limit is reached)"), lines[0]
     assert lines[1] == f"waveunet separate: 1 of 2 song(s) failed: {big}"
     assert files_under(out) == [".waveunet-separate.json"] + [f"{MODEL}/small/{s}.wav"
                                                              for s in SOURCES]
+
+
+def test_no_space_for_the_manifest_fails_each_song_in_one_line(tmp_path, checkpoint, capsys,
+                                                              monkeypatch):
+    """The manifest is written on the write stage's thread, after a song's stems: no space for it
+    fails that song alone, in one line, and the next song tries again; the stems stay."""
+    from waveunet import layout
+
+    def no_space(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(layout, "atomic_write_text", no_space)
+    songs = [write(tmp_path / f"{name}.wav") for name in ("a", "b")]
+    out = tmp_path / "out"
+    assert run(*songs, "-c", checkpoint, "-o", out, "-q") == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines
+    for song, line in zip(songs, lines, strict=False):
+        assert line == (f"waveunet separate: error: {song}: cannot write "
+                        f"{out / '.waveunet-separate.json'}: no space (the disk is full)")
+    assert lines[2] == f"waveunet separate: 2 of 2 song(s) failed: {songs[0]}, {songs[1]}"
+    assert files_under(out) == [f"{MODEL}/{t}/{s}.wav" for t in "ab" for s in SOURCES]
+
+
+def test_an_earlier_stem_that_cannot_be_removed_fails_its_song_alone(tmp_path, checkpoint,
+                                                                     capsys, monkeypatch):
+    songs = [write(tmp_path / f"{name}.wav") for name in ("a", "b")]
+    out = tmp_path / "out"
+    earlier = write(out / MODEL / "a" / "vocals.flac")  # an earlier run's stem, another format
+    real_unlink = Path.unlink
+
+    def unlink(self, *args, **kwargs):
+        if self == earlier:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert run(*songs, "-c", checkpoint, "-o", out, "-q", "--force") == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"waveunet separate: error: {songs[0]}: [Errno {errno.EACCES}] "
+                     f"{os.strerror(errno.EACCES)}: '{earlier}'",
+                     f"waveunet separate: 1 of 2 song(s) failed: {songs[0]}"]
+    assert files_under(out) == sorted([".waveunet-separate.json", f"{MODEL}/a/vocals.flac"] + [
+        f"{MODEL}/{t}/{s}.wav" for t in "ab" for s in SOURCES])
 
 
 @pytest.fixture

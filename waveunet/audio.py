@@ -148,7 +148,7 @@ def write_audio(
     subtype: str | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``(channels, samples)`` audio; the format follows the extension (.wav, .flac).
+    """Write ``(channels, samples)`` audio; the format follows the extension (.wav, .flac, .mp3).
 
     The file is written under a temporary name in the same directory and then
     renamed, so readers never see a half-written file.

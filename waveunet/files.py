@@ -14,7 +14,8 @@ cache's temporaries (``.<name>.pid<PID>.tmp...``) carry the same tag. Process id
 are those of this machine: a folder shared over a network between machines can see
 another machine's live temporary as stale.
 
-:func:`safe_path_component` makes a file or folder name of a track's name.
+:func:`safe_path_component` makes a file or folder name of a track's name;
+:func:`safe_filename` is the same rule made stricter for names other systems must take too.
 """
 
 from __future__ import annotations
@@ -126,19 +127,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, write)
 
 
-# Characters a file name cannot hold here or on other systems (Windows, network shares).
-UNSAFE_FILENAME_CHARACTERS = frozenset('/\\:*?"<>|')
-
-
-def safe_filename(name: str) -> str:
-    """``name`` as one file name: path separators, characters other systems forbid and control
-    characters replaced by ``_``; leading and trailing dots and spaces dropped (so never ``.``,
-    ``..`` or hidden). MUSDB18's names keep their spaces, apostrophes and brackets."""
-    keep = "".join("_" if c in UNSAFE_FILENAME_CHARACTERS or not c.isprintable() else c
-                   for c in name).strip(". ")
-    return keep or "track"
-
-
 # Longest component we make, in UTF-8 bytes (file systems allow 255; leave room for a suffix).
 MAX_COMPONENT_BYTES = 200
 
@@ -158,3 +146,18 @@ def safe_path_component(name: str) -> str:
     out = "_" * (len(out) - len(stripped)) + stripped
     out = out.encode("utf-8")[:MAX_COMPONENT_BYTES].decode("utf-8", errors="ignore")
     return out or "_"
+
+
+# Characters a file name cannot hold here or on other systems (Windows, network shares).
+UNSAFE_FILENAME_CHARACTERS = frozenset('/\\:*?"<>|')
+
+
+def safe_filename(name: str) -> str:
+    """``name`` as a file name that other systems take too: :func:`safe_path_component` of
+    ``name`` with, first, the characters those systems forbid (:data:`UNSAFE_FILENAME_CHARACTERS`)
+    and every non-printable one replaced by ``_`` and leading and trailing dots and spaces
+    dropped (so never ``.``, ``..`` or hidden; an empty result is ``track``). MUSDB18's names
+    keep their spaces, apostrophes and brackets."""
+    portable = "".join("_" if c in UNSAFE_FILENAME_CHARACTERS or not c.isprintable() else c
+                       for c in name).strip(". ")
+    return safe_path_component(portable).rstrip(". ") if portable else "track"

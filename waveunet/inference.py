@@ -223,6 +223,11 @@ class SeparationResult:
 class Separator:
     """A model ready to separate songs: load once, separate many arrays.
 
+    The model is used as it is, not copied: it is moved to ``device`` in place
+    (``Module.to``), so a separator on another device than a model being trained would move
+    the training model itself; give it a copy (``copy.deepcopy(model)``) instead, or the
+    model's own device. Its train/eval mode is set per call and restored.
+
     Args:
         model: a ``WaveUNet`` (or a DDP / compiled wrapper of one).
         device: ``'auto'`` (CUDA if available), ``'cpu'``, ``'cuda'`` or a torch.device.

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.find import AUDIO_EXTENSIONS
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, space_checked
 from .files import atomic_write_text, is_temporary, safe_path_component
 
 DEFAULT_TEMPLATE = "{model}/{track}/{stem}.{ext}"
@@ -171,11 +171,14 @@ def check_model_name(out_root: Path, name: str, checkpoint: Path, force: bool) -
 
 def record_model_name(out_root: Path, manifest: dict, name: str) -> None:
     """Write the manifest (hashing ``name``'s checkpoint now if :func:`check_model_name` did
-    not need to: called from the write stage, off the model's path)."""
+    not need to: called from the write stage, off the model's path); no space for it is a
+    :class:`~waveunet.errors.DiskFullError` naming it."""
     entry = manifest["models"][name]
     if "sha256" not in entry:
         entry["sha256"] = checkpoint_identity(Path(entry["checkpoint"]))
-    atomic_write_text(out_root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    path = out_root / MANIFEST
+    with space_checked(path):
+        atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
 def other_format_stems(target: Path) -> list[Path]:

@@ -140,12 +140,12 @@ def separate_files(
             writer.join(_POLL_SECONDS)
     except _Stopped:
         pass  # a fatal error in another stage, raised below
-    except BaseException:
-        run.stop.set()
-        writer.join()  # it removes the temporaries of the song it was writing
-        raise
     finally:
         run.stop.set()
+        # Whatever stopped the run (Ctrl-C here, a fatal error in a stage), the writer removes
+        # the temporaries of the song it was writing before anything is raised: the process
+        # may exit right after, and its daemon threads with it.
+        writer.join()
         decoder.join(1.0)
     if run.fatal:
         raise run.fatal[0]

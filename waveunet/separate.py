@@ -257,21 +257,33 @@ def main(argv: list[str]) -> int:
     for label, exc in plan.failures:
         _report_error(label, exc, args.verbose)
     succeeded = 0
+    recorded = False
     if plan.jobs:
+
+        def after_stems(song: Path) -> None:
+            """Once a song's stems are in place: the manifest (with the first song), and the
+            earlier run's stems in another format removed."""
+            nonlocal recorded
+            if not recorded:
+                record_model_name(plan.out_root, manifest, name)
+                recorded = True
+            for stale in plan.replaced.get(song, []):
+                stale.unlink(missing_ok=True)
 
         def done(outcome) -> None:
             nonlocal succeeded
-            song = outcome.job.song
-            if outcome.error is not None:
-                _report_error(str(song), outcome.error, args.verbose)
-                failures.append((str(song), outcome.error))
+            song, error = outcome.job.song, outcome.error
+            if error is None:
+                try:  # on the write stage's thread: a failure here fails this song alone
+                    after_stems(song)
+                except (WaveUNetError, OSError) as exc:
+                    error = exc
+            if error is not None:
+                _report_error(str(song), error, args.verbose)
+                failures.append((str(song), error))
                 return
-            if not succeeded:
-                record_model_name(plan.out_root, manifest, name)
             succeeded += 1
             result = outcome.result
-            for stale in plan.replaced.get(song, []):
-                stale.unlink(missing_ok=True)
             if result.rate_note:
                 _say(f"waveunet separate: note: {result.rate_note}", sys.stderr)
             if not args.quiet:

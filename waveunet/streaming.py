@@ -285,19 +285,19 @@ class SongReader:
         self.path = Path(path)
         self.model_channels, self.block_frames = model_channels, block_frames
         self._stack = ExitStack()
-        try:
-            self._file = open_song(self.path, self._stack)
+        try:  # a check that fails after the song is open closes it (and ffmpeg's temp folder)
+            self._file = f = open_song(self.path, self._stack)
+            self.rate_hz, self.channels = int(f.samplerate), int(f.channels)
+            self.frames = int(f.frames)
+            pair = tractable_rates(self.rate_hz, model_rate_hz)
+            self.song_as_hz, self.model_as_hz = pair
+            self.note = (None if pair == (self.rate_hz, int(model_rate_hz)) else
+                         rate_change_note(str(self.path), self.rate_hz, int(model_rate_hz), pair))
+            # >= 1: open_song refuses 0 frames
+            self.total = output_length(self.frames, self.song_as_hz, self.model_as_hz)
         except BaseException:
             self._stack.close()
             raise
-        f = self._file
-        self.rate_hz, self.channels, self.frames = int(f.samplerate), int(f.channels), int(f.frames)
-        pair = tractable_rates(self.rate_hz, model_rate_hz)
-        self.song_as_hz, self.model_as_hz = pair
-        self.note = (None if pair == (self.rate_hz, int(model_rate_hz)) else
-                     rate_change_note(str(self.path), self.rate_hz, int(model_rate_hz), pair))
-        # >= 1: open_song refuses 0 frames
-        self.total = output_length(self.frames, self.song_as_hz, self.model_as_hz)
 
     @property
     def resampled(self) -> bool:
@@ -481,8 +481,9 @@ def separate_file(
     ``write_audio``. Each stem is written to a temporary file next to its
     target and all are renamed into place only when the whole song is done;
     on any failure the temporaries are removed and no target is touched. An
-    existing target is a DataError unless ``overwrite``; a full disk is a DataError naming
-    the file. :mod:`waveunet.pipeline` runs the same stages for many songs, overlapped.
+    existing target is a DataError unless ``overwrite``; a full disk (or quota, or file-size
+    limit) is a :class:`~waveunet.errors.DiskFullError` naming the file.
+    :mod:`waveunet.pipeline` runs the same stages for many songs, overlapped.
     """
     if not isinstance(targets, Mapping):
         targets = list(targets)
@@ -491,8 +492,9 @@ def separate_file(
         targets = dict(zip(separator.sources, targets, strict=True))
     for t in targets.values():
         check_writable(t, overwrite)
-    reader = SongReader(song, separator.sample_rate_hz, separator.channels, block_frames)
+    reader: SongReader | None = None
     try:
+        reader = SongReader(song, separator.sample_rate_hz, separator.channels, block_frames)
         writer = StemWriter(separator, reader, targets, subtype=subtype, overwrite=overwrite,
                             compression_level=compression_level)
         try:
@@ -505,4 +507,5 @@ def separate_file(
             writer.abort()
             raise
     finally:
-        reader.close()
+        if reader is not None:
+            reader.close()
