@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .cli import ExamplesHelpFormatter
 from .errors import ConfigError, DataError, WaveUNetError
+from .settings import SEPARATION_PRECISIONS
 
 SUBTYPES = {
     ("wav", "16"): "PCM_16",
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--device", default="auto",
                    help="auto (CUDA when available), cpu, cuda, cuda:N or any torch device "
                    "(default: %(default)s)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--precision", default="auto", choices=SEPARATION_PRECISIONS,
                    help="the network's precision; auto: bf16 on CUDA and on CPUs with native "
                    "bf16 (avx512_bf16/amx_bf16), else fp32 (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
