@@ -112,6 +112,32 @@ def test_resuming_a_missing_folder_creates_nothing(tmp_path, cache):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_new_run_into_a_given_folder_that_holds_a_run_is_refused(finished_run, tmp_path):
+    """hydra.run.dir=X names a new run's folder: one holding a run is left as it is."""
+    run_dir, args = finished_run
+    run = copy_of(run_dir, tmp_path)
+    before = snapshot(run)
+    proc = train_cli(*args, f"hydra.run.dir={run}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = error_lines(proc)
+    assert f"hydra.run.dir={run} already holds a run (last.pt, best.pt, metrics.jsonl, .hydra)" \
+        in line and f"trainer.resume={run}" in line, line
+    assert snapshot(run) == before
+    # trainer.resume=true with nothing to continue there (no last.pt) starts a new run: refused
+    (run / "last.pt").unlink()
+    before = snapshot(run)
+    proc = train_cli(*args, "trainer.resume=true", f"hydra.run.dir={run}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = error_lines(proc)
+    assert "already holds a run (best.pt, metrics.jsonl, .hydra)" in line, line
+    assert snapshot(run) == before
+    # A new (or empty) folder is the new run's.
+    (tmp_path / "new").mkdir()
+    proc = train_cli(*args, f"hydra.run.dir={tmp_path / 'new'}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "new" / "best.pt").is_file()
+
+
 # --------------------------------------------------------------------------------------------
 # Resume: the run's config is the rule
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """A training run's folder: which one a run writes into, one process at a time, and what may
 change when a run is continued.
 
-* :func:`run_dir_for`: a new timestamped folder, or the run that ``trainer.resume`` names.
+* :func:`run_dir_for`: a new timestamped folder, or the run that ``trainer.resume`` names;
+  :func:`check_new_run_dir`: a folder the user names for a new run must not hold one.
 * :class:`RunLock`: an exclusive lock on ``<run>/.lock``, held while a process trains into the
   folder. The kernel drops it when its holder ends in any way (SIGKILL included), so a lock is
   never stale; a second process gets :class:`RunFolderInUse`, naming the holder's PID.
@@ -80,6 +81,21 @@ def claim_new_run_dir(path: Path) -> Path:
             return candidate
         except FileExistsError:
             candidate, n = candidate.with_name(f"{Path(path).name}_{n}"), n + 1
+
+
+# What a folder that holds a run has (``.hydra/``: Hydra's record of the run's config).
+RUN_FILES = ("last.pt", "best.pt", METRICS_NAME, ".hydra")
+
+
+def check_new_run_dir(path: Path, setting: str = "hydra.run.dir") -> None:
+    """Refuse a folder given for a *new* run that already holds one: training there would
+    append to its ``metrics.jsonl`` and replace its checkpoints."""
+    held = [name for name in RUN_FILES if (Path(path) / name).exists()]
+    if held:
+        raise ConfigError(
+            f"{setting}={path} already holds a run ({', '.join(held)}); a new run there would "
+            f"mix its logs and replace its checkpoints. Continue it with trainer.resume={path}, "
+            "or choose another folder")
 
 
 class RunLock:
