@@ -266,6 +266,19 @@ def test_datasets_disagreeing_on_sample_rate_are_refused(tmp_path: Path, synth_r
     assert [t.name for t in _load(cfg, "valid")] == ["track_002"]
 
 
+def test_combined_wav_datasets_need_no_ffprobe(tmp_path: Path, synth_root: Path, ccmixter,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """MUSDB18-HQ + CCMixter: the rates are compared from the WAV headers (soundfile)."""
+    import stempeg
+
+    def no_ffprobe(path: str) -> None:
+        raise FileNotFoundError("ffprobe")
+
+    monkeypatch.setattr(stempeg, "Info", no_ffprobe)
+    cfg = combined(tmp_path, synth_root, ccmixter[0], "data.valid_tracks=[track_002]")
+    assert {t.dataset for t in _load(cfg, "train")} == {"musdb", "ccmixter"}
+
+
 def test_datasets_disagreeing_on_sources_are_refused(tmp_path: Path, synth_root: Path,
                                                      ccmixter) -> None:
     cfg = combined(tmp_path, synth_root, ccmixter[0], "data.valid_tracks=[track_002]")

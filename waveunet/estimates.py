@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import data as data_lib
-from .audio import read_audio, resample
+from .audio import audio_format, read_audio, resample
 from .checkpoint import load_checkpoint, load_model
 from .errors import CheckpointError, ConfigError, DataError
 from .inference import GIB, Separator
@@ -178,18 +178,6 @@ class ModelEstimates(Estimates):
         }
 
 
-def _audio_format(path: Path) -> tuple[int, int]:
-    """(sample rate, channels) of an audio file; from its header where soundfile reads it."""
-    import soundfile
-
-    try:
-        info = soundfile.info(str(path))
-        return int(info.samplerate), int(info.channels)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
-        audio, rate = read_audio(path)  # formats soundfile cannot read (e.g. via ffmpeg)
-        return rate, int(audio.shape[0])
-
-
 class DiskEstimates(Estimates):
     """Estimates written by any system as ``DIR/<track>/<source>.<wav|flac|mp3|...>``."""
 
@@ -215,7 +203,7 @@ class DiskEstimates(Estimates):
         self.default_rate_hz: int | None = None
         self.default_channels: int | None = None
         if s.sample_rate_hz is None or s.channels is None:
-            self.default_rate_hz, self.default_channels = _audio_format(self._first_file())
+            self.default_rate_hz, self.default_channels = audio_format(self._first_file())
 
     def _default_sources(self, stems: Sequence[str]) -> list[str]:
         """The sources with files in DIR/*/ that the dataset (its ``stems``) provides; all its
