@@ -103,6 +103,17 @@ def test_a_multirun_checks_every_job_before_the_first(tmp_path, cache):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("resume", ["trainer.resume=true", "trainer.resume=false,true"])
+def test_a_multirun_refuses_to_resume(tmp_path, cache, resume):
+    """trainer.resume with -m would start fresh runs in Hydra's sweep folders: refused."""
+    proc = train_cli("-m", *overrides(cache, resume), f"runs_root={tmp_path / 'runs'}",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = error_lines(proc)
+    assert line.startswith("waveunet train: error: trainer.resume=true: a multirun (-m)"), line
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "sweep").exists()
+
+
 def test_resuming_a_missing_folder_creates_nothing(tmp_path, cache):
     missing = tmp_path / "runs" / "demo" / "never"
     proc = train_cli(*overrides(cache, f"trainer.resume={missing}"),

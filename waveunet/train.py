@@ -53,7 +53,8 @@ The commonest runs:
   waveunet train model=m4 output=linear_direct data=musdb data.root=/data/musdb18 \\
       trainer.precision=bf16                                  # M4 with linear outputs, on a GPU
 
-Continue a killed run: trainer.resume=runs/<name>/<timestamp> (or trainer.resume=true).
+Continue a killed run: trainer.resume=runs/<name>/<timestamp> (or trainer.resume=true; not
+with -m).
 Sweeps: waveunet train -m output=tanh_difference,linear_direct seed=1,2,3"""
 
 HYDRA_FLAGS = """== Flags (Hydra's, for waveunet train) ==
@@ -216,8 +217,16 @@ def check_sweep(overrides: list[str], info: DistInfo) -> None:
     value) and check its settings, before Hydra starts the first job."""
     for variant in _sweep_variants(overrides):
         cfg = compose("train", variant)
-        run_settings(cfg, info.world_size)
+        settings = run_settings(cfg, info.world_size)
         on_device_settings(cfg.data)
+        resume = settings.trainer.resume
+        if resume_mode(resume) is not None:
+            # Each job trains in a new folder Hydra makes: nothing there to continue.
+            shown = str(resume).lower() if isinstance(resume, bool) else resume
+            raise ConfigError(
+                f"trainer.resume={shown}: a multirun (-m) starts new runs and "
+                "cannot continue one; continue each run on its own with waveunet train "
+                "trainer.resume=runs/<name>/<timestamp> (no -m)")
 
 
 def _sweep_variants(overrides: list[str]) -> Iterator[list[str]]:
