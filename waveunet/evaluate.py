@@ -18,7 +18,8 @@ it, with any ``data.*`` settings given on top), so the command printed at the en
 works as printed.
 
 Data flow: the split is loaded at the *scoring* rate and channels (``sample_rate_hz``,
-``channels``; by default the dataset's native 44.1 kHz stereo, as the original evaluated) ->
+``channels``: 44.1 kHz stereo whatever the dataset, as the original evaluated; null: the
+model's, or for estimates on disk the estimate files') ->
 estimates per track, either separated by the checkpoint (:meth:`Separator.separate`, the
 any-rate call: the mixture is resampled to the model's rate, tiled into exact output chunks,
 the stems are resampled back, and the bound statistics come from the model-rate output) or
