@@ -49,7 +49,8 @@ MUSDB18 (data=musdb), which needs data.root=DIR (or $MUSDB_PATH); experiment=dem
 
 The commonest runs:
   waveunet train experiment=demo                              # tiny model, generated data, CPU
-  waveunet train data=musdb_hq data.root=/data/musdb18hq       # the M5-HighSR recipe
+  waveunet train data=musdb_hq_ccmixter data.root=/data/musdb18hq \\
+      data.ccmixter_root=/data/ccmixter                       # M5-HighSR recipe, the paper's data
   waveunet train model=m4 output=linear_direct data=musdb data.root=/data/musdb18 \\
       trainer.precision=bf16                                  # M4 with linear outputs, on a GPU
 
