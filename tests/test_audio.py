@@ -125,3 +125,26 @@ def test_check_writable_gives_the_format_and_refuses(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="refusing to overwrite existing file"):
         check_writable(tmp_path / "a.wav", overwrite=False)
     assert check_writable(tmp_path / "a.wav", overwrite=True) == "WAV"
+
+
+def test_audio_format_reads_headers_and_needs_ffprobe_for_mp4_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stempeg
+    from test_data import _write_stem_mp4
+
+    from waveunet.audio import audio_format
+
+    stem = tmp_path / "Artist - Song.stem.mp4"
+    _write_stem_mp4(stem, seconds=0.2)
+    assert audio_format(stem) == (44100, 2)  # the mixture stream, through ffprobe
+    write_audio(tmp_path / "a.wav", _noise(1, 100), 22050)
+    write_audio(tmp_path / "b.flac", _noise(2, 100), 48000)
+
+    def no_ffprobe(path: str) -> None:
+        raise FileNotFoundError("ffprobe")
+
+    monkeypatch.setattr(stempeg, "Info", no_ffprobe)
+    assert audio_format(tmp_path / "a.wav") == (22050, 1)
+    assert audio_format(tmp_path / "b.flac") == (48000, 2)
+    with pytest.raises(DataError, match=r"cannot read the audio header of .*Song\.stem\.mp4"):
+        audio_format(stem)

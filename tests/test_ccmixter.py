@@ -7,6 +7,7 @@ dataset (``synth_root``: 3 training tracks and 1 test track of 2 s).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -265,6 +266,19 @@ def test_datasets_disagreeing_on_sample_rate_are_refused(tmp_path: Path, synth_r
     assert [t.name for t in _load(cfg, "valid")] == ["track_002"]
 
 
+def test_combined_wav_datasets_need_no_ffprobe(tmp_path: Path, synth_root: Path, ccmixter,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """MUSDB18-HQ + CCMixter: the rates are compared from the WAV headers (soundfile)."""
+    import stempeg
+
+    def no_ffprobe(path: str) -> None:
+        raise FileNotFoundError("ffprobe")
+
+    monkeypatch.setattr(stempeg, "Info", no_ffprobe)
+    cfg = combined(tmp_path, synth_root, ccmixter[0], "data.valid_tracks=[track_002]")
+    assert {t.dataset for t in _load(cfg, "train")} == {"musdb", "ccmixter"}
+
+
 def test_datasets_disagreeing_on_sources_are_refused(tmp_path: Path, synth_root: Path,
                                                      ccmixter) -> None:
     cfg = combined(tmp_path, synth_root, ccmixter[0], "data.valid_tracks=[track_002]")
@@ -350,3 +364,75 @@ def test_a_combined_config_trains_end_to_end(tmp_path: Path, synth_root: Path, c
     (best,) = runs.glob("combined/*/best.pt")
     saved = load_checkpoint(best)["config"]["data"]
     assert saved["datasets"]["ccmixter"]["root"] == str(ccmixter[0])
+
+
+# --------------------------------------------------------------------------- evaluate and compare
+
+
+def _tiny_combined_checkpoint(folder: Path, musdb_root: Path, ccmixter_root: Path) -> Path:
+    """A tiny untrained voice model saved as `waveunet train` saves it, its data the combined
+    MUSDB18-HQ + CCMixter preset."""
+    from omegaconf import OmegaConf
+
+    from waveunet.checkpoint import save_checkpoint
+    from waveunet.model import build_model
+
+    torch.manual_seed(0)
+    cfg = compose("train", ["model=tiny", "data=musdb_hq_ccmixter", f"data.root={musdb_root}",
+                            f"data.ccmixter_root={ccmixter_root}",
+                            f"data.cache_dir={folder / 'cache'}"])
+    return save_checkpoint(folder / "best.pt", build_model(cfg.model, cfg.output),
+                           config=OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_a_combined_data_checkpoint_is_evaluated_on_musdbs_test_split(
+        tmp_path: Path, synth_root: Path, ccmixter) -> None:
+    """The evaluate line printed after training a musdb_hq_ccmixter run works as printed."""
+    from waveunet.evaluate import compose_evaluate, evaluate
+
+    best = _tiny_combined_checkpoint(tmp_path, synth_root, ccmixter[0])
+    summary = evaluate(compose_evaluate([f"checkpoint={best}", f"out_dir={tmp_path / 'r1'}",
+                                         "progress=false"]))
+    assert [t["name"] for t in summary["tracks"]] == ["track_000"]  # MUSDB18's test track
+    meta = summary["meta"]
+    assert (meta["data"], meta["data_format"], meta["data_root"]) == (
+        "musdb_hq_ccmixter", "musdb_hq", str(synth_root))
+    assert meta["sources"] == VOICE
+    # The default report folder is named after the data config.
+    default = evaluate(compose_evaluate([f"checkpoint={best}", "progress=false"]))
+    assert Path(default["meta"]["out_dir"]).name == "eval-best-test-musdb_hq_ccmixter-sdr"
+    # Estimates on disk, scored on the combined preset: its test dataset's stems.
+    est = tmp_path / "est" / "track_000"
+    est.mkdir(parents=True)
+    for source in VOICE:
+        shutil.copy(synth_root / "test" / "track_000" / "mixture.wav", est / f"{source}.wav")
+    on_disk = evaluate(compose("evaluate", [
+        f"estimates={est.parent}", "data=musdb_hq_ccmixter", f"data.root={synth_root}",
+        f"data.ccmixter_root={ccmixter[0]}", f"data.cache_dir={tmp_path / 'cache'}",
+        f"out_dir={tmp_path / 'r2'}", "progress=false"]))
+    assert on_disk["meta"]["sources"] == VOICE and on_disk["meta"]["data_format"] == "musdb_hq"
+
+
+def test_a_combined_preset_compares_end_to_end(tmp_path: Path, synth_root: Path,
+                                               ccmixter) -> None:
+    """`waveunet compare` with the paper's data layout (shrunken): trains, then evaluates every
+    run on MUSDB18's test split."""
+    from waveunet.compare import compare
+
+    out = tmp_path / "out"
+    args = ["experiment=compare_quick", "data=musdb_hq_ccmixter", f"data.root={synth_root}",
+            f"data.ccmixter_root={ccmixter[0]}", "data.valid_tracks=[track_002]",
+            f"data.cache_dir={tmp_path / 'cache'}", "model.levels=3", "model.initial_filters=6",
+            "model.output_samples=1024", "optim.batch_size=4", "trainer.steps_per_epoch=2",
+            "trainer.max_epochs=1", "trainer.log_every_steps=1", "compare.seeds=[0]",
+            f"compare.out_dir={out}", "compare.figure.passage_seconds=0.5",
+            "compare.progress=false"]
+    result = compare(compose("compare", args), args)
+    assert result["data"] == "musdb_hq_ccmixter"
+    assert [(r["mode"], r["status"], r["evaluated"]) for r in result["runs"]] == [
+        ("tanh_difference", "finished", True), ("linear_direct", "finished", True)]
+    for run in result["runs"]:
+        evaluation = json.loads(Path(run["evaluation"]).read_text())
+        assert [t["name"] for t in evaluation["tracks"]] == ["track_000"]
+        assert evaluation["meta"]["data_format"] == "musdb_hq"
+    assert result["waveform"]["track"] == "track_000"

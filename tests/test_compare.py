@@ -181,6 +181,34 @@ def test_changed_settings_are_refused_not_mixed_in(own_copy):
         compare(compose("compare", changed), changed)
 
 
+def test_runs_are_reused_by_the_resume_rule(own_copy):
+    """What trainer.resume may change (how visibly, how often it logs, where) does not make a
+    finished run 'trained with other settings'; the comparison reuses it."""
+    args, out = own_copy
+    stamp = (out / "runs/tanh_difference/seed0/best.pt").stat().st_mtime_ns
+    changed = [*args, "trainer.log_every_steps=3", "trainer.checkpoint_every_steps=3",
+               "trainer.threads=2"]
+    again = compare(compose("compare", changed), changed)
+    assert all(r["reused"] for r in again["runs"])
+    assert (out / "runs/tanh_difference/seed0/best.pt").stat().st_mtime_ns == stamp
+
+
+def test_more_epochs_continue_finished_runs_and_evaluate_them_again(own_copy):
+    args, out = own_copy
+    run = out / "runs/linear_direct/seed0"
+    evaluated = (run / "eval/summary.json").stat().st_mtime_ns
+    longer = [*args, "trainer.max_epochs=3"]
+    again = compare(compose("compare", longer), longer)
+    assert {(r["reused"], r["global_step"]) for r in again["runs"]} == {(False, 9)}
+    assert (run / "eval/summary.json").stat().st_mtime_ns != evaluated
+    assert OmegaConf.load(run / "config.yaml").trainer.max_epochs == 3
+    resumes = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+               if '"kind": "resume"' in line]
+    assert resumes[-1]["changes"]["trainer.max_epochs"] == {"run": 2, "now": 3}
+    # Asked again with the same settings: reused.
+    assert all(r["reused"] for r in compare(compose("compare", longer), longer)["runs"])
+
+
 def test_a_users_own_results_file_is_not_replaced(tmp_path):
     (tmp_path / "results.md").write_text("my notes")
     args = ["experiment=compare_quick", f"compare.out_dir={tmp_path}"]

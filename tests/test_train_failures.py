@@ -103,6 +103,17 @@ def test_a_multirun_checks_every_job_before_the_first(tmp_path, cache):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("resume", ["trainer.resume=true", "trainer.resume=false,true"])
+def test_a_multirun_refuses_to_resume(tmp_path, cache, resume):
+    """trainer.resume with -m would start fresh runs in Hydra's sweep folders: refused."""
+    proc = train_cli("-m", *overrides(cache, resume), f"runs_root={tmp_path / 'runs'}",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = error_lines(proc)
+    assert line.startswith("waveunet train: error: trainer.resume=true: a multirun (-m)"), line
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "sweep").exists()
+
+
 def test_resuming_a_missing_folder_creates_nothing(tmp_path, cache):
     missing = tmp_path / "runs" / "demo" / "never"
     proc = train_cli(*overrides(cache, f"trainer.resume={missing}"),
@@ -110,6 +121,32 @@ def test_resuming_a_missing_folder_creates_nothing(tmp_path, cache):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(error_lines(proc)) == 1 and str(missing) in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_new_run_into_a_given_folder_that_holds_a_run_is_refused(finished_run, tmp_path):
+    """hydra.run.dir=X names a new run's folder: one holding a run is left as it is."""
+    run_dir, args = finished_run
+    run = copy_of(run_dir, tmp_path)
+    before = snapshot(run)
+    proc = train_cli(*args, f"hydra.run.dir={run}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = error_lines(proc)
+    assert f"hydra.run.dir={run} already holds a run (last.pt, best.pt, metrics.jsonl, .hydra)" \
+        in line and f"trainer.resume={run}" in line, line
+    assert snapshot(run) == before
+    # trainer.resume=true with nothing to continue there (no last.pt) starts a new run: refused
+    (run / "last.pt").unlink()
+    before = snapshot(run)
+    proc = train_cli(*args, "trainer.resume=true", f"hydra.run.dir={run}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = error_lines(proc)
+    assert "already holds a run (best.pt, metrics.jsonl, .hydra)" in line, line
+    assert snapshot(run) == before
+    # A new (or empty) folder is the new run's.
+    (tmp_path / "new").mkdir()
+    proc = train_cli(*args, f"hydra.run.dir={tmp_path / 'new'}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "new" / "best.pt").is_file()
 
 
 # --------------------------------------------------------------------------------------------

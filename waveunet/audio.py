@@ -63,6 +63,32 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return audio, int(rate)
 
 
+def audio_format(path: str | os.PathLike) -> tuple[int, int]:
+    """``(sample rate in Hz, channels)`` of an audio file as stored, from its header.
+
+    libsndfile's formats (WAV, FLAC, ...) through soundfile; MP4 containers (MUSDB18's
+    ``.stem.mp4``: its first stream, the mixture) through ffprobe, via stempeg, so a WAV
+    dataset never needs ffmpeg for this. Another format libsndfile cannot open (m4a, ...) is
+    decoded (:func:`read_audio`). DataError naming the file if it cannot be read.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".mp4":
+        import stempeg
+
+        try:
+            info = stempeg.Info(str(path))
+            return int(info.sample_rate(0)), int(info.channels(0))
+        except Exception as exc:  # ffprobe missing or failing, no audio stream
+            raise DataError(f"cannot read the audio header of {path}: "
+                            f"{_first_line(exc)}") from exc
+    try:
+        info = sf.info(str(path))
+        return int(info.samplerate), int(info.channels)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        audio, rate = read_audio(path)
+        return rate, int(audio.shape[0])
+
+
 def decode_with_ffmpeg(path: Path, folder: str | os.PathLike) -> Path:
     """Decode the first audio stream of ``path`` to a float WAV in ``folder`` (m4a, mp4, ...).
 

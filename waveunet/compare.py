@@ -17,8 +17,11 @@ and figures by :mod:`waveunet.reporting`.
 
 A run folder with a ``train_summary.json`` is finished and reused, one with a ``last.pt`` is
 resumed, and an evaluation with a ``summary.json`` is reused when it was made with the same
-settings: an interrupted compare continues where it stopped. A run folder trained with other
-settings is refused, not mixed in (:func:`waveunet.config.meaning_changes`).
+settings: an interrupted compare continues where it stopped. Runs are reused by the resume
+rule (:func:`waveunet.run_folder.refused_changes`): only how long, how visibly and where they
+run may differ (a finished run given another ``trainer.max_epochs`` is continued, then evaluated
+again), and a dataset root when the dataset was moved; a run folder trained with other
+settings is refused, not mixed in.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from .reporting.figures import (
     sdr_by_mode,
     training_curves,
 )
+from .run_folder import refused_changes
 from .settings import CompareConfig, typed
 
 log = logging.getLogger("waveunet.compare")
@@ -155,20 +159,25 @@ def train_run(cfg: DictConfig, run_dir: Path) -> tuple[dict, bool]:
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     saved_path = run_dir / RUN_CONFIG
+    saved = None
     if saved_path.is_file():
         saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
-        changed = meaning_changes(saved, resolved)
+        # The resume rule: what may change when a run is continued may change when it is reused.
+        changed = refused_changes(saved, resolved)
         if changed:
             raise ConfigError(
                 f"{run_dir} was trained with other settings ({', '.join(changed[:6])}); use "
                 "another compare.out_dir or delete that run folder"
             )
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(saved_path, OmegaConf.to_yaml(OmegaConf.create(resolved)))
     done = read_json(run_dir / RUN_SUMMARY)
-    if done is not None:
+    if done is not None and not _trains_further(saved, resolved, done):
         return done, True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # A run trained further is unfinished until it ends, and its evaluation (of the checkpoint
+    # before) is made again; config.yaml says what it is trained with now.
+    for stale in (RUN_SUMMARY, EVAL_SETTINGS):
+        (run_dir / stale).unlink(missing_ok=True)
+    atomic_write_text(saved_path, OmegaConf.to_yaml(OmegaConf.create(resolved)))
     if (run_dir / "last.pt").is_file():
         cfg = OmegaConf.merge(cfg, {"trainer": {"resume": str(run_dir)}})
     t0 = time.perf_counter()
@@ -184,6 +193,16 @@ def train_run(cfg: DictConfig, run_dir: Path) -> tuple[dict, bool]:
     summary.update(status=status, message=message, wall_s=time.perf_counter() - t0)
     write_json(run_dir / RUN_SUMMARY, summary)
     return summary, False
+
+
+def _trains_further(saved: dict | None, now: dict, done: dict) -> bool:
+    """Whether a finished run is continued rather than reused: its ``trainer.max_epochs``
+    changed (as ``trainer.resume`` would continue it; one that stopped early stays stopped).
+    A diverged run is a result as it is."""
+    if saved is None or done.get("status") != "finished":
+        return False
+    before, after = ((cfg.get("trainer") or {}).get("max_epochs") for cfg in (saved, now))
+    return before != after
 
 
 def evaluate_run(run_dir: Path, data_cfg: dict, eval_settings: dict,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import data as data_lib
-from .audio import read_audio, resample
+from .audio import audio_format, read_audio, resample
 from .checkpoint import load_checkpoint, load_model
 from .errors import CheckpointError, ConfigError, DataError
 from .inference import GIB, Separator
@@ -178,18 +178,6 @@ class ModelEstimates(Estimates):
         }
 
 
-def _audio_format(path: Path) -> tuple[int, int]:
-    """(sample rate, channels) of an audio file; from its header where soundfile reads it."""
-    import soundfile
-
-    try:
-        info = soundfile.info(str(path))
-        return int(info.samplerate), int(info.channels)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
-        audio, rate = read_audio(path)  # formats soundfile cannot read (e.g. via ffmpeg)
-        return rate, int(audio.shape[0])
-
-
 class DiskEstimates(Estimates):
     """Estimates written by any system as ``DIR/<track>/<source>.<wav|flac|mp3|...>``."""
 
@@ -204,24 +192,22 @@ class DiskEstimates(Estimates):
         self.root = Path(s.estimates).expanduser()
         if not self.root.is_dir():
             raise DataError(f"estimates: no such directory {self.root}")
+        # the dataset's stems (a combined config's: those of its test dataset)
+        stems = data_lib.dataset_stems(data_cfg)
         if s.sources is not None:
-            fmt = str(data_cfg.get("format") or "")
-            data_lib.source_plan(
-                s.sources, data_lib.dataset_stems(data_cfg, fmt), f"sources: data.format={fmt}"
-            )
-        self.sources = list(s.sources or self._default_sources(data_cfg))
+            data_lib.source_plan(s.sources, stems,
+                                 f"sources: data={data_lib.data_spec(data_cfg).name}")
+        self.sources = list(s.sources or self._default_sources(stems))
         self.resampled: dict[str, int] = {}
         self.length_mismatches: list[dict[str, Any]] = []
         self.default_rate_hz: int | None = None
         self.default_channels: int | None = None
         if s.sample_rate_hz is None or s.channels is None:
-            self.default_rate_hz, self.default_channels = _audio_format(self._first_file())
+            self.default_rate_hz, self.default_channels = audio_format(self._first_file())
 
-    def _default_sources(self, data_cfg: Any) -> list[str]:
-        """The sources with files in DIR/*/ that the dataset provides; all its stems if all are
-        there."""
-        fmt = str(data_cfg.get("format") or "")
-        stems = data_lib.dataset_stems(data_cfg, fmt)
+    def _default_sources(self, stems: Sequence[str]) -> list[str]:
+        """The sources with files in DIR/*/ that the dataset (its ``stems``) provides; all its
+        stems if all are there."""
         candidates = list(stems)
         if "vocals" in stems and len(stems) > 1 and "accompaniment" not in stems:
             candidates.append("accompaniment")

@@ -18,7 +18,8 @@ it, with any ``data.*`` settings given on top), so the command printed at the en
 works as printed.
 
 Data flow: the split is loaded at the *scoring* rate and channels (``sample_rate_hz``,
-``channels``; by default the dataset's native 44.1 kHz stereo, as the original evaluated) ->
+``channels``: 44.1 kHz stereo whatever the dataset, as the original evaluated; null: the
+model's, or for estimates on disk the estimate files') ->
 estimates per track, either separated by the checkpoint (:meth:`Separator.separate`, the
 any-rate call: the mixture is resampled to the model's rate, tiled into exact output chunks,
 the stems are resampled back, and the bound statistics come from the model-rate output) or
@@ -215,10 +216,12 @@ def _evaluate(s: EvaluateConfig) -> dict[str, Any]:
     data_cfg = s.data
     if data_cfg is None and s.checkpoint is not None:
         data_cfg = _said(checkpoint_data(s.checkpoint))
-    if data_cfg is None or not data_cfg.get("format"):
+    if data_cfg is None or not (data_cfg.get("format") or data_cfg.get("datasets")):
         raise ConfigError("data: no dataset chosen; give data=<preset> (musdb | musdb_hq | "
                           "folder | ...) and data.root=DIR")
-    data_name = str(data_cfg.get("name") or data_cfg.get("format") or "data")
+    # One dataset or several combined (data.datasets): read alike, checked once.
+    data = data_lib.data_spec(data_cfg)
+    scored = [d for d in data.datasets if s.split in d.splits] or list(data.datasets)
 
     source: ModelEstimates | DiskEstimates = (
         ModelEstimates(s) if s.checkpoint is not None else DiskEstimates(s, data_cfg)
@@ -226,7 +229,7 @@ def _evaluate(s: EvaluateConfig) -> dict[str, Any]:
     rate = s.sample_rate_hz or source.default_rate_hz
     channels = s.channels or source.default_channels
     out_dir = (Path(s.out_dir).expanduser() if s.out_dir is not None
-               else _default_out_dir(s, source, data_name))
+               else _default_out_dir(s, source, data.name))
     museval_dir = out_dir / MUSEVAL_SUBSETS[s.split]
     try:  # the one out_dir guard, before any work; overwrite=true clears stale files
         prepare_out_dir(out_dir, s.overwrite, subdirs=sorted(set(MUSEVAL_SUBSETS.values())))
@@ -327,9 +330,10 @@ def _evaluate(s: EvaluateConfig) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "source": source.kind,
         **source.meta(rate),
-        "data": data_name,
-        "data_format": str(data_cfg.get("format") or ""),
-        "data_root": str(data_cfg.get("root") or ""),
+        "data": data.name,
+        # of the datasets that give the split (a combined config's test split: MUSDB18's)
+        "data_format": ", ".join(dict.fromkeys(d.format for d in scored)),
+        "data_root": ", ".join(d.root for d in scored if d.root),
         "split": s.split,
         "tracks": len(tracks),
         "audio_seconds": round(audio_seconds, 3),

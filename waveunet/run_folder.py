@@ -1,13 +1,14 @@
 """A training run's folder: which one a run writes into, one process at a time, and what may
 change when a run is continued.
 
-* :func:`run_dir_for`: a new timestamped folder, or the run that ``trainer.resume`` names.
+* :func:`run_dir_for`: a new timestamped folder, or the run that ``trainer.resume`` names;
+  :func:`check_new_run_dir`: a folder the user names for a new run must not hold one.
 * :class:`RunLock`: an exclusive lock on ``<run>/.lock``, held while a process trains into the
   folder. The kernel drops it when its holder ends in any way (SIGKILL included), so a lock is
   never stale; a second process gets :class:`RunFolderInUse`, naming the holder's PID.
-* :func:`resume_differences`: the resume rule. The run's config (the one its checkpoint
-  recorded) and the config now go through :func:`waveunet.config.meaning_changes`, the rule
-  ``waveunet compare`` reuses runs by: only :data:`~waveunet.config.RESUME_ALLOWED` may
+* :func:`refused_changes`: the rule for continuing a run (:func:`resume_differences`) and for
+  ``waveunet compare`` reusing one. The run's config and the config now go through
+  :func:`waveunet.config.meaning_changes`: only :data:`~waveunet.config.RESUME_ALLOWED` may
   differ, and a dataset root when the tracks there are the ones the run was trained on.
 * :func:`truncate_metrics`: ``metrics.jsonl`` cut back to a checkpoint's step, atomically, so a
   resumed run does not repeat the steps between its last checkpoint and the kill.
@@ -82,6 +83,21 @@ def claim_new_run_dir(path: Path) -> Path:
             candidate, n = candidate.with_name(f"{Path(path).name}_{n}"), n + 1
 
 
+# What a folder that holds a run has (``.hydra/``: Hydra's record of the run's config).
+RUN_FILES = ("last.pt", "best.pt", METRICS_NAME, ".hydra")
+
+
+def check_new_run_dir(path: Path, setting: str = "hydra.run.dir") -> None:
+    """Refuse a folder given for a *new* run that already holds one: training there would
+    append to its ``metrics.jsonl`` and replace its checkpoints."""
+    held = [name for name in RUN_FILES if (Path(path) / name).exists()]
+    if held:
+        raise ConfigError(
+            f"{setting}={path} already holds a run ({', '.join(held)}); a new run there would "
+            f"mix its logs and replace its checkpoints. Continue it with trainer.resume={path}, "
+            "or choose another folder")
+
+
 class RunLock:
     """An exclusive ``flock`` on ``<run_dir>/.lock``, which holds the holder's PID.
 
@@ -132,27 +148,41 @@ def _write_pid(fd: int, text: bytes) -> None:
         pass  # the PID is for the message only; the lock is what counts
 
 
-def resume_differences(run_dir: Path, saved: Mapping, now: Mapping) -> dict[str, dict[str, Any]]:
-    """The differences between a run's config (``saved``, as its checkpoint recorded it) and
-    the config now, when resuming allows all of them: ``{key: {"run": value, "now": value}}``.
-
-    Raises ConfigError naming the keys (and values) of the differences that change the run's
-    meaning. A dataset root may differ when its new root holds the same training songs as
-    the old root's cache records (:func:`waveunet.data.same_tracks_at_new_root`).
+def refused_changes(saved: Mapping, now: Mapping) -> list[str]:
+    """The keys in which ``now`` differs from a run's config ``saved`` in a way that forbids
+    continuing the run (``trainer.resume``) or reusing it (``waveunet compare``): every
+    difference but those under :data:`~waveunet.config.RESUME_ALLOWED`, and a dataset root
+    whose new folder does not hold the training songs the old root's cache records
+    (:func:`waveunet.data.same_tracks_at_new_root`: a dataset that was moved may change root).
     """
     from . import data as data_lib
 
     model = now.get("model", {})
     shape = dict(sample_rate_hz=int(model.get("sample_rate_hz", 0)),
                  channels=int(model.get("channels", 0)), sources=list(model.get("sources", [])))
-    roots = {f"{d.setting}.root": d.setting for d in _datasets(now.get("data"))}
 
     def same_root(setting: str):
         return lambda _old, _new: data_lib.same_tracks_at_new_root(
             saved.get("data"), now.get("data"), setting, **shape)
 
-    equivalent = {key: same_root(setting) for key, setting in roots.items()}
-    refused = meaning_changes(saved, now, RESUME_ALLOWED, equivalent)
+    equivalent = {key: same_root(setting) for key, setting in _roots(now).items()}
+    return meaning_changes(saved, now, RESUME_ALLOWED, equivalent)
+
+
+def _roots(cfg: Mapping) -> dict[str, str]:
+    """``{"data[.datasets.<name>].root": "data[.datasets.<name>]"}`` of a run's config."""
+    return {f"{d.setting}.root": d.setting for d in _datasets(cfg.get("data"))}
+
+
+def resume_differences(run_dir: Path, saved: Mapping, now: Mapping) -> dict[str, dict[str, Any]]:
+    """The differences between a run's config (``saved``, as its checkpoint recorded it) and
+    the config now, when resuming allows all of them: ``{key: {"run": value, "now": value}}``.
+
+    Raises ConfigError naming the keys (and values) of the differences that change the run's
+    meaning (:func:`refused_changes`).
+    """
+    roots = _roots(now)
+    refused = refused_changes(saved, now)
     differences = config_differences({"run": saved, "now": now})
     if refused:
         shown = "; ".join(f"{k} (run: {_show(differences[k]['run'])}, now: "

@@ -10,7 +10,8 @@ Examples::
 A run that cannot start leaves nothing behind. For a single run, :func:`main` composes the
 config and builds the whole run (settings checked, data decoded and checked, a resumed run's
 checkpoint and config checked and its folder locked) *before* Hydra makes the run folder and
-writes ``.hydra/``; a resumed run's recorded ``.hydra/config.yaml`` is never rewritten. Every
+writes ``.hydra/``; a resumed run's recorded ``.hydra/config.yaml`` is never rewritten, and a
+folder given for a new run (``hydra.run.dir=``) that already holds a run is refused. Every
 error is one line with exit 2, composition errors (an unknown key or preset) included. A
 multirun checks the composition and settings of every job first; each job then builds its
 run in the folder Hydra made for it. Hydra's own flags (``--cfg``, ``--help``, ...) go
@@ -35,7 +36,7 @@ from .config import compose, config_dir
 from .errors import ConfigError, WaveUNetError, space_checked
 from .files import atomic_write_text
 from .metrics import dumps_json
-from .run_folder import claim_new_run_dir, run_dir_for
+from .run_folder import check_new_run_dir, claim_new_run_dir, resume_mode, run_dir_for
 from .solver import DistInfo, Solver
 
 log = logging.getLogger("waveunet.train")
@@ -48,11 +49,13 @@ MUSDB18 (data=musdb), which needs data.root=DIR (or $MUSDB_PATH); experiment=dem
 
 The commonest runs:
   waveunet train experiment=demo                              # tiny model, generated data, CPU
-  waveunet train data=musdb_hq data.root=/data/musdb18hq       # the M5-HighSR recipe
+  waveunet train data=musdb_hq_ccmixter data.root=/data/musdb18hq \\
+      data.ccmixter_root=/data/ccmixter                       # M5-HighSR recipe, the paper's data
   waveunet train model=m4 output=linear_direct data=musdb data.root=/data/musdb18 \\
       trainer.precision=bf16                                  # M4 with linear outputs, on a GPU
 
-Continue a killed run: trainer.resume=runs/<name>/<timestamp> (or trainer.resume=true).
+Continue a killed run: trainer.resume=runs/<name>/<timestamp> (or trainer.resume=true; not
+with -m).
 Sweeps: waveunet train -m output=tanh_difference,linear_direct seed=1,2,3"""
 
 HYDRA_FLAGS = """== Flags (Hydra's, for waveunet train) ==
@@ -185,9 +188,11 @@ def prepare(overrides: list[str], info: DistInfo) -> list[str]:
     the Hydra overrides that make Hydra's output folder the run's folder."""
     cfg = compose("train", overrides)
     settings = run_settings(cfg, info.world_size)
+    given = _given_run_dir(overrides)  # rank > 0: "." (main() adds it; nothing is written)
+    if given and info.is_main and resume_mode(settings.trainer.resume) is None:
+        check_new_run_dir(Path(given))  # before anything is built
     if info.enabled and not _distributed_ready():
         _init_distributed(cfg, info)
-    given = _given_run_dir(overrides)
     run_dir = Path(given or run_dir_for(cfg.runs_root, cfg.name, settings.trainer.resume))
     solver = Solver(cfg, _shared_run_dir(run_dir, info))
     if solver.resumed_from is None:
@@ -195,6 +200,8 @@ def prepare(overrides: list[str], info: DistInfo) -> list[str]:
         # same second may have taken the name meanwhile: then the next free one).
         claimed = None
         if info.is_main:
+            if given:  # also where trainer.resume=true found no run to continue
+                check_new_run_dir(Path(given))
             claimed = Path(given) if given else claim_new_run_dir(run_dir)
         solver.use_folder(_shared_run_dir(claimed, info))
     _PREPARED.update(solver=solver, run_dir=solver.run_dir)
@@ -211,8 +218,16 @@ def check_sweep(overrides: list[str], info: DistInfo) -> None:
     value) and check its settings, before Hydra starts the first job."""
     for variant in _sweep_variants(overrides):
         cfg = compose("train", variant)
-        run_settings(cfg, info.world_size)
+        settings = run_settings(cfg, info.world_size)
         on_device_settings(cfg.data)
+        resume = settings.trainer.resume
+        if resume_mode(resume) is not None:
+            # Each job trains in a new folder Hydra makes: nothing there to continue.
+            shown = str(resume).lower() if isinstance(resume, bool) else resume
+            raise ConfigError(
+                f"trainer.resume={shown}: a multirun (-m) starts new runs and "
+                "cannot continue one; continue each run on its own with waveunet train "
+                "trainer.resume=runs/<name>/<timestamp> (no -m)")
 
 
 def _sweep_variants(overrides: list[str]) -> Iterator[list[str]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio import audio_format
 from ..errors import ConfigError, DataError
 from ..files import DIR_MODE
 from .spec import MUSDB_FORMATS, DatasetSpec
@@ -192,15 +193,13 @@ def _list_stem_tracks(root: Path, subset: str) -> list[Found]:
 
 
 def native_rate_hz(found: Found) -> int:
-    """The sample rate of a track's files as stored (its first file's header, via ffprobe)."""
-    import stempeg
-
+    """The sample rate of a track's files as stored (its first file's header:
+    :func:`waveunet.audio.audio_format`, which needs ffprobe for ``.stem.mp4`` only)."""
     path = sorted(found.files.values())[0]
     try:
-        return int(stempeg.Info(str(path)).sample_rate(0))
-    except Exception as exc:
-        raise DataError(f"track '{found.name}': cannot read the sample rate of {path}: "
-                        f"{exc}") from exc
+        return audio_format(path)[0]
+    except DataError as exc:
+        raise DataError(f"track '{found.name}': cannot read the sample rate: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- splits
