@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import errno
+import io
 import math
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +17,9 @@ import torch
 from waveunet.audio import convert_channels, read_audio, resample, write_audio
 from waveunet.data import Track, TrainingExamples, load_split, make_loader, split_batch
 from waveunet.data import cache as data_module
-from waveunet.errors import ConfigError, DataError
+from waveunet.errors import ConfigError, DataError, DiskFullError
+
+REPO = Path(__file__).resolve().parents[1]
 
 FOUR = ["bass", "drums", "other", "vocals"]
 VOICE = ["accompaniment", "vocals"]
@@ -278,6 +285,74 @@ def test_interrupted_build_is_detected_and_redone(tmp_path: Path, synth_root: Pa
     built.clear()
     load_split(cfg, "train", sample_rate_hz=44100, channels=2, sources=VOICE)
     assert built == ["track_002"]
+
+
+def _no_space(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _FillsUp(io.FileIO):
+    """A file whose writes fail as on a full disk once ``room`` bytes are written."""
+
+    room = 100_000
+
+    def write(self, data) -> int:
+        if self.tell() + len(memoryview(data)) > self.room:
+            _no_space()
+        return super().write(data)
+
+
+def test_a_full_disk_while_decoding_is_one_line_naming_the_cache_file(
+        tmp_path: Path, synth_root: Path, make_data_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = make_data_cfg("musdb_hq", synth_root)
+    monkeypatch.setattr(data_module, "open", lambda path, mode="r": _FillsUp(path, mode[0]),
+                        raising=False)
+    with pytest.raises(DiskFullError) as caught:
+        load_split(cfg, "test", sample_rate_hz=44100, channels=2, sources=VOICE)
+    cache = next((tmp_path / "cache").iterdir())
+    npy = Path(caught.value.path)
+    assert npy.parent == cache and npy.suffix == ".npy" and caught.value.errno == errno.ENOSPC
+    assert str(caught.value) == f"cannot write {npy}: no space (the disk is full)"
+    assert sorted(p.name for p in cache.iterdir()) == ["cache.json"]  # no temporary, no array
+
+    monkeypatch.undo()  # space again: the track is decoded as if nothing had happened
+    (track,) = load_split(cfg, "test", sample_rate_hz=44100, channels=2, sources=VOICE)
+    assert np.array_equal(track.mixture, _wav(synth_root / "test/track_000/mixture.wav"))
+
+
+def test_a_full_tmpfs_while_decoding_is_one_line_not_a_crash(tmp_path: Path,
+                                                              synth_root: Path) -> None:
+    """A real full file system: a 1 MiB tmpfs (in a private mount namespace; skipped where
+    mounting is not allowed) under the cache. A memory-mapped write into a sparse file there
+    would die of SIGBUS (exit 135)."""
+    unshare = shutil.which("unshare")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    probe = unshare and subprocess.run(
+        [unshare, "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {cache}"],
+        capture_output=True)
+    if not probe or probe.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    load = (
+        "import sys; from waveunet.data import load_split; "
+        "from waveunet.errors import DiskFullError\n"
+        f"cfg = dict(name='musdb_hq', format='musdb_hq', root={str(synth_root)!r}, "
+        f"cache_dir={str(cache)!r})\n"
+        "try:\n"
+        f"    load_split(cfg, 'test', sample_rate_hz=44100, channels=2, sources={VOICE!r})\n"
+        "except DiskFullError as exc:\n"
+        "    print(exc); sys.exit(3)\n")
+    # The tmpfs lives as long as the namespace: list what it holds before it goes.
+    script = (f"mount -t tmpfs -o size=1m tmpfs {cache} || exit 99; "
+              f"{sys.executable} -c \"$LOAD\"; rc=$?; ls -A {cache}/*; exit $rc")
+    env = {**os.environ, "LOAD": load, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([unshare, "-rm", "sh", "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    message, *left = proc.stdout.splitlines()
+    assert message.startswith(f"cannot write {cache}/") and message.endswith(
+        ".npy: no space (the disk is full)"), message
+    assert left == ["cache.json"]  # no temporary, no half array
 
 
 def test_cache_dir_inside_dataset_is_refused(tmp_path: Path, synth_root: Path,

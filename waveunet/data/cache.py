@@ -4,7 +4,8 @@ Each track is decoded (soundfile, or stempeg for ``.stem.mp4``), converted to th
 model's channels, resampled to its rate, and stored as one ``(1 + S, C, T)``
 array, the mixture then the requested sources, with a JSON manifest of its source
 files' size and mtime. Writes are atomic; a track whose files changed is decoded
-again; temporaries of killed builds are removed. See docs/data.md.
+again; temporaries of killed builds are removed; a full disk is one
+:class:`~waveunet.errors.DiskFullError` naming the file. See docs/data.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..audio import convert_channels, read_audio, resample
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, space_checked
 from ..files import atomic_write_text, remove_stale_temporaries
 from .find import Found
 from .spec import DEFAULT_SUBSETS, DatasetSpec
@@ -109,10 +110,11 @@ def cache_folder(spec: DatasetSpec, root: Path, sample_rate_hz: int, channels: i
     if folder.resolve().is_relative_to(root.resolve()):
         raise ConfigError(f"{spec.setting}.cache_dir {spec.cache_dir} is inside the dataset "
                           f"{root}; the dataset is never written to")
-    folder.mkdir(parents=True, exist_ok=True)
     info = folder / "cache.json"
-    if not info.exists():
-        atomic_write_text(info, json.dumps(json.loads(text), indent=2) + "\n")
+    with space_checked(info):
+        folder.mkdir(parents=True, exist_ok=True)
+        if not info.exists():
+            atomic_write_text(info, json.dumps(json.loads(text), indent=2) + "\n")
     return folder
 
 
@@ -238,25 +240,43 @@ def _build_track(found: Found, fmt: str, plan: list[list[str]], npy: Path, sampl
     else:
         stems = _decode_files(found, needed, sample_rate_hz, channels)
     mixture = stems["mixture"] if has_mixture else _sum_stems([stems[s] for s in stems])
-    n_samples = mixture.shape[-1]
     silent = not np.any(mixture)
-    tmp = npy.with_name(f".{npy.name}.pid{os.getpid()}.tmp.npy")
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                        shape=(1 + len(plan), channels, n_samples))
-        out[0] = mixture
-        for i, group in enumerate(plan, start=1):
+
+    def parts() -> Iterator[np.ndarray]:
+        nonlocal silent
+        yield mixture
+        for group in plan:
             source = stems[group[0]] if len(group) == 1 else _sum_stems([stems[s] for s in group])
             silent = silent and not np.any(source)
-            out[i] = source
-        out.flush()
-        del out
-        os.replace(tmp, npy)
+            yield source
+
+    _write_array(npy, (1 + len(plan), channels, mixture.shape[-1]), parts())
+    return silent
+
+
+def _write_array(npy: Path, shape: tuple[int, ...], parts: Iterator[np.ndarray]) -> None:
+    """Write ``parts`` (float32, each ``shape[1:]``) one after the other as the ``.npy`` array
+    ``shape``, atomically (a pid-tagged temporary renamed into place).
+
+    Plain writes, not a memory map (``np.lib.format.open_memmap``): the map's file is sparse,
+    and a full disk under a page being written kills the process with SIGBUS, where a write()
+    fails with ENOSPC: a :class:`~waveunet.errors.DiskFullError` naming ``npy``. Parts one by
+    one: no ``(1 + S, C, T)`` stack of a long track in memory.
+    """
+    tmp = npy.with_name(f".{npy.name}.pid{os.getpid()}.tmp.npy")
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+              "fortran_order": False, "shape": shape}
+    try:
+        with space_checked(npy):
+            with open(tmp, "wb") as f:
+                np.lib.format.write_array_header_1_0(f, header)
+                for part in parts:
+                    f.write(np.ascontiguousarray(part, dtype=np.float32).data)
+            os.replace(tmp, npy)
     except OSError as exc:
         raise DataError(f"cannot write the cache file {npy}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
-    return silent
 
 
 def load_tracks(spec: DatasetSpec, root: Path, found: list[Found], plan: list[list[str]], *,
@@ -284,8 +304,9 @@ def load_tracks(spec: DatasetSpec, root: Path, found: list[Found], plan: list[li
         manifest_path.unlink(missing_ok=True)
         silent = _build_track(track, spec.format, plan, npy, sample_rate_hz, channels)
         shape = list(np.load(npy, mmap_mode="r").shape)
-        atomic_write_text(manifest_path,
-                           json.dumps({**expected, "shape": shape, "silent": silent}, indent=1))
+        with space_checked(manifest_path):
+            atomic_write_text(manifest_path,
+                              json.dumps({**expected, "shape": shape, "silent": silent}, indent=1))
 
     tracks = []
     for track in found:
