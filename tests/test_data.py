@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from waveunet.audio import convert_channels, read_audio, resample, write_audio
-from waveunet.data import Track, TrainingExamples, load_split, make_loader, split_batch
+from waveunet.data import Track, TrainingExamples, data_spec, load_split, make_loader, split_batch
 from waveunet.data import cache as data_module
 from waveunet.errors import ConfigError, DataError, DiskFullError
 
@@ -361,6 +361,15 @@ def test_cache_dir_inside_dataset_is_refused(tmp_path: Path, synth_root: Path,
     with pytest.raises(ConfigError, match="inside the dataset"):
         load_split(cfg, "test", sample_rate_hz=44100, channels=2, sources=VOICE)
     assert not (synth_root / "cache").exists()
+
+
+def test_asking_for_the_cache_folder_creates_nothing(tmp_path: Path, synth_root: Path,
+                                                     make_data_cfg) -> None:
+    spec = data_spec(make_data_cfg("musdb_hq", synth_root)).datasets[0]
+    folder = data_module.cache_folder(spec, synth_root, 44100, 2, VOICE, create=False)
+    assert folder.parent == tmp_path / "cache" and not (tmp_path / "cache").exists()
+    assert data_module.cache_folder(spec, synth_root, 44100, 2, VOICE) == folder
+    assert (folder / "cache.json").is_file()
 
 
 def test_track_pickles_by_reference(synth_root: Path, make_data_cfg) -> None:

@@ -110,6 +110,8 @@ def cache_folder(spec: DatasetSpec, root: Path, sample_rate_hz: int, channels: i
     if folder.resolve().is_relative_to(root.resolve()):
         raise ConfigError(f"{spec.setting}.cache_dir {spec.cache_dir} is inside the dataset "
                           f"{root}; the dataset is never written to")
+    if not create:
+        return folder
     info = folder / "cache.json"
     with space_checked(info):
         folder.mkdir(parents=True, exist_ok=True)
