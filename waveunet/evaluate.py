@@ -236,9 +236,8 @@ def _evaluate(s: EvaluateConfig) -> dict[str, Any]:
     except FileExistsError as exc:
         raise ConfigError(f"out_dir: {exc}") from exc
 
-    tracks = data_lib.load_split(
-        data_cfg, s.split, sample_rate_hz=rate, channels=channels, sources=source.sources
-    )
+    tracks = data_lib.load_split(data_cfg, s.split, sample_rate_hz=rate, channels=channels,
+                                 sources=source.sources, progress=s.progress)
     if s.max_tracks is not None:
         tracks = tracks[: s.max_tracks]
     source.check(tracks)
