@@ -3,7 +3,10 @@ into one out_dir, progress=false, Ctrl-C during museval."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from waveunet.audio import write_audio
 from waveunet.cli import main as cli_main
 
 RATE = 44100
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +73,70 @@ def test_progress_setting_reaches_the_decoding_bar(voice_root, estimates, tmp_pa
     assert cli_main(args) == 0
     err = capsys.readouterr().err
     assert ("decoding" in err) is progress, err
+
+
+# --------------------------------------------------------------------------------------------
+# Two evaluations, one out_dir
+# --------------------------------------------------------------------------------------------
+
+
+def hold_lock(folder: Path) -> subprocess.Popen:
+    """Another process holding ``folder``'s lock, as a running evaluation does."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from waveunet.run_folder import RunLock; "
+        f"RunLock.acquire({str(folder)!r}); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_second_evaluation_into_a_busy_out_dir_is_refused_and_writes_nothing(
+        voice_root, estimates, tmp_path, capsys) -> None:
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    holder = hold_lock(out)
+    try:
+        before = snapshot(out)
+        rc = cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache", out,
+                                    "overwrite=true"))
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert error_lines(err) == [
+            f"waveunet evaluate: error: {out} is in use by process {holder.pid}, which is "
+            f"writing into it (it holds {out / '.lock'}); wait until it ends or stop it, or "
+            "give this evaluation another out_dir=..."]
+        assert snapshot(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel dropped the killed holder's lock: the folder is free again
+    assert cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache", out)) == 0
+
+
+def test_the_lock_leaves_no_file_that_counts_as_a_report(voice_root, estimates,
+                                                         tmp_path) -> None:
+    out = tmp_path / "report"
+    out.mkdir()
+    # left by an evaluation killed with SIGKILL: its lock file and half-written temporaries
+    (out / "test").mkdir()
+    (out / ".lock").write_text("999999999\n")
+    (out / ".summary.pid999999999.abc.tmp.json").write_text("{")
+    (out / "test" / ".song_a.pid999999999.abc.tmp.json").write_text("{")
+    args = evaluate_args(voice_root, estimates, tmp_path / "cache", out)
+    assert cli_main(args) == 0  # not refused: none of them is a report
+    assert [p.name for p in out.rglob(".*")] == []
+    assert (out / "summary.json").is_file()
+    assert cli_main([*args, "overwrite=true"]) == 0
+    assert not (out / ".lock").exists()
+
+
+def test_a_refused_evaluation_leaves_no_out_dir(voice_root, estimates, tmp_path) -> None:
+    out = tmp_path / "new" / "report"
+    args = evaluate_args(voice_root, estimates, tmp_path / "cache", out, "sources=[drums]")
+    assert cli_main(args) == 2
+    assert not (tmp_path / "new").exists()

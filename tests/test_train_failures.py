@@ -283,6 +283,30 @@ def test_the_lock_names_its_holder_and_is_free_once_the_holder_is_killed(tmp_pat
     lock.release()
 
 
+def test_a_lock_file_removed_by_its_holder_is_not_the_one_locked(tmp_path, monkeypatch):
+    """A process that opened the lock file just before its holder removed it (release with
+    remove) must lock the file there now, or two processes would hold "the" lock."""
+    import waveunet.run_folder as run_folder
+
+    real_flock, calls = run_folder.fcntl.flock, []
+
+    def holder_removes_it_first(fd, operation):
+        calls.append(fd)
+        if len(calls) == 1:  # the holder lets go meanwhile, removing the file
+            (tmp_path / ".lock").unlink()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(run_folder.fcntl, "flock", holder_removes_it_first)
+    lock = RunLock.acquire(tmp_path)
+    monkeypatch.undo()
+    assert len(calls) == 2  # the first file was let go, the new one locked
+    with pytest.raises(RunFolderInUse):
+        RunLock.acquire(tmp_path)
+    lock.release(remove=True)
+    assert not (tmp_path / ".lock").exists()
+    RunLock.acquire(tmp_path).release()
+
+
 def test_ctrl_c_stops_with_one_line_that_says_how_to_continue(tmp_path, cache):
     args = [*overrides(cache, "trainer.max_epochs=1000", "trainer.steps_per_epoch=50"),
             f"runs_root={tmp_path}"]

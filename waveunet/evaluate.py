@@ -33,6 +33,10 @@ MUSDB18's validation tracks), so ``museval.MethodStore().add_eval_dir(out_dir)``
 ``museval.EvalStore().add_eval_dir(out_dir)`` load it; every reference is checked for silence
 (which museval cannot score) before anything is scored.
 
+One evaluation at a time writes into an ``out_dir``: it holds the folder's lock
+(:func:`out_dir_held`, :class:`waveunet.run_folder.RunLock`) from the check that the folder
+holds no report to its last file, and a second one is refused naming the holder's PID.
+
 All sources of a task are scored together (museval's SDR/ISR/SIR/SAR depend on which sources
 are evaluated together): the voice task scores vocals against (vocals, accompaniment).
 
@@ -46,7 +50,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +61,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import data as data_lib
 from .config import compose, override_key
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, space_checked
 from .estimates import DiskEstimates, ModelEstimates, checkpoint_data
 from .experiment import thread_scope
+from .files import remove_stale_temporaries
 from .hydra_flags import run_command
 from .inference import resolve_device
 from .metrics import (
@@ -76,6 +82,7 @@ from .reporting.evaluation import (
     terminal_summary,
     write_report,
 )
+from .run_folder import RunLock
 from .settings import EvaluateConfig, typed
 
 log = logging.getLogger("waveunet.evaluate")
@@ -83,6 +90,7 @@ log = logging.getLogger("waveunet.evaluate")
 # museval's per-track JSON goes to <out_dir>/<subset>/<track>.json, the subset named as museval
 # names MUSDB18's (its validation tracks are training tracks), where add_eval_dir finds it.
 MUSEVAL_SUBSETS = {"test": "test", "train": "train", "valid": "train"}
+MUSEVAL_FOLDERS = sorted(set(MUSEVAL_SUBSETS.values()))
 
 HELP = """usage: waveunet evaluate [key=value overrides] [--help | --cfg job]
 
@@ -173,6 +181,50 @@ def default_bss_workers() -> int:
     return max(1, min((os.cpu_count() or 1) // 2, 4))
 
 
+@contextmanager
+def out_dir_held(out_dir: Path, subdirs: Sequence[str] = ()) -> Iterator[None]:
+    """``out_dir`` for one evaluation at a time, from before its check to its last file.
+
+    The folder is made if missing and locked (:class:`~waveunet.run_folder.RunLock`: a second
+    evaluation into it is refused in one line naming the holder's PID); temporaries of killed
+    evaluations there and in ``subdirs`` are removed. On the way out the lock file goes, and
+    so do the folders made here if nothing was written into them.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"out_dir: {out_dir} exists and is not a directory")
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # deepest first
+    try:
+        try:
+            lock = _made_and_locked(out_dir)
+        except FileNotFoundError:  # an evaluation that ended meanwhile removed its empty folder
+            lock = _made_and_locked(out_dir)
+    except BaseException:
+        _remove_empty(made)
+        raise
+    try:
+        for folder in (out_dir, *(out_dir / d for d in subdirs)):
+            remove_stale_temporaries(folder)
+        yield
+    finally:
+        lock.release(remove=True)
+        _remove_empty(made)
+
+
+def _made_and_locked(out_dir: Path) -> RunLock:
+    with space_checked(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+    return RunLock.acquire(out_dir, otherwise="give this evaluation another out_dir=...")
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def silent_references(tracks: Sequence[data_lib.Track], sources: Sequence[str],
                       block_samples: int = 2**18) -> None:
     """Refuse, before anything is scored, a track whose reference of a source is silent over
@@ -207,11 +259,12 @@ def evaluate(cfg: DictConfig | dict) -> dict[str, Any]:
         ``clipping``, ``tracks``, and ``meta`` (with ``out_dir``, the scored rate and timings).
     """
     s = typed(EvaluateConfig, cfg)
-    with thread_scope(s.threads):
-        return _evaluate(s)
+    with thread_scope(s.threads), ExitStack() as held:
+        return _evaluate(s, held)
 
 
-def _evaluate(s: EvaluateConfig) -> dict[str, Any]:
+def _evaluate(s: EvaluateConfig, held: ExitStack) -> dict[str, Any]:
+    """The evaluation; ``held``: what stays held until it ends (the out_dir's lock)."""
     t_start = time.perf_counter()
     data_cfg = s.data
     if data_cfg is None and s.checkpoint is not None:
@@ -231,8 +284,9 @@ def _evaluate(s: EvaluateConfig) -> dict[str, Any]:
     out_dir = (Path(s.out_dir).expanduser() if s.out_dir is not None
                else _default_out_dir(s, source, data.name))
     museval_dir = out_dir / MUSEVAL_SUBSETS[s.split]
+    held.enter_context(out_dir_held(out_dir, subdirs=MUSEVAL_FOLDERS))
     try:  # the one out_dir guard, before any work; overwrite=true clears stale files
-        prepare_out_dir(out_dir, s.overwrite, subdirs=sorted(set(MUSEVAL_SUBSETS.values())))
+        prepare_out_dir(out_dir, s.overwrite, subdirs=MUSEVAL_FOLDERS)
     except FileExistsError as exc:
         raise ConfigError(f"out_dir: {exc}") from exc
 

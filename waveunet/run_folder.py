@@ -4,8 +4,9 @@ change when a run is continued.
 * :func:`run_dir_for`: a new timestamped folder, or the run that ``trainer.resume`` names;
   :func:`check_new_run_dir`: a folder the user names for a new run must not hold one.
 * :class:`RunLock`: an exclusive lock on ``<run>/.lock``, held while a process trains into the
-  folder. The kernel drops it when its holder ends in any way (SIGKILL included), so a lock is
-  never stale; a second process gets :class:`RunFolderInUse`, naming the holder's PID.
+  folder (and by ``waveunet evaluate`` on its ``out_dir``). The kernel drops it when its holder
+  ends in any way (SIGKILL included), so a lock is never stale; a second process gets
+  :class:`RunFolderInUse`, naming the holder's PID.
 * :func:`refused_changes`: the rule for continuing a run (:func:`resume_differences`) and for
   ``waveunet compare`` reusing one. The run's config and the config now go through
   :func:`waveunet.config.meaning_changes`: only :data:`~waveunet.config.RESUME_ALLOWED` may
@@ -33,7 +34,7 @@ METRICS_NAME = "metrics.jsonl"
 
 
 class RunFolderInUse(WaveUNetError):
-    """Another process is training into this run folder."""
+    """Another process holds this folder's :class:`RunLock` (training or evaluating into it)."""
 
 
 def resume_mode(value: Any) -> str | Path | None:
@@ -99,45 +100,65 @@ def check_new_run_dir(path: Path, setting: str = "hydra.run.dir") -> None:
 
 
 class RunLock:
-    """An exclusive ``flock`` on ``<run_dir>/.lock``, which holds the holder's PID.
+    """An exclusive ``flock`` on ``<folder>/.lock``, which holds the holder's PID: one process
+    at a time trains into a run folder (``waveunet train``) or writes a report into an
+    ``out_dir`` (``waveunet evaluate``).
 
     :meth:`acquire` raises :class:`RunFolderInUse` when another process holds it. A run that
     is refused right after taking the lock leaves the folder as it found it
     (:meth:`release` with ``undo``: the file removed if this lock made it, else its former
-    content back).
+    content back); ``remove`` takes the file away (a folder that is not a run's).
     """
 
     def __init__(self, run_dir: Path, fd: int, before: bytes | None):
         self.path, self._fd, self._before = Path(run_dir) / LOCK_NAME, fd, before
 
     @classmethod
-    def acquire(cls, run_dir: str | os.PathLike) -> RunLock:
+    def acquire(cls, run_dir: str | os.PathLike, otherwise: str = "start a new run") -> RunLock:
+        """Take the lock of ``run_dir`` (which must exist); ``otherwise``: what a refused user
+        may do instead of waiting, for the message."""
         path = Path(run_dir) / LOCK_NAME
-        with space_checked(path):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            who = f"process {holder}" if holder.isdigit() else "another process"
-            raise RunFolderInUse(
-                f"{run_dir} is in use by {who}, which is training into it (it holds {path}); "
-                "wait until it ends or stop it, or start a new run") from None
+        while True:
+            with space_checked(path):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                os.close(fd)
+                who = f"process {holder}" if holder.isdigit() else "another process"
+                raise RunFolderInUse(
+                    f"{run_dir} is in use by {who}, which is writing into it (it holds {path}); "
+                    f"wait until it ends or stop it, or {otherwise}") from None
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # its holder removed the file meanwhile: lock the one there now
         before = os.pread(fd, 32, 0) if os.fstat(fd).st_size else None
         _write_pid(fd, f"{os.getpid()}\n".encode())  # a process refused finds the holder's PID
         return cls(Path(run_dir), fd, before)
 
-    def release(self, undo: bool = False) -> None:
-        """Let go; ``undo``: first leave the lock file as :meth:`acquire` found it."""
+    def release(self, undo: bool = False, remove: bool = False) -> None:
+        """Let go; ``undo``: first leave the lock file as :meth:`acquire` found it; ``remove``:
+        first remove it."""
         if self._fd is None:
             return
-        if undo and self._before is None:
-            self.path.unlink(missing_ok=True)
+        if remove or (undo and self._before is None):
+            self.path.unlink(missing_ok=True)  # while locked: see _same_file
         elif undo:
             _write_pid(self._fd, self._before)
         os.close(self._fd)  # closing drops the flock
         self._fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path``. A process that opened the lock file just
+    before its holder removed it locks a file no one else will open; it must lock the new one
+    instead, or two processes would both hold "the" lock."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _write_pid(fd: int, text: bytes) -> None:
