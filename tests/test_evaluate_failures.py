@@ -3,17 +3,25 @@ into one out_dir, progress=false, Ctrl-C during museval."""
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
+import re
+import resource
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
+from waveunet import files
 from waveunet.audio import write_audio
 from waveunet.cli import main as cli_main
+from waveunet.errors import DiskFullError, disk_full
+from waveunet.reporting import figures
 
 RATE = 44100
 REPO = Path(__file__).resolve().parents[1]
@@ -140,3 +148,79 @@ def test_a_refused_evaluation_leaves_no_out_dir(voice_root, estimates, tmp_path)
     args = evaluate_args(voice_root, estimates, tmp_path / "cache", out, "sources=[drums]")
     assert cli_main(args) == 2
     assert not (tmp_path / "new").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# A full disk under the report
+# --------------------------------------------------------------------------------------------
+
+
+def fill_the_disk_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Writing the file ``name`` fails as on a full disk: its whole content goes to the
+    temporary, then the write fails with ENOSPC (as a close that flushes the last block)."""
+    real = files.atomic_write
+
+    def atomic_write(path, write):
+        if Path(path).name != name:
+            return real(path, write)
+
+        def fills_up(tmp: str) -> None:
+            write(tmp)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        return real(path, fills_up)
+
+    monkeypatch.setattr(files, "atomic_write", atomic_write)  # what atomic_write_text calls
+    monkeypatch.setattr(figures, "atomic_write", atomic_write)
+
+
+@pytest.mark.parametrize("full_at,kept", [
+    ("sdr_boxplot.png", []),
+    ("summary.json", ["report.md", "sdr_boxplot.png", "spectrogram_song_a.png",
+                      "waveform_song_a.png"]),
+])
+def test_no_space_for_the_report_is_one_line_naming_the_file(
+        voice_root, estimates, tmp_path, capsys, monkeypatch, full_at: str, kept) -> None:
+    out = tmp_path / "report"
+    fill_the_disk_at(monkeypatch, full_at)
+    rc = cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache", out))
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert error_lines(err) == [
+        f"waveunet evaluate: error: cannot write {out / full_at}: no space (the disk is full)"]
+    if figures.librosa_missing() is not None:
+        kept = [k for k in kept if not k.startswith("spectrogram")]
+    # what was written before stays whole; no temporary and no lock file are left
+    assert sorted(p.name for p in out.rglob("*")) == kept
+    for png in (out / k for k in kept if k.endswith(".png")):
+        assert mpimg.imread(png).ndim == 3
+
+
+def test_no_space_for_museval_json_in_a_worker_is_one_line_naming_the_file(
+        voice_root, estimates, tmp_path) -> None:
+    """A real failed write in museval's worker process: a file-size limit (EFBIG, where a full
+    disk gives ENOSPC) smaller than a track's JSON. The cache is decoded beforehand."""
+    args = evaluate_args(voice_root, estimates, tmp_path / "cache", tmp_path / "first")
+    assert cli_main(args) == 0
+    out = tmp_path / "report"
+    limit = 200  # bytes: the PID in .lock fits, a museval JSON does not
+    proc = subprocess.run(
+        [sys.executable, "-m", "waveunet.cli",
+         *evaluate_args(voice_root, estimates, tmp_path / "cache", out, "metrics=bss",
+                        "workers=1")],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert proc.returncode == 2, proc.stderr
+    (line,) = error_lines(proc.stderr)
+    assert re.fullmatch(
+        f"waveunet evaluate: error: cannot write {re.escape(str(out / 'test'))}/song_[ab].json: "
+        r"no space \(the file-size limit is reached\)", line), line
+    assert list(out.rglob("*")) == [out / "test"]  # no JSON, temporary or lock file
+
+
+def test_a_disk_full_error_crosses_processes_whole() -> None:
+    error = disk_full("/out/test/song.json", errno.ENOSPC)
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is DiskFullError and str(back) == str(error)
+    assert (back.path, back.errno) == ("/out/test/song.json", errno.ENOSPC)

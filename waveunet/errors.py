@@ -34,6 +34,10 @@ class DiskFullError(WaveUNetError):
         super().__init__(message)
         self.path, self.errno = str(path), errno_
 
+    def __reduce__(self) -> tuple:
+        # Pickled whole (from a worker process, e.g. museval's), not from ``args`` alone.
+        return type(self), (str(self), self.path, self.errno)
+
 
 # The errno values that mean "no space for this write", and how to say it.
 NO_SPACE = {

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, space_checked
 from ..files import atomic_write_text, safe_filename
 from .arrays import ArrayLike, check_frame_params, prepare_pair
 
@@ -199,7 +199,9 @@ def _run_bss_job(
         text = museval_track_json(
             job.name, job.source_names, scores, win_seconds=win_seconds, hop_seconds=hop_seconds
         )
-        atomic_write_text(os.path.join(json_dir, safe_filename(job.name) + ".json"), text)
+        path = os.path.join(json_dir, safe_filename(job.name) + ".json")
+        with space_checked(path):
+            atomic_write_text(path, text)
     return job.name, scores
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import space_checked
 from ..files import atomic_write_text, safe_filename
 from ..metrics import ArrayLike, aggregate_pooled, aggregate_tracks, dumps_json, to_jsonable
 from . import figures
@@ -382,17 +383,20 @@ def write_report(
 
     Raises:
         FileExistsError: ``out_dir`` already holds a report (and not overwrite).
+        DiskFullError: no space for a file (it names it); the files written before it stay.
     """
     out = Path(out_dir)
     summary = build_summary(results, meta or {})
     if not checked:
         prepare_out_dir(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
+    with space_checked(out):
+        out.mkdir(parents=True, exist_ok=True)
     files = {"summary": SUMMARY_NAME, "report": REPORT_NAME, "sdr_boxplot": BOXPLOT_NAME}
     sources = summary["sources"]
     frames = [np.concatenate([r.frames("SDR")[list(r.source_names).index(s)]
                               for r in results if s in r.source_names]) for s in sources]
-    figures.sdr_boxplot(out / BOXPLOT_NAME, sources, frames, len(results))
+    with space_checked(out / BOXPLOT_NAME):
+        figures.sdr_boxplot(out / BOXPLOT_NAME, sources, frames, len(results))
     if waveform is not None:
         names = next((r.source_names for r in results if r.name == waveform.track_name),
                      results[0].source_names)
@@ -405,16 +409,21 @@ def write_report(
                               "seconds": passage.length / passage.sample_rate_hz}
         stem = safe_filename(waveform.track_name)
         files["waveform"] = f"waveform_{stem}.png"
-        figures.save_figure(figures.waveform_figure(passage, waveform.bounds),
-                            out / files["waveform"])
+        with space_checked(out / files["waveform"]):
+            figures.save_figure(figures.waveform_figure(passage, waveform.bounds),
+                                out / files["waveform"])
         missing = figures.librosa_missing()
         if missing is None:
             files["spectrogram"] = f"spectrogram_{stem}.png"
-            figures.save_figure(figures.spectrogram_figure(passage), out / files["spectrogram"])
+            with space_checked(out / files["spectrogram"]):
+                figures.save_figure(figures.spectrogram_figure(passage),
+                                    out / files["spectrogram"])
         else:
             summary["meta"]["spectrogram_skipped"] = missing
     summary["files"] = files
-    atomic_write_text(out / REPORT_NAME, _markdown(summary, files))
+    with space_checked(out / REPORT_NAME):
+        atomic_write_text(out / REPORT_NAME, _markdown(summary, files))
     # summary last: its file list marks the others as ours only once they all exist.
-    atomic_write_text(out / SUMMARY_NAME, dumps_json(summary))
+    with space_checked(out / SUMMARY_NAME):
+        atomic_write_text(out / SUMMARY_NAME, dumps_json(summary))
     return summary
