@@ -9,8 +9,10 @@ import pickle
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -21,6 +23,7 @@ from waveunet import files
 from waveunet.audio import write_audio
 from waveunet.cli import main as cli_main
 from waveunet.errors import DiskFullError, disk_full
+from waveunet.metrics import BssJob, evaluate_tracks
 from waveunet.reporting import figures
 
 RATE = 44100
@@ -224,3 +227,64 @@ def test_a_disk_full_error_crosses_processes_whole() -> None:
     back = pickle.loads(pickle.dumps(error))
     assert type(back) is DiskFullError and str(back) == str(error)
     assert (back.path, back.errno) == ("/out/test/song.json", errno.ENOSPC)
+
+
+# --------------------------------------------------------------------------------------------
+# Ctrl-C during museval
+# --------------------------------------------------------------------------------------------
+
+# Ctrl-C in a terminal reaches every process of the group. WHEN=starting: museval's worker is
+# still starting (importing) when it comes; WHEN=waiting: the worker scored one track and
+# waits while the next is loaded (a checkpoint separating it).
+CTRL_C_SCRIPT = """
+import sys, time
+import numpy as np
+from waveunet.metrics import BssJob, evaluate_tracks
+
+rng = np.random.default_rng(0)
+refs = rng.standard_normal((2, 2, 8000)).astype(np.float32)
+
+def scored():
+    if sys.argv[1] == "starting":
+        print("ready", flush=True)
+    return BssJob("a", ["x", "y"], refs, refs + 0.1 * rng.standard_normal(refs.shape))
+
+def loading():
+    print("ready", flush=True)
+    time.sleep(60)
+
+try:
+    evaluate_tracks([scored, loading], 8000, workers=1, progress=False)
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("when", ["starting", "waiting"])
+def test_ctrl_c_while_a_museval_worker_starts_or_waits_is_reported_once(when: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, when], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert error_lines(err) == ["interrupted"], err  # no traceback of a worker
+
+
+def test_museval_workers_leave_ctrl_c_here_as_it_was() -> None:
+    rng = np.random.default_rng(0)
+    refs = rng.standard_normal((2, 2, 8000)).astype(np.float32)
+    mask, handler = signal.pthread_sigmask(signal.SIG_BLOCK, set()), signal.getsignal(signal.SIGINT)
+    scores = evaluate_tracks([BssJob("a", ["x", "y"], refs, refs + 0.1)], 8000, workers=1,
+                             progress=False)
+    assert scores["a"]["SDR"].shape == (2, 1)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == mask
+    assert signal.getsignal(signal.SIGINT) is handler

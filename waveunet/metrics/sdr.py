@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+import signal
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any
@@ -205,6 +207,34 @@ def _run_bss_job(
     return job.name, scores
 
 
+# Ctrl-C in a terminal reaches every process of its group: this one reports it in one line.
+# museval's workers take SIGINT only while they score (the job stops, and its KeyboardInterrupt
+# comes back as the job's result, unprinted); a worker that waits for its next job ignores it,
+# and one still starting holds it back until its first job, where either would print a
+# traceback of its own. A spawned process inherits the signal mask of the thread that starts
+# it, hence the mask around submit below; ignoring (not masking) covers the worker's threads.
+_CTRL_C = {signal.SIGINT}
+
+
+def _run_bss_job_in_worker(*args: Any) -> tuple[str, dict[str, np.ndarray]]:
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _CTRL_C)  # one held back stops the job now
+        return _run_bss_job(*args)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the next job
+
+
+@contextmanager
+def _ctrl_c_held_back() -> Iterator[None]:
+    """SIGINT held back in this thread meanwhile; delivered (KeyboardInterrupt) after."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _CTRL_C)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def evaluate_tracks(
     jobs: Iterable[BssJob] | Iterable[Callable[[], BssJob]],
     sample_rate_hz: int,
@@ -259,7 +289,9 @@ def evaluate_tracks(
                     except StopIteration:
                         exhausted = True
                         break
-                    pending.add(pool.submit(_run_bss_job, load(j), *args))
+                    job = load(j)
+                    with _ctrl_c_held_back():  # the worker it may start inherits the mask
+                        pending.add(pool.submit(_run_bss_job_in_worker, job, *args))
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     name, scores = fut.result()
