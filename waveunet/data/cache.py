@@ -273,6 +273,9 @@ def _write_array(npy: Path, shape: tuple[int, ...], parts: Iterator[np.ndarray])
             with open(tmp, "wb") as f:
                 np.lib.format.write_array_header_1_0(f, header)
                 for part in parts:
+                    if tuple(part.shape) != tuple(shape[1:]):  # the header would lie
+                        raise DataError(f"{npy}: a part of shape {tuple(part.shape)}, "
+                                        f"expected {tuple(shape[1:])}")
                     f.write(np.ascontiguousarray(part, dtype=np.float32).data)
             os.replace(tmp, npy)
     except OSError as exc:
