@@ -20,11 +20,19 @@ Steps (``--steps`` picks some):
 ``train``      a real ``waveunet train`` (m5_highsr, bf16) on generated data: one 2,000 x 16
                epoch, its training and validation (14 tracks) times from ``metrics.jsonl``,
                end-to-end steps/s against the bare step's, projected training lengths.
+``quality``    ``scripts/precision_quality.py`` on that checkpoint and the generated test
+               songs, on the GPU: bf16 and fp16 stems' SNR against fp32, the SDR change.
 ``separate``   ``waveunet separate`` of a 3-minute song with that checkpoint: seconds from the
-               end of ``import torch`` to stems on disk (import time reported beside it).
+               end of ``import torch`` to stems on disk (import time reported beside it), and
+               the peak GPU memory against ``--memory-gib``.
 ``folder``     ``waveunet separate`` of a folder of 20 three-minute songs: whole process,
                start-up included, as a multiple of real time.
 ``torchrun``   ``torchrun --nproc_per_node=1`` training with the NCCL backend.
+
+The steps after ``train`` use its checkpoint; if training failed they use an untrained
+m5_highsr checkpoint instead (speed does not depend on the weights; ``quality`` is then
+recorded as not measured). Each figure with a target in the issues is checked against it
+(``targets`` in ``gpu-check.json``; a missed target is listed at the end, beside failed steps).
 
 Before the run, on the development machine: ``make gpu-wheels`` puts wheels of what the
 GPU image lacks into ``.whl/`` (REFERENCE.md section 5); ``scripts/gpu_check.sh``
@@ -49,7 +57,22 @@ REPO = Path(__file__).resolve().parent.parent
 # write the results and hand them back.
 DEFAULT_BUDGET_S = 540.0
 MIN_COMMAND_S = 5.0  # a command given less than this is not started (recorded "not run")
-STEPS = ("env", "tests", "bench", "profile", "train", "separate", "folder", "torchrun")
+STEPS = ("env", "tests", "bench", "profile", "train", "quality", "separate", "folder",
+         "torchrun")
+# The issues' targets, checked on a GPU run (not in --smoke): (step, figure) -> (rule, value).
+TARGETS = {
+    ("bench", "bf16_over_fp32_eager"): ("<=", 0.5),
+    ("bench", "fastest_step_ms"): ("<=", 8.0),
+    ("train", "loop_over_bare"): (">=", 0.9),
+    ("train", "epoch_train_s"): ("<=", 20.0),
+    ("train", "published_236118_steps_projected_min"): ("<=", 45.0),
+    ("quality", "bf16_snr_db_min"): (">=", 45.0),
+    ("quality", "bf16_sdr_change_db_max_abs"): ("<=", 0.05),
+    ("separate", "after_import_to_stems_s"): ("<=", 1.5),
+    ("separate", "peak_over_memory_budget"): ("<=", 1.0),
+    ("folder", "times_real_time"): (">=", 300.0),
+}
+SEPARATE_MEMORY_GIB = 4.0  # the --memory-gib the separate step gives
 
 
 class Check:
@@ -96,6 +119,13 @@ class Check:
 
     def record(self, step: str, ok: bool, seconds: float, **figures) -> None:
         self.results["steps"][step] = {"ok": ok, "wall_s": round(seconds, 2), **figures}
+        if not self.smoke:
+            for (target_step, name), (rule, bound) in TARGETS.items():
+                if target_step == step and figures.get(name) is not None:
+                    value = figures[name]
+                    met = value <= bound if rule == "<=" else value >= bound
+                    self.results.setdefault("targets", {})[f"{step}.{name}"] = {
+                        "value": value, "target": f"{rule} {bound}", "met": met}
         self.say(f"== {step}: {'ok' if ok else 'FAILED'} ({seconds:.1f} s) {json.dumps(figures)}")
 
     def save(self) -> None:
@@ -208,7 +238,7 @@ def _train_overrides(c: Check, run_root: Path) -> list[str]:
     # One full M5-HighSR epoch (2,000 steps x 16), validated on 14 tracks (MUSDB18's
     # validation set has 14; generated ones are 12 s long here, so the validation time is
     # reported per second of audio as well).
-    return ["model=m5_highsr", "data=synthetic", "data.tracks=28", "data.test_tracks=1",
+    return ["model=m5_highsr", "data=synthetic", "data.tracks=28", "data.test_tracks=2",
             "data.seconds=12", "data.valid_fraction=0.5", "data.workers=8",
             "trainer.precision=bf16", "optim.batch_size=16", "trainer.max_epochs=1",
             "trainer.steps_per_epoch=2000", "trainer.log_every_steps=100",
@@ -316,40 +346,96 @@ def _song(c: Check, seconds: float) -> Path:
     return path
 
 
+UNTRAINED = """
+import sys
+from waveunet.checkpoint import save_checkpoint
+from waveunet.config import compose
+from waveunet.model import build_model
+from omegaconf import OmegaConf
+cfg = compose("config", [f"model={sys.argv[1]}"])
+save_checkpoint(sys.argv[2], build_model(cfg.model, cfg.output),
+                config={"name": "untrained", **OmegaConf.to_container(cfg, resolve=True)})
+"""
+
+
+def _checkpoint(c: Check) -> tuple[str | None, bool]:
+    """The train step's checkpoint, else an untrained one of the same preset (made once):
+    (path or None, trained)."""
+    if c.results.get("checkpoint"):
+        return c.results["checkpoint"], True
+    path = c.work / "untrained.pt"
+    if not path.is_file():
+        preset = "tiny" if c.smoke else "m5_highsr"
+        c.run("untrained", [sys.executable, "-c", UNTRAINED, preset, str(path)], 120)
+    return (str(path) if path.is_file() else None), False
+
+
+def step_quality(c: Check) -> None:
+    """bf16 / fp16 separation quality against fp32 on the GPU (issue 12's 45 dB and 0.05 dB),
+    on the trained checkpoint and the generated test songs it was not trained on."""
+    t0 = time.perf_counter()
+    ckpt, trained = _checkpoint(c)
+    test = c.work / "data" / "test"
+    if not trained or not test.is_dir():
+        c.record("quality", False, 0.0, error="no trained checkpoint from the train step")
+        return
+    out = c.out / "precision-quality.json"
+    done = c.run("quality", [sys.executable, "scripts/precision_quality.py", ckpt, str(test),
+                             "--device", c.device, "--precision", "bf16", "fp16",
+                             "--json", str(out)], 180)
+    ok = done is not None and done.returncode == 0 and out.is_file()
+    figures: dict = {}
+    if ok:
+        q = json.loads(out.read_text())
+        figures = {"tracks": q["tracks"], "fp32_sdr_db": q["fp32_sdr_db"]}
+        for precision in ("bf16", "fp16"):
+            figures[f"{precision}_snr_db_min"] = round(q[precision]["snr_db_min"], 2)
+            figures[f"{precision}_sdr_change_db_max_abs"] = round(
+                max(abs(v) for v in q[precision]["sdr_change_db"].values()), 4)
+    c.record("quality", ok, time.perf_counter() - t0, **figures)
+
+
 def step_separate(c: Check) -> None:
     t0 = time.perf_counter()
-    ckpt = c.results.get("checkpoint")
+    ckpt, trained = _checkpoint(c)
     if ckpt is None:
-        c.record("separate", False, 0.0, error="no checkpoint from the train step")
+        c.record("separate", False, 0.0, error="no checkpoint")
         return
     seconds = 20.0 if c.smoke else 180.0
     song = _song(c, seconds)
     out = c.work / "separated-one"
     shutil.rmtree(out, ignore_errors=True)
     # Times from the end of `import torch` to the stems on disk, in one fresh process.
+    # and the peak GPU memory of the process against the --memory-gib it was given.
     driver = ("import time, json, sys; t0 = time.perf_counter(); import torch; "
               "t1 = time.perf_counter(); from waveunet.cli import main; "
               "rc = main(sys.argv[1:]); t2 = time.perf_counter(); "
-              "print(json.dumps({'rc': rc, 'import_torch_s': t1 - t0, 'separate_s': t2 - t1}))")
+              "peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None; "
+              "print(json.dumps({'rc': rc, 'import_torch_s': t1 - t0, 'separate_s': t2 - t1, "
+              "'peak_bytes': peak}))")
     argv = [sys.executable, "-c", driver, "separate", str(song), "-c", ckpt, "-o", str(out),
-            "-d", c.device, "-q"]
+            "-d", c.device, "-q", "--memory-gib", str(SEPARATE_MEMORY_GIB)]
     done = c.run("separate", argv, 180)
     ok = done is not None and done.returncode == 0
-    figures: dict = {"song_seconds": seconds}
+    figures: dict = {"song_seconds": seconds, "trained_checkpoint": trained}
     if ok:
         timing = json.loads(done.stdout.strip().splitlines()[-1])
         stems = sorted(p.name for p in out.rglob("*.wav"))
         ok = timing["rc"] == 0 and len(stems) >= 2
         figures.update(import_torch_s=round(timing["import_torch_s"], 2),
                        after_import_to_stems_s=round(timing["separate_s"], 2), stems=stems)
+        if timing["peak_bytes"] is not None:
+            peak_gib = timing["peak_bytes"] / 2**30
+            figures.update(memory_gib_given=SEPARATE_MEMORY_GIB, peak_gpu_gib=round(peak_gib, 3),
+                           peak_over_memory_budget=round(peak_gib / SEPARATE_MEMORY_GIB, 3))
     c.record("separate", ok, time.perf_counter() - t0, **figures)
 
 
 def step_folder(c: Check) -> None:
     t0 = time.perf_counter()
-    ckpt = c.results.get("checkpoint")
+    ckpt, trained = _checkpoint(c)
     if ckpt is None:
-        c.record("folder", False, 0.0, error="no checkpoint from the train step")
+        c.record("folder", False, 0.0, error="no checkpoint")
         return
     seconds, count = (20.0, 3) if c.smoke else (180.0, 20)
     song = _song(c, seconds)
@@ -367,7 +453,8 @@ def step_folder(c: Check) -> None:
     wall = time.perf_counter() - start
     ok = done is not None and done.returncode == 0
     ok = ok and len(list(out.rglob("vocals.wav"))) == count
-    c.record("folder", ok, time.perf_counter() - t0, songs=count, song_seconds=seconds,
+    c.record("folder", ok, time.perf_counter() - t0, trained_checkpoint=trained, songs=count,
+             song_seconds=seconds,
              process_wall_s=round(wall, 2), times_real_time=round(count * seconds / wall, 1))
 
 
@@ -419,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
         c.save()
     failed = [s + (" (not run)" if r.get("not_run") else "")
               for s, r in c.results["steps"].items() if not r["ok"]]
+    missed = [f"{name} = {t['value']} (target {t['target']})"
+              for name, t in c.results.get("targets", {}).items() if not t["met"]]
+    if missed:
+        c.say("targets missed (see profile.txt): " + "; ".join(missed))
     c.say(f"\ngpu-check {'FAILED: ' + ', '.join(failed) if failed else 'passed'} "
           f"in {c.results['total_wall_s']:.0f} s; results in {args.out}")
     return 1 if failed else 0

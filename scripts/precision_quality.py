@@ -15,6 +15,7 @@ in each reduced precision, and prints per precision:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -27,6 +28,9 @@ def main(argv=None) -> int:
     parser.add_argument("test_folder", type=Path)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", nargs="+", default=["bf16", "fp16"])
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write the figures here (per precision: the stems' SNR range "
+                        "against fp32, the SDR and its change per source)")
     args = parser.parse_args(argv)
 
     from waveunet.audio import read_audio
@@ -59,6 +63,8 @@ def main(argv=None) -> int:
     print(f"{len(tracks)} track(s), {args.checkpoint}, on {args.device}")
     print("fp32 SDR (median of track medians): "
           + ", ".join(f"{s} {v:.3f} dB" for s, v in zip(sources, fp32_sdr, strict=True)))
+    figures: dict = {"tracks": len(tracks), "device": args.device,
+                     "fp32_sdr_db": dict(zip(sources, fp32_sdr.tolist(), strict=True))}
     for precision in args.precision:
         snrs = [10 * np.log10(np.sum(a[i] ** 2) / np.sum((a[i] - b[i]) ** 2))
                 for (a, _), (b, _) in zip(results["fp32"], results[precision], strict=True)
@@ -67,6 +73,12 @@ def main(argv=None) -> int:
         print(f"{precision}: stems {min(snrs):.1f} to {max(snrs):.1f} dB SNR against fp32; SDR "
               + ", ".join(f"{s} {v:.3f} dB ({v - f:+.3f})"
                           for s, v, f in zip(sources, sdr, fp32_sdr, strict=True)))
+        figures[precision] = {
+            "snr_db_min": float(min(snrs)), "snr_db_max": float(max(snrs)),
+            "sdr_change_db": {s: float(v - f) for s, v, f in zip(sources, sdr, fp32_sdr,
+                                                                  strict=True)}}
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

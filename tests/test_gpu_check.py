@@ -39,3 +39,17 @@ def test_steps_past_the_budget_are_recorded_as_not_run(gpu_check, tmp_path):
     assert steps == {name: {"ok": False, "not_run": True, "wall_s": 0.0}
                      for name in ("env", "tests")}
     assert "FAILED: env (not run), tests (not run)" in (tmp_path / "gpu-check.log").read_text()
+
+
+def test_figures_are_checked_against_the_issues_targets_on_a_gpu_run(gpu_check, tmp_path):
+    check = gpu_check.Check(tmp_path, smoke=False, budget_s=60)
+    check.record("separate", True, 3.0, after_import_to_stems_s=2.1, peak_over_memory_budget=0.4)
+    check.record("folder", True, 60.0, times_real_time=412.0)
+    targets = check.results["targets"]
+    assert targets["separate.after_import_to_stems_s"] == {"value": 2.1, "target": "<= 1.5",
+                                                          "met": False}
+    assert targets["separate.peak_over_memory_budget"]["met"] is True
+    assert targets["folder.times_real_time"]["met"] is True
+    smoke = gpu_check.Check(tmp_path / "smoke", smoke=True, budget_s=60)
+    smoke.record("separate", True, 3.0, after_import_to_stems_s=2.1)
+    assert "targets" not in smoke.results  # a tiny CPU model says nothing about the targets
