@@ -107,6 +107,17 @@ def test_filename_template(tmp_path, checkpoint, capsys):
     fresh = tmp_path / "fresh"
     assert run(a, b, "-c", checkpoint, "-o", fresh, "-q") == 1
     assert "same output file" in capsys.readouterr().err
+    # without {stem}, two stems of one song would be one file: refused before anything is written
+    shut = tmp_path / "one_file"
+    assert run(a, "-c", checkpoint, "-o", shut, "-q", "--filename", "{model}/{track}.{ext}") == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "waveunet separate: error: --filename '{model}/{track}.{ext}': the stems accompaniment "
+        f"and vocals of {a} would both be {shut / MODEL / 'song.wav'} (use {{stem}})"], err
+    assert not shut.exists()
+    assert run(a, "-c", checkpoint, "-o", shut, "-q", "--filename", "{model}/{track}.{ext}",
+               "--stems", "vocals") == 0  # one stem needs no {stem}
+    assert files_under(shut) == sorted([MANIFEST, f"{MODEL}/song.wav"])
 
 
 def test_folders_as_input_dataset_layout_and_mixture_names(tmp_path, checkpoint, synth_root):

@@ -177,6 +177,8 @@ class Plan:
         for song in songs:
             try:
                 self.jobs.append(self._job(song, claimed))
+            except ConfigError:  # the options themselves are wrong: nothing runs
+                raise
             except WaveUNetError as exc:
                 self.failures.append((str(song), exc))
 
@@ -200,6 +202,10 @@ class Plan:
             if resolved in claimed:
                 raise DataError(f"{song}: same output file {target} as {claimed[resolved]} "
                                 "(rename one of them, or use --filename with {parent})")
+            mine = [s for s, t in targets.items() if _resolved(t) == resolved]
+            if mine:
+                raise ConfigError(f"--filename {self.template!r}: the stems {mine[0]} and "
+                                  f"{stem} of {song} would both be {target} (use {{stem}})")
             if target.exists() and not self.force:
                 raise DataError(f"refusing to overwrite existing file {target} "
                                 "(to replace it: --force)")
