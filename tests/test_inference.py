@@ -277,6 +277,11 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA"):
             resolve_device("cuda")
+    with pytest.raises(ConfigError, match="^-d: 'meta' holds no data"):
+        resolve_device("meta", setting="-d")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ConfigError, match="^device: 'mps' is not available"):
+            resolve_device("mps")
 
 
 # -- streaming, file to file (waveunet.streaming) ----------------------------

@@ -190,6 +190,9 @@ def test_stems_device_threads_and_number_options(tmp_path, checkpoint, capsys):
     assert files_under(out / MODEL) == ["song/vocals.wav"]
     bad = [(["--stems", "drums"], "the model's sources are accompaniment, vocals"),
            (["-d", "cuda:7"], "cuda:7"), (["-d", "nonsense"], "unknown 'nonsense'"),
+           (["-d", "meta"], "error: -d/--device: 'meta' holds no data"),
+           *([] if torch.backends.mps.is_available() else
+             [(["-d", "mps"], "error: -d/--device: 'mps' is not available")]),
            (["--threads", "0"], "--threads must be >= 1"),
            (["--chunk-seconds", "nan"], "--chunk-seconds must be a finite number > 0, got nan"),
            (["--memory-gib", "inf"], "--memory-gib must be a finite number > 0, got inf"),

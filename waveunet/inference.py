@@ -78,7 +78,8 @@ def resolve_device(device: str | torch.device = "auto", *, local_rank: int = 0,
                    setting: str = "device") -> torch.device:
     """``'auto'``: CUDA when available (GPU ``local_rank`` under torchrun), else the CPU.
 
-    ``'cuda'`` without a GPU is an error naming ``setting``, the option it came from.
+    A device this machine cannot use (``'cuda'`` without a GPU, ``'mps'`` off a Mac, ``'meta'``)
+    is a ConfigError naming ``setting``, the option it came from.
     """
     if isinstance(device, torch.device):
         return device
@@ -88,6 +89,15 @@ def resolve_device(device: str | torch.device = "auto", *, local_rank: int = 0,
         dev = torch.device(device)
     except RuntimeError as exc:
         raise ConfigError(f"{setting}: unknown {device!r} (use auto, cpu, cuda or cuda:N)") from exc
+    if dev.type == "meta":  # a tensor there has a shape and no data: nothing to separate
+        raise ConfigError(f"{setting}: {device!r} holds no data, it cannot run the model "
+                          "(use auto, cpu, cuda or cuda:N)")
+    if dev.type not in ("cpu", "cuda"):
+        try:  # mps, xpu, ...: this torch build and machine may not have them
+            torch.empty(0, device=dev)
+        except Exception as exc:  # NotImplementedError, AssertionError, ImportError, ...
+            raise ConfigError(f"{setting}: {device!r} is not available in this torch build "
+                              "or on this machine (use auto, cpu, cuda or cuda:N)") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             f"{setting}: {device!r} asked for, but no CUDA GPU is available (use cpu)"

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stems", default=None, metavar="NAMES",
                    help="comma-separated sources to write (default: all of the model's)")
     p.add_argument("-d", "--device", default="auto",
-                   help="auto (CUDA when available), cpu, cuda, cuda:N or any torch device "
+                   help="auto (CUDA when available), cpu, cuda, cuda:N or another torch device "
+                   "this machine has, e.g. mps "
                    "(default: %(default)s)")
     p.add_argument("--precision", default="auto", choices=SEPARATION_PRECISIONS,
                    help="the network's precision; auto: bf16 on CUDA and on CPUs with native "
@@ -232,12 +233,13 @@ def main(argv: list[str]) -> int:
     import torch
 
     from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .inference import GIB, Separator
+    from .inference import GIB, Separator, resolve_device
     from .layout import check_model_name, model_name, record_model_name
     from .pipeline import separate_files
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    device = resolve_device(args.device, setting="-d/--device")
     payload = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(payload, "cpu")
     name = args.name or model_name(Path(payload["path"]), payload.get("config"))
@@ -250,7 +252,7 @@ def main(argv: list[str]) -> int:
         chunk_samples = max(1, round(args.chunk_seconds * model.sample_rate_hz))
     separator = Separator(
         model,
-        device=args.device,
+        device=device,
         chunk_output_samples=chunk_samples,
         batch_size=args.batch,
         memory_budget_bytes=None if args.memory_gib is None else int(args.memory_gib * GIB),
