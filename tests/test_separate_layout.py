@@ -152,6 +152,16 @@ def test_formats_never_mix_silently(tmp_path, checkpoint, capsys):
     assert files_under(out / MODEL) == [f"song/{s}.wav" for s in SOURCES]
     assert run(song, "-c", checkpoint, "-o", out, "-q", "--format", "flac", "--force") == 0
     assert files_under(out / MODEL) == [f"song/{s}.flac" for s in SOURCES]
+    # --stems picks a subset: the other stem of the earlier format counts too
+    mixed = tmp_path / "mixed"
+    assert run(song, "-c", checkpoint, "-o", mixed, "-q", "--stems", "vocals",
+               "--format", "flac") == 0
+    assert run(song, "-c", checkpoint, "-o", mixed, "-q", "--stems", "accompaniment") == 1
+    assert "vocals.flac is there from an earlier run" in capsys.readouterr().err
+    assert files_under(mixed / MODEL) == ["song/vocals.flac"]
+    assert run(song, "-c", checkpoint, "-o", mixed, "-q", "--stems", "accompaniment",
+               "--force") == 0
+    assert files_under(mixed / MODEL) == ["song/accompaniment.wav"]
 
 
 def test_mp3_output_and_the_48_khz_limit(tmp_path, checkpoint, capsys):

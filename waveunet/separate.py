@@ -156,13 +156,15 @@ def _chosen_stems(option: str | None, sources: tuple[str, ...]) -> list[str]:
 class Plan:
     """The songs and their targets, checked before any work (module docstring's rules)."""
 
-    def __init__(self, args: argparse.Namespace, model: str, stems: list[str]):
+    def __init__(self, args: argparse.Namespace, model: str, stems: list[str],
+                 sources: tuple[str, ...]):
         from .layout import DEFAULT_TEMPLATE, check_template, expand_songs
 
         self.out_root = Path(args.out)
         self.template = args.filename or DEFAULT_TEMPLATE
         check_template(self.template)
         self.model, self.stems, self.ext, self.force = model, stems, args.format, args.force
+        self.sources = sources  # all of the model's, whichever --stems picks
         self.failures: list[tuple[str, BaseException]] = []
         songs: list[Path] = []
         for argument in args.songs:
@@ -210,12 +212,18 @@ class Plan:
             if target.exists() and not self.force:
                 raise DataError(f"refusing to overwrite existing file {target} "
                                 "(to replace it: --force)")
-            others = [p for p in other_format_stems(target) if _resolved(p) not in self.inputs]
-            if others and not self.force:
-                raise DataError(f"{song}: {others[0]} is there from an earlier run; stems in "
-                                f"another format would mix with it (--force replaces it)")
-            self.replaced.setdefault(song, []).extend(others)
             targets[stem] = target
+        # Every source of the model, not only those written now: vocals.flac of an earlier
+        # --stems vocals run must not stay beside this run's accompaniment.wav.
+        others = list(dict.fromkeys(
+            p for source in self.sources
+            for p in other_format_stems(self.out_root / render(
+                self.template, model=self.model, song=song, stem=source, ext=self.ext))
+            if _resolved(p) not in self.inputs))
+        if others and not self.force:
+            raise DataError(f"{song}: {others[0]} is there from an earlier run; stems in "
+                            f"another format would mix with it (--force replaces it)")
+        self.replaced[song] = others
         for target in targets.values():
             claimed[_resolved(target)] = song
         return Job(song, targets, desc=track_name(song))
@@ -261,7 +269,7 @@ def main(argv: list[str]) -> int:
     )
     # Another checkpoint under this name: refused before anything else is looked at.
     manifest = check_model_name(Path(args.out), name, Path(payload["path"]), args.force)
-    plan = Plan(args, name, stems)
+    plan = Plan(args, name, stems, tuple(model.sources))
     failures = list(plan.failures)
     for label, exc in plan.failures:
         _report_error(label, exc, args.verbose)
