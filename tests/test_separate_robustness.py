@@ -287,6 +287,28 @@ def test_the_next_run_removes_the_temporaries_of_a_killed_one(tmp_path, checkpoi
     assert files_under(out / MODEL) == [f"long/short-{s}.wav" for s in SOURCES]
 
 
+def test_a_killed_songs_temporaries_go_when_a_later_run_writes_another_track(tmp_path,
+                                                                              checkpoint):
+    out = tmp_path / "out"
+    proc = _start_separating(tmp_path, checkpoint, out)
+    left = _wait_for_temporaries(proc, out / MODEL / "long")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert all(p.exists() for p in left)
+    manifest_tmp = out / f".waveunet-separate.pid{dead_pid()}.x1y2.tmp.json"
+    manifest_tmp.write_text("{")
+    kept = write(out / MODEL / "mine" / "notes.wav")  # a user's file beside a dead temporary
+    beside = out / MODEL / "mine" / f".vocals.pid{dead_pid()}.k3x9.tmp.wav"
+    beside.write_bytes(b"x")
+    (out / MODEL / "empty").mkdir()  # empty before the run: not the sweep's to remove
+    assert run(write(tmp_path / "short.wav"), "-c", checkpoint, "-o", out, "-q") == 0
+    assert not any(p.exists() for p in [*left, manifest_tmp, beside])
+    assert not (out / MODEL / "long").exists()  # the sweep emptied it
+    assert kept.exists() and (out / MODEL / "empty").is_dir()
+    assert files_under(out) == sorted([".waveunet-separate.json", f"{MODEL}/mine/notes.wav"]
+                                      + [f"{MODEL}/short/{s}.wav" for s in SOURCES])
+
+
 # -- odd sample rates ----------------------------------------------------------------------------
 
 RATE_DRIVER = textwrap.dedent("""

@@ -32,7 +32,12 @@ from typing import Any
 
 from .data.find import AUDIO_EXTENSIONS
 from .errors import ConfigError, DataError, space_checked
-from .files import atomic_write_text, is_temporary, safe_path_component
+from .files import (
+    atomic_write_text,
+    is_temporary,
+    remove_stale_temporaries,
+    safe_path_component,
+)
 
 DEFAULT_TEMPLATE = "{model}/{track}/{stem}.{ext}"
 TEMPLATE_FIELDS = ("model", "track", "parent", "stem", "ext")
@@ -186,3 +191,40 @@ def other_format_stems(target: Path) -> list[Path]:
     return [target.with_suffix(ext) for ext in STEM_EXTENSIONS
             if ext != target.suffix.lower() and target.with_suffix(ext).is_file()
             and not is_temporary(target.with_suffix(ext).name)]
+
+
+def sweep_stale_temporaries(out_root: Path, model: str, template: str) -> list[Path]:
+    """Remove the temporaries of dead processes (a SIGKILL'd run's) wherever this ``template``
+    puts stems: in ``out_root`` (the manifest's too) and in the folders below it down to the
+    template's depth (under ``out_root/<model>`` when the template starts with ``{model}``).
+
+    A folder is removed only when this sweep emptied it (a killed run's track folder that
+    held nothing else); a folder that was empty before, or holds anything else, stays. Each
+    stem's own folder is swept again when it is written (:class:`waveunet.streaming.StemWriter`).
+    Returns the removed temporaries.
+    """
+    folders = Path(template).parts[:-1]  # the folders of a stem's path, as fields
+    removed = remove_stale_temporaries(out_root)
+    start, depth = out_root, len(folders)
+    if folders and folders[0] == "{model}":
+        start, depth = out_root / model, depth - 1
+        removed += remove_stale_temporaries(start)
+    below: list[Path] = []
+    for dirpath, dirnames, _ in os.walk(start):  # symbolic links to folders are not followed
+        here = Path(dirpath)
+        level = len(here.relative_to(start).parts)
+        if level >= depth:
+            dirnames[:] = []
+        if level:
+            below.append(here)
+    emptied: set[Path] = set()
+    for folder in reversed(below):  # the deepest first: a parent after its children
+        swept = remove_stale_temporaries(folder)
+        removed += swept
+        if swept or folder in emptied:
+            try:
+                folder.rmdir()  # only if nothing else is there
+            except OSError:
+                continue
+            emptied.add(folder.parent)
+    return removed

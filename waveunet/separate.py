@@ -242,7 +242,12 @@ def main(argv: list[str]) -> int:
 
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from .inference import GIB, Separator, resolve_device
-    from .layout import check_model_name, model_name, record_model_name
+    from .layout import (
+        check_model_name,
+        model_name,
+        record_model_name,
+        sweep_stale_temporaries,
+    )
     from .pipeline import separate_files
 
     if args.threads is not None:
@@ -270,6 +275,8 @@ def main(argv: list[str]) -> int:
     # Another checkpoint under this name: refused before anything else is looked at.
     manifest = check_model_name(Path(args.out), name, Path(payload["path"]), args.force)
     plan = Plan(args, name, stems, tuple(model.sources))
+    # A killed run's temporaries, wherever this run may write (not only the folders it does).
+    sweep_stale_temporaries(plan.out_root, name, plan.template)
     failures = list(plan.failures)
     for label, exc in plan.failures:
         _report_error(label, exc, args.verbose)
