@@ -13,6 +13,7 @@ from waveunet.errors import ConfigError, DataError
 from waveunet.inference import (
     SeparationResult,
     Separator,
+    _TensorWindow,
     estimate_activation_bytes,
     resolve_device,
 )
@@ -269,6 +270,31 @@ def test_bad_inputs_are_clear_errors():
         sep.separate_tensor(torch.zeros(1, 100))  # the model is stereo
     with pytest.raises(ConfigError):
         Separator(tiny(), device="cpu", batch_size=0)
+
+
+def test_non_finite_output_is_an_error_wherever_it_appears():
+    """Checked after the first batch and at the song's end: here only a later batch is NaN."""
+    sep = Separator(tiny(), device="cpu", chunk_output_samples=256, precision="fp32")
+    song = noise(2, 4000)
+    forward, calls = sep.model.forward, []
+
+    def nan_from_the_third_batch(batch):
+        out = forward(batch)
+        calls.append(1)
+        if len(calls) == 3:
+            out.unclipped[0, 0, 0, 5] = float("nan")
+        return out
+
+    sep.model.forward = nan_from_the_third_batch
+    chunks = sep.iter_chunks(song.shape[-1], _TensorWindow(song))
+    assert torch.isfinite(next(chunks)[1]).all()  # the first batch is yielded
+    with pytest.raises(DataError, match=r"^the model produced non-finite output \(NaN or "
+                       r"infinity\) in fp32"):
+        list(chunks)
+    assert len(calls) == sep.plan(song.shape[-1]).num_chunks > 3  # found at the song's end
+    sep.origin, calls[:] = "broken.pt", []
+    with pytest.raises(DataError, match="^the model of broken.pt produced non-finite"):
+        sep.separate_tensor(song)
 
 
 def test_device_choice():

@@ -223,3 +223,23 @@ def test_a_song_failing_mid_stream_leaves_nothing_behind(tmp_path, checkpoint, c
     nan_only = write(tmp_path / "nan.wav", audio, 22050, subtype="FLOAT")
     assert run(nan_only, "-c", checkpoint, "-o", tmp_path / "fresh", "-q") == 1
     assert not (tmp_path / "fresh").exists()  # no empty folders left behind either
+
+
+def test_a_model_that_outputs_nan_fails_each_song_and_writes_nothing(tmp_path, checkpoint,
+                                                                    capsys):
+    from waveunet.checkpoint import load_model
+
+    model = load_model(checkpoint, "cpu")
+    with torch.no_grad():
+        model.head.convs[0].weight[0, 0, 0] = float("nan")
+    broken = save_checkpoint(tmp_path / "broken.pt", model)
+    songs = [write(tmp_path / f"{name}.wav", tone(2, 2.0, 22050), 22050) for name in "ab"]
+    out = tmp_path / "out"
+    assert run(*songs, "-c", broken, "-o", out, "-q", "--chunk-seconds", "0.5",
+               "--precision", "fp32") == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"waveunet separate: error: {song}: the model of {broken} produced "
+                     "non-finite output (NaN or infinity) in fp32: its weights are broken, or "
+                     "overflow in this precision" for song in songs] + [
+        f"waveunet separate: 2 of 2 song(s) failed: {songs[0]}, {songs[1]}"]
+    assert files_under(out) == []

@@ -269,6 +269,8 @@ class Separator:
         precision: str = "auto",
     ):
         self.device = resolve_device(device)
+        # What error messages call the model: its checkpoint file (from_checkpoint sets it).
+        self.origin: str | None = None
         self.precision = resolve_precision(precision, self.device)
         if batch_size is None:
             batch_size = DEFAULT_GPU_BATCH if self.device.type == "cuda" else 1
@@ -299,7 +301,9 @@ class Separator:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> Separator:
         """Rebuild the model a checkpoint describes (CheckpointError if it cannot)."""
-        return cls(load_model(path, "cpu"), **kwargs)
+        separator = cls(load_model(path, "cpu"), **kwargs)
+        separator.origin = str(path)
+        return separator
 
     # -- what the model is ------------------------------------------------
     @property
@@ -416,6 +420,11 @@ class Separator:
         step, n_in = plan.step_samples, plan.input_samples
         was_training = self.model.training
         self.model.eval()
+        # Whether every output so far is finite, kept on the model's device: a NaN or infinite
+        # output (a broken checkpoint) would be written as full-scale noise. Read on the host
+        # after the first batch (a broken model fails at once) and at the song's end (a
+        # caller discards a song whose iteration raises), not once per batch.
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
         try:
             with tqdm(total=plan.num_chunks, desc=desc, unit="chunk", disable=not self.progress,
                       leave=False) as bar:
@@ -427,16 +436,27 @@ class Separator:
                                          for k in chunks])
                     with torch.inference_mode(), self.autocast():
                         out = self.model(batch.to(self.device))
+                        kept = out.unclipped[..., :step]  # the stems are clamped from it
+                        finite = finite & torch.isfinite(kept).all()
                         # one copy to the CPU as float32 (a view of ``out`` must not outlive it)
                         estimates = out.estimates[..., :step].to("cpu", torch.float32, copy=True)
-                        raw = out.unclipped[..., :step].to("cpu", torch.float32, copy=True)
-                    del out, batch
+                        raw = kept.to("cpu", torch.float32, copy=True)
+                    del out, batch, kept
+                    if first == 0 or chunks.stop == plan.num_chunks:
+                        self._check_finite(finite)
                     bar.update(len(chunks))
                     for j, k in enumerate(chunks):
                         n = min((k + 1) * step, total) - k * step
                         yield estimates[j, ..., :n], raw[j, ..., :n]
         finally:
             self.model.train(was_training)
+
+    def _check_finite(self, finite: torch.Tensor) -> None:
+        if not bool(finite):
+            model = f"the model of {self.origin}" if self.origin else "the model"
+            raise DataError(f"{model} produced non-finite output (NaN or infinity) in "
+                            f"{self.precision}: its weights are broken, or overflow in this "
+                            "precision")
 
     def autocast(self) -> torch.autocast:
         """The autocast context of this separator's precision (disabled for fp32)."""

@@ -272,6 +272,7 @@ def main(argv: list[str]) -> int:
         progress=not args.quiet,
         precision=args.precision,
     )
+    separator.origin = str(payload["path"])  # error messages name the checkpoint
     # Another checkpoint under this name: refused before anything else is looked at.
     manifest = check_model_name(Path(args.out), name, Path(payload["path"]), args.force)
     plan = Plan(args, name, stems, tuple(model.sources))
