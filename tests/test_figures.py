@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
+from matplotlib.colors import to_rgb
 
 from waveunet.reporting import figures
 from waveunet.reporting.format import plural
@@ -45,6 +46,25 @@ def test_waveform_overlays_estimate_on_reference_on_shared_limits() -> None:
     labels = [t.get_text() for t in legend.get_texts()]
     assert {"reference", "estimate", "estimate at/beyond a bound"} <= set(labels)
     assert len(labels) == len(set(labels)) and legend.get_texts()[0].get_fontsize() >= 9
+    for ax in axes:  # the estimate above a lighter, thinner reference; marks above both
+        (ref,) = [x for x in ax.get_lines() if x.get_label() == "reference"]
+        (est,) = [x for x in ax.get_lines() if x.get_label() == "estimate"]
+        assert est.get_zorder() > ref.get_zorder() and est.get_linewidth() > ref.get_linewidth()
+        assert np.mean(to_rgb(ref.get_color())) > np.mean(to_rgb("black"))
+        assert all(c.get_zorder() > est.get_zorder() for c in ax.collections)
+    figures.pyplot().close(fig)
+
+
+def test_the_waveform_legend_lists_only_what_is_drawn() -> None:
+    p = _passage()
+    quiet = figures.Passage(p.track_name, p.source_names, 0.5 * p.references,
+                            0.5 * p.references, 0.5 * p.references, p.sample_rate_hz, p.start,
+                            p.length, p.channel)  # nothing near the bounds
+    fig = figures.waveform_figure(quiet, (-1.0, 1.0))
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "raw output (before the test-time clip)", "reference", "estimate"]
+    assert not any(ax.collections for ax in fig.axes)  # no red dots, no empty ones either
     figures.pyplot().close(fig)
 
 

@@ -95,6 +95,11 @@ def quiet_passage(references: np.ndarray, source: int, length: int) -> tuple[int
     return best
 
 
+# Drawing order of the waveform figures: the raw output, then the reference under the estimate
+# (the estimate is what the figure is about), then the marks of samples at the bounds.
+_Z_RAW, _Z_REFERENCE, _Z_ESTIMATE, _Z_MARKS = 1.0, 2.0, 3.0, 4.0
+
+
 def _bound_lines(ax: Any, low: float, high: float | None) -> None:
     for b in (low, high):
         if b is not None:
@@ -103,7 +108,19 @@ def _bound_lines(ax: Any, low: float, high: float | None) -> None:
 
 def _mark(ax: Any, t: np.ndarray, y: np.ndarray, marks: np.ndarray, size: float,
           label: str | None = None) -> None:
-    ax.scatter(t[marks], y[marks], s=size, color="red", label=label)
+    """Red dots on the marked samples, above every line; none (and no legend entry) if none
+    is marked."""
+    if np.any(marks):
+        ax.scatter(t[marks], y[marks], s=size, color="red", label=label, zorder=_Z_MARKS)
+
+
+def _legend_entries(axes: Any) -> dict[str, Any]:
+    """Each label drawn on any of ``axes`` once (marks may appear in some rows only)."""
+    legend: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    return legend
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,9 +185,9 @@ class Passage:
 
 
 def waveform_figure(passage: Passage, bounds: tuple[float, float | None]) -> Any:
-    """Per source, the estimate overlaid on the reference (same axes, same limits for all),
-    the raw output before the test-time clip where known, and samples at or beyond the output
-    bounds in red."""
+    """Per source, the estimate drawn over a lighter, thinner reference (same axes, same
+    limits for all), the raw output before the test-time clip where known, and samples at or
+    beyond the output bounds in red; the legend lists what is drawn."""
     plt = pyplot()
     low, high = bounds
     p = passage
@@ -185,20 +202,18 @@ def waveform_figure(passage: Passage, bounds: tuple[float, float | None]) -> Any
     for s, ax in enumerate(axes[:, 0]):
         ref, est, raw = p.part(p.references, s), p.part(p.estimates, s), p.part(p.raw, s)
         if raw is not None:
-            ax.plot(t, raw, lw=0.6, color="0.75", label="raw output (before the test-time clip)")
+            ax.plot(t, raw, lw=0.6, color="0.8", label="raw output (before the test-time clip)",
+                    zorder=_Z_RAW)
             _mark(ax, t, raw, beyond_bounds(raw, low, high), 4, "raw output beyond a bound")
-        ax.plot(t, est, lw=1.2, color="tab:orange", alpha=0.75, label="estimate")
-        ax.plot(t, ref, lw=0.5, color="black", label="reference")  # on top: visible where equal
+        ax.plot(t, ref, lw=0.5, color="0.45", label="reference", zorder=_Z_REFERENCE)
+        ax.plot(t, est, lw=0.9, color="tab:orange", label="estimate", zorder=_Z_ESTIMATE)
         _mark(ax, t, est, at_bounds(est, low, high), 4, "estimate at/beyond a bound")
         _bound_lines(ax, low, high)
         ax.set_ylabel(p.name(s))
         ax.set_ylim(-top, top)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("time (s)")
-    legend: dict[str, Any] = {}
-    for ax in axes[:, 0]:  # marks may appear in some rows only
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            legend.setdefault(label, handle)
+    legend = _legend_entries(axes[:, 0])
     fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=3, fontsize=9,
                markerscale=3, frameon=False)
     fig.suptitle(f"{p.where()}: loudest passage", fontsize=10)
@@ -296,7 +311,9 @@ def comparison_waveform(path: str | os.PathLike, passage: dict[str, Any]) -> Non
         _bound_lines(ax, row["low"], row["high"])
     for ax in axes:
         ax.set_ylim(low * 1.1, top * 1.1)
-    axes[1].legend(loc="upper right", fontsize=9, markerscale=3, framealpha=0.9)
+    legend = _legend_entries(axes[1:])
+    axes[1].legend(legend.values(), legend.keys(), loc="upper right", fontsize=9, markerscale=3,
+                   framealpha=0.9)
     axes[-1].set_xlabel("time (s)")
     fig.suptitle(f"Loud passage where only {name} plays: red = samples at or beyond the bound",
                  fontsize=10)
