@@ -262,8 +262,11 @@ def test_bad_inputs_are_clear_errors():
     sep = Separator(tiny(), device="cpu")
     with pytest.raises(DataError, match="zero-length"):
         sep.separate(np.zeros((2, 0), np.float32), 44100)
-    with pytest.raises(DataError, match="channels, samples"):
-        sep.separate(np.zeros(100, np.float32), 44100)
+    with pytest.raises(DataError, match=r"channels, samples\), got \(100,\): for mono "
+                       r"audio pass audio\[None\]"):
+        sep.separate(np.zeros(100, np.float32), 44100)  # soundfile's mono array
+    with pytest.raises(DataError, match=r"channels, samples\), got \(1, 2, 100\)$"):
+        sep.separate(np.zeros((1, 2, 100), np.float32), 44100)
     with pytest.raises(DataError, match="NaN"):
         sep.separate(np.full((2, 100), np.nan, np.float32), 22050)
     with pytest.raises(DataError, match="shape"):

@@ -533,9 +533,12 @@ def check_channels_first(audio: np.ndarray | torch.Tensor) -> None:
     soundfile and librosa's multi-channel arrays are (frames, channels): an array with more
     than :data:`MAX_PLAUSIBLE_CHANNELS` rows and fewer columns than rows is refused with the
     fix (``audio.T``) rather than transposed silently, since a short array (2 channels of 1
-    sample) would be ambiguous.
+    sample) would be ambiguous. Their mono arrays are (frames,): refused with ``audio[None]``.
     """
     shape = tuple(audio.shape)
+    if len(shape) == 1:  # soundfile's mono array
+        raise DataError(f"expected audio of shape (channels, samples), got {shape}: for mono "
+                        "audio pass audio[None] (one channel first)")
     if len(shape) != 2 or shape[0] < 1:
         raise DataError(f"expected audio of shape (channels, samples), got {shape}")
     if shape[0] > MAX_PLAUSIBLE_CHANNELS and shape[1] < shape[0]:
