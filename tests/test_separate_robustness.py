@@ -160,6 +160,28 @@ def test_no_space_for_the_manifest_fails_each_song_in_one_line(tmp_path, checkpo
     assert files_under(out) == [f"{MODEL}/{t}/{s}.wav" for t in "ab" for s in SOURCES]
 
 
+def test_a_file_size_limit_that_stops_only_the_manifest(tmp_path, checkpoint):
+    """The real thing, not a mocked write: songs so short that their stems fit under the
+    file-size limit and the manifest does not."""
+    songs = [write(tmp_path / f"{name}.wav", tone(seconds=0.001)) for name in ("a", "b")]
+    sizes = tmp_path / "sizes"
+    assert run(songs[0], "-c", checkpoint, "-o", sizes, "-q") == 0
+    stem = max((sizes / MODEL / "a" / f"{s}.wav").stat().st_size for s in SOURCES)
+    manifest = (sizes / ".waveunet-separate.json").stat().st_size
+    assert stem < manifest, (stem, manifest)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", FILL_DRIVER, str((stem + manifest) // 2), "separate",
+         *map(str, songs), "-c", str(checkpoint), "-o", str(out), "-q"],
+        capture_output=True, text=True, env=env(), timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"waveunet separate: error: {song}: cannot write {out / '.waveunet-separate.json'}: "
+        "no space (the file-size limit is reached)" for song in songs] + [
+        f"waveunet separate: 2 of 2 song(s) failed: {songs[0]}, {songs[1]}"]
+    assert files_under(out) == [f"{MODEL}/{t}/{s}.wav" for t in "ab" for s in SOURCES]
+
+
 def test_an_earlier_stem_that_cannot_be_removed_fails_its_song_alone(tmp_path, checkpoint,
                                                                      capsys, monkeypatch):
     songs = [write(tmp_path / f"{name}.wav") for name in ("a", "b")]
