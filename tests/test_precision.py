@@ -4,6 +4,10 @@ and the (frames, channels) guard of the array API."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +166,16 @@ def test_a_soundfile_layout_array_is_refused_with_the_fix():
     assert sep.separate(song, 22050).stems.shape == (2, 2, 4000)
     assert sep.separate(song[:, :1], 22050).stems.shape == (2, 2, 1)  # 2 channels, 1 sample
     assert sep.separate(np.zeros((6, 3), np.float32), 22050).stems.shape == (2, 6, 3)
+
+
+def test_separate_and_settings_start_without_torch_or_omegaconf():
+    """``waveunet separate``'s module (its argument parsing) imports neither: the precision
+    names live in waveunet.precision, which imports torch only where it is used."""
+    code = ("import sys, waveunet.separate; "
+            "assert 'torch' not in sys.modules and 'omegaconf' not in sys.modules, "
+            "[m for m in ('torch', 'omegaconf') if m in sys.modules]; "
+            "import waveunet.settings; assert 'torch' not in sys.modules")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -10,20 +10,24 @@ comes out stays float32. ``waveunet separate --precision``, ``Separator(precisio
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
-from .settings import PRECISIONS as TRAINING_PRECISIONS
-from .settings import SEPARATION_PRECISIONS as PRECISIONS
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["PRECISIONS", "TRAINING_PRECISIONS", "autocast", "cpu_has_native_bf16",
            "resolve_precision"]
 
-# The names are declared in settings (which stays free of torch); this module is the one place
-# that turns a resolved name into autocast. PRECISIONS: what ``precision`` may be for separation
-# (Separator, ``separate --precision``, ``evaluate precision=``); TRAINING_PRECISIONS: what
-# ``trainer.precision`` and ``scripts/bench.py --precision`` may be (no ``auto``).
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# The one home of the names. This module imports torch only inside the functions that need it,
+# so that settings (which takes the names from here) and ``waveunet separate``'s argument
+# parsing start without it. TRAINING_PRECISIONS: what ``trainer.precision`` and
+# ``scripts/bench.py --precision`` may be: autocast off, bfloat16, float16 (with a grad
+# scaler). PRECISIONS: what ``precision`` may be for separation (Separator, ``separate
+# --precision``, ``evaluate precision=``): those and ``auto``.
+TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", *TRAINING_PRECISIONS)
 # CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic: AVX512-BF16 and Intel AMX.
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -70,5 +74,7 @@ def resolve_precision(precision: str, device: torch.device, *, cpuinfo: str | No
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """The autocast context of a resolved ``precision`` on ``device`` (disabled for fp32)."""
-    dtype = _AUTOCAST_DTYPES.get(precision)
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .cli import ExamplesHelpFormatter
 from .errors import ConfigError, DataError, WaveUNetError
-from .settings import SEPARATION_PRECISIONS
+from .precision import PRECISIONS
 
 SUBTYPES = {
     ("wav", "16"): "PCM_16",
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (CUDA when available), cpu, cuda, cuda:N or another torch device "
                    "this machine has, e.g. mps "
                    "(default: %(default)s)")
-    p.add_argument("--precision", default="auto", choices=SEPARATION_PRECISIONS,
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="the network's precision; auto: bf16 on CUDA and on CPUs with native "
                    "bf16 (avx512_bf16/amx_bf16), else fp32 (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, metavar="N",

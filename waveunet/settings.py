@@ -33,16 +33,18 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 from .errors import ConfigError
 
+# trainer.precision's names, and evaluate's separation precision (those and auto): declared in
+# waveunet.precision, which stays free of torch at import.
+from .precision import PRECISIONS as SEPARATION_PRECISIONS
+from .precision import TRAINING_PRECISIONS as PRECISIONS
+
 T = TypeVar("T")
 
 OUTPUT_TYPES = ("direct", "difference")
 UPSAMPLING = ("linear", "learned")
-PRECISIONS = ("fp32", "bf16", "fp16")  # autocast off, bfloat16, float16 (with a grad scaler)
 LOSSES = ("mse", "l1", "cross_entropy")
 OPTIMISERS = ("adam", "sgd")
 METRICS = ("sdr", "bss")
-# evaluate's separation precision: auto (the Separator's rule), fp32, bf16 or fp16 autocast
-SEPARATION_PRECISIONS = ("auto", *PRECISIONS)
 NONFINITE = ("error", "zero")  # what evaluate does with NaN / inf estimate samples
 
 
