@@ -243,3 +243,10 @@ def test_a_model_that_outputs_nan_fails_each_song_and_writes_nothing(tmp_path, c
                      "overflow in this precision" for song in songs] + [
         f"waveunet separate: 2 of 2 song(s) failed: {songs[0]}, {songs[1]}"]
     assert files_under(out) == []
+    from waveunet.errors import DataError
+    from waveunet.inference import Separator
+
+    separator = Separator.from_checkpoint(broken, device="cpu", precision="fp32")
+    with pytest.raises(DataError, match=f"^the model of {broken} produced non-finite"):
+        separator.separate_file(songs[0], [out / "a.wav", out / "b.wav"])  # the one-song path
+    assert files_under(out) == []

@@ -406,8 +406,8 @@ class Separator:
             position += n
         return SeparationResult(stems, unclipped, self.sources, self.sample_rate_hz, self.bounds)
 
-    def iter_chunks(self, total: int, source: Window,
-                    desc: str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def iter_chunks(self, total: int, source: Window, desc: str | None = None, *,
+                    check_finite: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The tiling loop: yield each chunk's kept (stems, unclipped), (S, C, n), in song order.
 
         ``source.window(start, stop)`` gives the model-rate input ``[start, stop)``
@@ -415,16 +415,20 @@ class Separator:
         a streaming source holds only the current chunks' inputs. The chunks'
         outputs tile ``[0, total)`` exactly. Both the array API and the
         file-to-file path (:mod:`waveunet.streaming`) run this loop.
+
+        With ``check_finite`` (the file-to-file path: a NaN would be written as a full-scale
+        sample) a NaN or infinite output raises a DataError naming :attr:`origin`, after the
+        first batch or at the song's end; the caller discards what was yielded. The array API
+        returns such output as it is (``waveunet evaluate`` applies its ``nonfinite`` rule).
         """
         plan = self.plan(total)
         step, n_in = plan.step_samples, plan.input_samples
         was_training = self.model.training
         self.model.eval()
-        # Whether every output so far is finite, kept on the model's device: a NaN or infinite
-        # output (a broken checkpoint) would be written as full-scale noise. Read on the host
-        # after the first batch (a broken model fails at once) and at the song's end (a
-        # caller discards a song whose iteration raises), not once per batch.
-        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        # Whether every output so far is finite, kept on the model's device and read on the
+        # host after the first batch (a broken model fails at once) and at the song's end,
+        # not once per batch (a host sync on a GPU).
+        finite = torch.ones((), dtype=torch.bool, device=self.device) if check_finite else None
         try:
             with tqdm(total=plan.num_chunks, desc=desc, unit="chunk", disable=not self.progress,
                       leave=False) as bar:
@@ -437,12 +441,13 @@ class Separator:
                     with torch.inference_mode(), self.autocast():
                         out = self.model(batch.to(self.device))
                         kept = out.unclipped[..., :step]  # the stems are clamped from it
-                        finite = finite & torch.isfinite(kept).all()
+                        if finite is not None:
+                            finite = finite & torch.isfinite(kept).all()
                         # one copy to the CPU as float32 (a view of ``out`` must not outlive it)
                         estimates = out.estimates[..., :step].to("cpu", torch.float32, copy=True)
                         raw = kept.to("cpu", torch.float32, copy=True)
                     del out, batch, kept
-                    if first == 0 or chunks.stop == plan.num_chunks:
+                    if finite is not None and (first == 0 or chunks.stop == plan.num_chunks):
                         self._check_finite(finite)
                     bar.update(len(chunks))
                     for j, k in enumerate(chunks):

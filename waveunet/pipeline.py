@@ -213,7 +213,8 @@ def _model_stage(separator: StreamingSeparator, job: Job, blocks: queue.Queue,
     source = song_blocks()
     try:
         window = StreamWindow(source, reader.total, separator.channels)
-        for est, raw in separator.iter_chunks(reader.total, window, job.desc):
+        for est, raw in separator.iter_chunks(reader.total, window, job.desc,
+                                              check_finite=True):
             if id(job) in run.failed:  # its writing failed (disk full, ...): stop computing
                 break
             if not _put(chunks, ("chunk", est, raw), run.stop):

@@ -69,8 +69,9 @@ class StreamingSeparator(Protocol):
     channels: int
     bounds: tuple[float, float | None]
 
-    def iter_chunks(self, total: int, source: Any,
-                    desc: str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def iter_chunks(self, total: int, source: Any, desc: str | None = None, *,
+                    check_finite: bool = False
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
     def back_to_song(self, stems: torch.Tensor, unclipped: torch.Tensor, channels: int,
                      resampled: bool) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -481,7 +482,8 @@ def separate_file(
     ``write_audio``. Each stem is written to a temporary file next to its
     target and all are renamed into place only when the whole song is done;
     on any failure the temporaries are removed and no target is touched. An
-    existing target is a DataError unless ``overwrite``; a full disk (or quota, or file-size
+    existing target is a DataError unless ``overwrite``, and so is a NaN or infinite model
+    output (:meth:`Separator.iter_chunks`, ``check_finite``); a full disk (or quota, or file-size
     limit) is a :class:`~waveunet.errors.DiskFullError` naming the file.
     :mod:`waveunet.pipeline` runs the same stages for many songs, overlapped.
     """
@@ -500,7 +502,8 @@ def separate_file(
         try:
             writer.open()
             window = StreamWindow(reader.blocks(), reader.total, separator.channels)
-            for est, raw in separator.iter_chunks(reader.total, window, desc):
+            for est, raw in separator.iter_chunks(reader.total, window, desc,
+                                                  check_finite=True):
                 writer.push(est, raw)
             return writer.commit()
         except BaseException:
