@@ -87,11 +87,11 @@ def test_the_stages_overlap_in_three_threads(tmp_path, monkeypatch):
 
     real_iter_chunks = sep.iter_chunks
 
-    def iter_chunks(total, source, desc=None):
+    def iter_chunks(total, source, desc=None, **options):
         threads["model"].add(threading.current_thread().name)
         if desc == "0.wav":  # song 1 in the model: song 2 must get decoded meanwhile
             overlapped.append(opened[songs[1]].wait(timeout=30))
-        yield from real_iter_chunks(total, source, desc)
+        yield from real_iter_chunks(total, source, desc, **options)
 
     monkeypatch.setattr(pipeline, "SongReader", Reader)
     monkeypatch.setattr(pipeline, "StemWriter", Writer)
@@ -126,8 +126,8 @@ def test_an_interruption_stops_every_stage_and_leaves_no_file(tmp_path, monkeypa
     songs = [song(tmp_path, f"{i}.wav", 2.0, 22050, 2, i) for i in range(3)]
     real_iter_chunks = sep.iter_chunks
 
-    def iter_chunks(total, source, desc=None):
-        for k, chunk in enumerate(real_iter_chunks(total, source, desc)):
+    def iter_chunks(total, source, desc=None, **options):
+        for k, chunk in enumerate(real_iter_chunks(total, source, desc, **options)):
             if desc == "1.wav" and k == 3:
                 raise KeyboardInterrupt
             yield chunk
