@@ -175,6 +175,22 @@ def test_context_free_model_tiles_non_overlapping_chunks():
     torch.testing.assert_close(result.stems[..., 104:208], second, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("context", (True, False))
+@pytest.mark.parametrize("passage", ((0, 300), (700, 1000), (333, 777), (500, 501)))
+def test_a_passage_separates_as_the_whole_song_cropped(context, passage):
+    model = tiny(context=context, output="direct", activation="linear")
+    sep = Separator(model, device="cpu", chunk_output_samples=100, precision="fp32")
+    mixture = noise(2, 1000, scale=0.9)
+    whole = sep.separate_tensor(mixture)
+    part = sep.separate_passage(mixture, *passage)
+    crop = slice(*passage)
+    assert part.stems.shape == (2, 2, passage[1] - passage[0])
+    torch.testing.assert_close(part.stems, whole.stems[..., crop], atol=1e-6, rtol=0)
+    torch.testing.assert_close(part.unclipped, whole.unclipped[..., crop], atol=1e-6, rtol=0)
+    with pytest.raises(DataError, match="passage 900:1100"):
+        sep.separate_passage(mixture, 900, 1100)
+
+
 def test_a_training_model_is_used_in_eval_mode_and_left_training():
     model = tiny(activation="linear").train()
     mixture = noise(2, 1000, scale=0.99)

@@ -406,6 +406,25 @@ class Separator:
             position += n
         return SeparationResult(stems, unclipped, self.sources, self.sample_rate_hz, self.bounds)
 
+    def separate_passage(self, mixture: torch.Tensor | np.ndarray, start: int,
+                         stop: int) -> SeparationResult:
+        """The stems of ``mixture[:, start:stop]`` only, equal to separating the whole (C, T)
+        mixture (:meth:`separate_tensor`) and cropping: the passage and the model's context
+        on each side are separated, the window aligned to this separator's chunk grid (so its
+        chunks are the whole song's chunks, and beyond the song the same zeros)."""
+        total = mixture.shape[-1]
+        if not 0 <= start < stop <= total:
+            raise DataError(f"passage {start}:{stop} is not inside a song of {total} samples")
+        context = self.model.input_samples - self.model.output_samples
+        step = self.step_samples
+        lo = max(0, start - context) // step * step
+        hi = min(total, -(-(stop + context) // step) * step)
+        window = self.separate_tensor(torch.as_tensor(mixture)[:, lo:hi].contiguous())
+        crop = slice(start - lo, stop - lo)
+        return SeparationResult(window.stems[..., crop].contiguous(),
+                                window.unclipped[..., crop].contiguous(), self.sources,
+                                self.sample_rate_hz, self.bounds)
+
     def iter_chunks(self, total: int, source: Window, desc: str | None = None, *,
                     check_finite: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The tiling loop: yield each chunk's kept (stems, unclipped), (S, C, n), in song order.
