@@ -91,6 +91,22 @@ def test_read_falls_back_to_ffmpeg_for_m4a(tmp_path: Path) -> None:
     assert np.allclose(rms, [0.5 / np.sqrt(2), 0.25 / np.sqrt(2)], rtol=0.1)
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+def test_a_file_that_fails_part_way_is_an_error_not_its_first_part(tmp_path: Path) -> None:
+    # The first half of a FLAC: libsndfile stops with "lost sync"; ffmpeg, the fallback, would
+    # print the decoding error and hand over the first half with exit status 0.
+    full = write_audio(tmp_path / "full.flac", 0.1 * _noise(samples=264600), 44100)
+    data = full.read_bytes()
+    truncated = tmp_path / "trunc.flac"
+    truncated.write_bytes(data[:len(data) // 2])
+    with pytest.raises(sf.LibsndfileError):
+        sf.read(str(truncated))
+    with pytest.raises(DataError, match="trunc.flac") as caught:
+        read_audio(truncated)
+    assert "\n" not in str(caught.value)
+    assert read_audio(full)[0].shape == (2, 264600)
+
+
 def test_resample_keeps_type_tone_and_identity() -> None:
     t = np.arange(44100) / 44100
     tone = np.sin(2 * np.pi * 1000 * t)[None].astype(np.float32)

@@ -93,13 +93,15 @@ def decode_with_ffmpeg(path: Path, folder: str | os.PathLike) -> Path:
     """Decode the first audio stream of ``path`` to a float WAV in ``folder`` (m4a, mp4, ...).
 
     The fallback of both read paths (:func:`read_audio`, and the block reader of
-    :mod:`waveunet.streaming`) for containers libsndfile cannot open.
+    :mod:`waveunet.streaming`) for containers libsndfile cannot open. A decoding error stops
+    ffmpeg (``-xerror``): without it ffmpeg prints the error, writes the audio it decoded up to
+    there (half of a truncated FLAC) and exits 0.
     """
     if shutil.which("ffmpeg") is None:
         raise DataError("ffmpeg not installed")
     wav = Path(folder) / "decoded.wav"
     done = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+        ["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", str(path), "-map", "0:a:0",
          "-c:a", "pcm_f32le", "-f", "wav", "-y", str(wav)],
         capture_output=True, check=False,
     )
