@@ -119,6 +119,19 @@ def test_resample_keeps_type_tone_and_identity() -> None:
     assert isinstance(tensor, torch.Tensor) and torch.allclose(tensor, torch.from_numpy(half))
 
 
+USUAL_RATES_HZ = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400,
+                  192000)
+
+
+@pytest.mark.parametrize("model_hz", [22050, 44100])
+def test_every_usual_rate_resamples_exactly_to_the_models_rates(model_hz: int) -> None:
+    from waveunet.audio import tractable_rates
+
+    for rate in USUAL_RATES_HZ:
+        assert tractable_rates(rate, model_hz) == (rate, model_hz)
+        assert tractable_rates(model_hz, rate) == (model_hz, rate)
+
+
 def test_convert_channels() -> None:
     stereo = np.array([[1.0, 2.0], [3.0, 6.0]], dtype=np.float32)
     assert np.array_equal(convert_channels(stereo, 1), [[2.0, 4.0]])

@@ -33,9 +33,12 @@ MP3_RATES_HZ = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 # builds ``new`` filters of ``2 * width + orig`` taps for the gcd-reduced ratio orig/new: for
 # 44,101 -> 44,100 Hz that is 44,100 x 44,115 taps (7.8 GB) and as many multiply-adds per
 # input sample. A ratio whose filter bank has more taps than this is not computed as is (see
-# :func:`tractable_rates`). 2**18 taps (1 MiB of float32) admit every ratio between the usual
-# rates (48,000 -> 44,100 Hz: 25,578 taps; 22,050 -> 16,000 Hz: 146,880).
-MAX_RESAMPLING_TAPS = 2**18
+# :func:`tractable_rates`). 2**20 taps (4 MiB of float32) admit every ratio between the usual
+# rates, 8 to 192 kHz (48,000 -> 44,100 Hz: 25,578 taps; 22,050 -> 32,000: 291,200; the
+# largest, 11,025 -> 32,000: 582,400). The largest ratio admitted to a model's rate,
+# 44,100 -> 130,575 Hz (1,048,082 taps), raised a process's peak memory by 21 MiB while
+# torchaudio built its kernel (float64 intermediates), 40 MiB while resampling 10 s of stereo.
+MAX_RESAMPLING_TAPS = 2**20
 # How far (relative) a rate may be moved to reach a computable ratio.
 MAX_RATE_CHANGE = 0.01
 _LOWPASS_FILTER_WIDTH = 6  # torchaudio.functional.resample's defaults
