@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from pathlib import Path
@@ -130,6 +131,25 @@ def test_every_usual_rate_resamples_exactly_to_the_models_rates(model_hz: int) -
     for rate in USUAL_RATES_HZ:
         assert tractable_rates(rate, model_hz) == (rate, model_hz)
         assert tractable_rates(model_hz, rate) == (model_hz, rate)
+
+
+def test_an_odd_rate_is_named_by_file_in_a_logged_warning_each_time(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import warnings
+
+    audio = _noise(samples=4410)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no Python warning (shown once per process)
+        with caplog.at_level(logging.WARNING, logger="waveunet"):
+            for _ in range(2):
+                out = resample(audio, 44101, 22050, what="songs/odd.wav")
+                assert out.shape == (2, 2205)  # 44,101 Hz treated as 44,100 Hz
+            resample(audio, 44101, 22050)  # callers that name nothing
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3 and messages[0] == messages[1]
+    assert messages[0].startswith("songs/odd.wav: resampling 44101 -> 22050 Hz")
+    assert "44101 Hz is treated as 44100 Hz" in messages[0]
+    assert messages[2].startswith("audio: ")
 
 
 def test_convert_channels() -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import math
 import os
 import pickle
@@ -131,6 +132,21 @@ def stem_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
                                ("train", "Some - Song", 1), ("test", "Other - Song", 2)):
         written[name] = _write_stem_mp4(root / subset / f"{name}.stem.mp4", seed=seed)
     return root, written
+
+
+def test_a_track_at_an_odd_rate_is_named_when_its_rate_is_approximated(
+        tmp_path: Path, make_data_cfg, caplog: pytest.LogCaptureFixture) -> None:
+    audio = (0.3 * np.random.default_rng(0).uniform(-1, 1, (2, 4410))).astype(np.float32)
+    for name in ("vocals", "accompaniment"):
+        write_audio(tmp_path / "songs" / "train" / "odd" / f"{name}.wav", audio, 44101)
+    cfg = make_data_cfg("folder", tmp_path / "songs", stems=["vocals", "accompaniment"])
+    with caplog.at_level(logging.WARNING, logger="waveunet"):
+        (track,) = load_split(cfg, "train", sample_rate_hz=22050, channels=2, sources=VOICE)
+    assert track.samples == 2205  # 44,101 Hz treated as 44,100 Hz
+    notes = sorted(r.getMessage() for r in caplog.records if "treated as" in r.getMessage())
+    assert len(notes) == 2  # one per file, each named
+    for note, name in zip(notes, ("accompaniment", "vocals"), strict=True):
+        assert note.startswith(f"track 'odd': {tmp_path / 'songs/train/odd' / name}.wav: ")
 
 
 def test_musdb_stem_mp4_with_official_validation(stem_root, make_data_cfg) -> None:

@@ -8,12 +8,12 @@ atomic so an interrupted run never leaves a truncated file under a final name.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
 import subprocess
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +24,8 @@ import torch
 
 from .errors import NO_SPACE, DataError, disk_full, space_checked
 from .files import atomic_write
+
+log = logging.getLogger(__name__)
 
 _WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3"}
 # The sample rates an MP3 (MPEG-1/2/2.5 layer III) stores.
@@ -242,16 +244,17 @@ def tractable_rates(from_hz: int, to_hz: int) -> tuple[int, int]:
 
 
 def resample(
-    audio: torch.Tensor | np.ndarray, from_hz: int, to_hz: int
+    audio: torch.Tensor | np.ndarray, from_hz: int, to_hz: int, what: str = "audio"
 ) -> torch.Tensor | np.ndarray:
     """Resample along the last axis; returns the input's type (tensor or array).
 
     A ratio too large to compute is replaced by the close one :func:`tractable_rates`
-    chooses (with a warning): bounded memory and time for any pair of rates.
+    chooses, with a warning that names ``what`` (the file): bounded memory and time for any
+    pair of rates.
     """
     if int(from_hz) == int(to_hz):
         return audio
-    from_hz, to_hz = approximate_rates(from_hz, to_hz)
+    from_hz, to_hz = approximate_rates(from_hz, to_hz, what)
     if from_hz == to_hz:
         return audio
     import torchaudio.functional as AF
@@ -268,10 +271,14 @@ def resample(
 
 
 def approximate_rates(from_hz: int, to_hz: int, what: str = "audio") -> tuple[int, int]:
-    """:func:`tractable_rates`, with a warning that says what the replacement changes."""
+    """:func:`tractable_rates`, with a warning that says what the replacement changes.
+
+    A logging warning (logger ``waveunet.audio``), not :func:`warnings.warn`, whose filter
+    shows a message once per process: each file treated so is named.
+    """
     pair = tractable_rates(from_hz, to_hz)
     if pair != (int(from_hz), int(to_hz)):
-        warnings.warn(rate_change_note(what, int(from_hz), int(to_hz), pair), stacklevel=3)
+        log.warning("%s", rate_change_note(what, int(from_hz), int(to_hz), pair))
     return pair
 
 

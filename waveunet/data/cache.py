@@ -218,7 +218,8 @@ def _to_model_format(audio: np.ndarray, rate: int, sample_rate_hz: int, channels
         audio = convert_channels(audio, channels)
     except DataError as exc:
         raise DataError(f"track '{name}': {path}: {exc}") from exc
-    return np.asarray(resample(audio, rate, sample_rate_hz), dtype=np.float32)
+    return np.asarray(resample(audio, rate, sample_rate_hz, what=f"track '{name}': {path}"),
+                      dtype=np.float32)
 
 
 def _sum_stems(parts: list[np.ndarray]) -> np.ndarray:
