@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -464,6 +465,46 @@ def test_bad_config_values(synth_root: Path, make_data_cfg) -> None:
         _load(make_data_cfg("musdb_hq", synth_root), "validation")
     with pytest.raises(ConfigError, match="stems"):
         _load(make_data_cfg("folder", synth_root))
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("seconds", math.nan, "data.seconds must be a finite number >= 1 (a generated track must be "
+                          "at least 1 s long, and as long as the model's input), got nan"),
+    ("seconds", math.inf, "data.seconds must be a finite number >= 1"),
+    ("seconds", 0.001, "data.seconds must be a finite number >= 1"),
+    ("tracks", 0, "data.tracks must be an integer >= 1, got 0"),
+    ("seed", math.inf, "data.seed must be an integer >= 0, got inf"),
+    ("valid_fraction", math.nan, "data.valid_fraction must be a finite number in [0, 1), got nan"),
+    ("valid_seed", math.inf, "data.valid_seed must be an integer >= 0, got inf"),
+    ("weight", math.nan, "data.weight must be a finite number >= 0, got nan"),
+    ("sampling", "foo", "data.sampling: unknown 'foo' (choose from per_second, per_track)"),
+])
+def test_a_bad_number_is_one_line_naming_the_setting_before_anything_is_generated(
+        tmp_path: Path, make_data_cfg, setting: str, value, message: str) -> None:
+    root = tmp_path / "synthetic"
+    cfg = make_data_cfg("synthetic", root, **{"tracks": 2, "test_tracks": 1, "seconds": 1.0,
+                                              "seed": 0, setting: value})
+    with pytest.raises(ConfigError) as caught:
+        _load(cfg)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    assert not root.exists() and not (tmp_path / "cache").exists()
+
+
+def test_nan_from_the_command_line_is_refused_by_the_data_spec(tmp_path: Path) -> None:
+    from waveunet.config import compose
+
+    for override, named in (("data.seconds=nan", "data.seconds"),
+                            ("data.seconds=inf", "data.seconds"),
+                            ("data.valid_fraction=nan", "data.valid_fraction")):
+        cfg = compose("train", ["experiment=demo", override, f"data.cache_dir={tmp_path}"]).data
+        with pytest.raises(ConfigError, match=f"^{re.escape(named)} must be a finite number"):
+            data_spec(cfg)
+
+
+def test_all_weights_zero_is_refused_naming_the_setting(make_data_cfg, synth_root: Path) -> None:
+    with pytest.raises(ConfigError, match=r"every training dataset has weight 0 "
+                                          r"\(data\.weight=0\)"):
+        data_spec(make_data_cfg("musdb_hq", synth_root, weight=0))
 
 
 # --------------------------------------------------------------------------- training examples

@@ -21,7 +21,15 @@ from typing import Any
 from ..errors import ConfigError, DataError
 from .cache import Track, cached_tracks_match, load_tracks
 from .find import Found, dataset_root, empty_split_hint, list_tracks, native_rate_hz, select_split
-from .spec import SPLITS, DatasetSpec, DataSpec, data_spec, missing_sources, source_plan
+from .spec import (
+    SPLITS,
+    DatasetSpec,
+    DataSpec,
+    check_weights,
+    data_spec,
+    missing_sources,
+    source_plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +123,13 @@ def _present_datasets(spec: DataSpec, split: str) -> list[DatasetSpec]:
     for dataset in left_out:
         if split in dataset.splits:
             hint = f" {dataset.hint}" if dataset.hint else ""
-            log.warning("%s.root is not set: the '%s' split leaves out the %s dataset.%s",
-                        dataset.setting, split, dataset.name, hint)
+            log.warning("%s is not set: the '%s' split leaves out the %s dataset.%s",
+                        dataset.key("root"), split, dataset.name, hint)
+    if split == "train":
+        check_weights(present)  # e.g. the others at weight 0, and the one weighted left out
     if not present:
         raise ConfigError("no dataset of data.datasets has a root set "
-                          f"({', '.join(f'{d.setting}.root' for d in spec.datasets)})")
+                          f"({', '.join(d.key('root') for d in spec.datasets)})")
     return present
 
 
