@@ -364,6 +364,26 @@ def test_without_a_ccmixter_root_the_recipe_trains_on_musdb_alone_with_a_warning
                      "train")) == 2 + len(SONGS)
 
 
+def test_a_voice_model_on_musdb18_alone_is_warned_that_the_paper_added_ccmixter(
+        tmp_path: Path, synth_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def warnings_of(preset: str, sources: list[str], *overrides: str) -> list[str]:
+        cfg = data_cfg(tmp_path, preset, *overrides)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="waveunet"):
+            _load(cfg, "train", sources=sources)
+        return [r.getMessage() for r in caplog.records if "CCMixter" in r.getMessage()]
+
+    musdb_hq = (f"data.root={synth_root}", "data.valid_tracks=[track_002]")
+    (message,) = warnings_of("musdb_hq", VOICE, *musdb_hq)
+    assert message.startswith("data.format=musdb_hq: the voice model (accompaniment, vocals) "
+                              "trains on MUSDB18 alone. The paper's voice models")
+    assert "data=musdb_hq_ccmixter data.ccmixter_root=" in message
+    assert warnings_of("musdb_hq", FOUR, *musdb_hq) == []  # M6's data: MUSDB18 alone
+    synthetic = ("data.tracks=2", "data.test_tracks=1", "data.seconds=1")
+    assert warnings_of("synthetic", VOICE, *synthetic) == []
+    assert warnings_of("musdb_hq", VOICE, *musdb_hq) == [message]  # every run, not once
+
+
 def test_presets_say_what_they_train_on() -> None:
     paper = compose("compare", ["experiment=compare_paper"])
     assert paper.model.name == "m5_highsr" and paper.data.name == "musdb_ccmixter"
