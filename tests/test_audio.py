@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from pathlib import Path
@@ -91,6 +92,22 @@ def test_read_falls_back_to_ffmpeg_for_m4a(tmp_path: Path) -> None:
     assert np.allclose(rms, [0.5 / np.sqrt(2), 0.25 / np.sqrt(2)], rtol=0.1)
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+def test_a_file_that_fails_part_way_is_an_error_not_its_first_part(tmp_path: Path) -> None:
+    # The first half of a FLAC: libsndfile stops with "lost sync"; ffmpeg, the fallback, would
+    # print the decoding error and hand over the first half with exit status 0.
+    full = write_audio(tmp_path / "full.flac", 0.1 * _noise(samples=264600), 44100)
+    data = full.read_bytes()
+    truncated = tmp_path / "trunc.flac"
+    truncated.write_bytes(data[:len(data) // 2])
+    with pytest.raises(sf.LibsndfileError):
+        sf.read(str(truncated))
+    with pytest.raises(DataError, match="trunc.flac") as caught:
+        read_audio(truncated)
+    assert "\n" not in str(caught.value)
+    assert read_audio(full)[0].shape == (2, 264600)
+
+
 def test_resample_keeps_type_tone_and_identity() -> None:
     t = np.arange(44100) / 44100
     tone = np.sin(2 * np.pi * 1000 * t)[None].astype(np.float32)
@@ -101,6 +118,38 @@ def test_resample_keeps_type_tone_and_identity() -> None:
     assert np.max(np.abs(half[0, 500:-500] - expected[500:-500])) < 0.01
     tensor = resample(torch.from_numpy(tone), 44100, 22050)
     assert isinstance(tensor, torch.Tensor) and torch.allclose(tensor, torch.from_numpy(half))
+
+
+USUAL_RATES_HZ = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400,
+                  192000)
+
+
+@pytest.mark.parametrize("model_hz", [22050, 44100])
+def test_every_usual_rate_resamples_exactly_to_the_models_rates(model_hz: int) -> None:
+    from waveunet.audio import tractable_rates
+
+    for rate in USUAL_RATES_HZ:
+        assert tractable_rates(rate, model_hz) == (rate, model_hz)
+        assert tractable_rates(model_hz, rate) == (model_hz, rate)
+
+
+def test_an_odd_rate_is_named_by_file_in_a_logged_warning_each_time(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import warnings
+
+    audio = _noise(samples=4410)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no Python warning (shown once per process)
+        with caplog.at_level(logging.WARNING, logger="waveunet"):
+            for _ in range(2):
+                out = resample(audio, 44101, 22050, what="songs/odd.wav")
+                assert out.shape == (2, 2205)  # 44,101 Hz treated as 44,100 Hz
+            resample(audio, 44101, 22050)  # callers that name nothing
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3 and messages[0] == messages[1]
+    assert messages[0].startswith("songs/odd.wav: resampling 44101 -> 22050 Hz")
+    assert "44101 Hz is treated as 44100 Hz" in messages[0]
+    assert messages[2].startswith("audio: ")
 
 
 def test_convert_channels() -> None:

@@ -47,12 +47,14 @@ def test_channelswap_and_signflip_act_per_source(stems: torch.Tensor) -> None:
     assert (kept | negated).all() and kept.any() and negated.any()
 
 
-def test_remix_shuffles_each_source_across_the_batch(stems: torch.Tensor) -> None:
-    out = build_augmentation(["remix"])(stems)
+def test_remix_shuffles_each_source_within_its_group(stems: torch.Tensor) -> None:
+    out = build_augmentation(["remix"])(stems)  # group_size 4 by default
+    group = torch.arange(stems.shape[0]) // 4
     for s in range(stems.shape[1]):
-        # Every output stem is one of the batch's stems of the same source, each used once.
+        # Every output stem is one of its group's stems of the same source, each used once.
         match = (out[:, s, None] == stems[None, :, s]).flatten(2).all(-1)  # (B_out, B_in)
         assert (match.sum(1) == 1).all() and (match.sum(0) == 1).all()
+        assert torch.equal(group[match.float().argmax(1)], group)
     assert not torch.equal(out, stems)
     sources_from = [
         (out[:, s, None] == stems[None, :, s]).flatten(2).all(-1).float().argmax(1)

@@ -295,8 +295,48 @@ def test_unknown_setting_of_a_dataset_entry(tmp_path: Path, synth_root: Path, cc
     with pytest.raises(ConfigError, match=r"data\.datasets\.ccmixter: unknown setting\(s\) fles"):
         _load(cfg, "train")
     cfg = combined(tmp_path, synth_root, ccmixter[0], "data.datasets.ccmixter.weight=-1")
-    with pytest.raises(ConfigError, match=r"data\.datasets\.ccmixter\.weight must be >= 0, got -1"):
+    with pytest.raises(ConfigError, match=r"data\.datasets\.ccmixter\.weight must be a finite "
+                                          r"number >= 0, got -1"):
         _load(cfg, "train")
+    cfg = combined(tmp_path, synth_root, ccmixter[0], "data.datasets.ccmixter.weight=nan")
+    with pytest.raises(ConfigError, match=r"data\.datasets\.ccmixter\.weight must be a finite "
+                                          r"number >= 0, got nan"):
+        _load(cfg, "train")
+
+
+def test_all_weights_zero_is_refused_before_anything_is_decoded(
+        tmp_path: Path, synth_root: Path, ccmixter, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = combined(tmp_path, synth_root, ccmixter[0], "data.datasets.musdb.weight=0",
+                   "data.datasets.ccmixter.weight=0")
+    with pytest.raises(ConfigError, match=r"every training dataset has weight 0 "
+                                          r"\(data\.datasets\.musdb\.weight=0, "
+                                          r"data\.datasets\.ccmixter\.weight=0\)"):
+        _load(cfg, "train")
+    assert not (tmp_path / "cache").exists()
+    # The only weighted dataset left out (no CCMixter root): refused too, before decoding.
+    monkeypatch.delenv("CCMIXTER_PATH", raising=False)
+    cfg = combined(tmp_path, synth_root, None, "data.datasets.musdb.weight=0")
+    with pytest.raises(ConfigError, match=r"\(data\.datasets\.musdb\.weight=0\)"):
+        _load(cfg, "train")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_errors_name_the_top_level_setting_a_preset_maps(tmp_path: Path, synth_root: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    for override, message in (
+            ("data.valid_tracks=-3", "data.valid_tracks=-3 must be >= 0"),
+            ("data.valid_seed=inf", "data.valid_seed must be an integer >= 0, got inf"),
+            ("data.sampling=foo", "data.sampling: unknown 'foo' (choose from per_second, "
+                                  "per_track)")):
+        with pytest.raises(ConfigError) as caught:
+            _load(combined(tmp_path, synth_root, tmp_path / "nope", override), "train")
+        assert str(caught.value).startswith(message), caught.value
+    with pytest.raises(DataError, match=re.escape(f"dataset root not found: {tmp_path / 'nope'} "
+                                                  "(data.ccmixter_root,")):
+        _load(combined(tmp_path, synth_root, tmp_path / "nope"), "train")
+    monkeypatch.delenv("MUSDB_HQ_PATH", raising=False)
+    with pytest.raises(ConfigError, match=r"^data\.root is not set for the 'musdb' dataset"):
+        _load(data_cfg(tmp_path, "musdb_hq_ccmixter", "data.root=null"), "train")
 
 
 # --------------------------------------------------------------------------- recipes
@@ -315,13 +355,33 @@ def test_without_a_ccmixter_root_the_recipe_trains_on_musdb_alone_with_a_warning
         assert not [r for r in caplog.records if r.levelno == logging.WARNING]  # no CCMixter there
     assert {t.dataset for t in train} == {"musdb"} and len(train) == 2
     (message,) = warned
-    assert "data.datasets.ccmixter.root is not set" in message
+    assert "data.ccmixter_root is not set" in message
     assert "trained on MUSDB18 + CCMixter" in message and "data.ccmixter_root=" in message
     # The environment variable is the other way to give the root.
     monkeypatch.setenv("CCMIXTER_PATH", str(tmp_path / "from-env"))
     write_ccmixter(tmp_path / "from-env", seconds=0.2)
     assert len(_load(combined(tmp_path, synth_root, None, "data.valid_tracks=[track_002]"),
                      "train")) == 2 + len(SONGS)
+
+
+def test_a_voice_model_on_musdb18_alone_is_warned_that_the_paper_added_ccmixter(
+        tmp_path: Path, synth_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def warnings_of(preset: str, sources: list[str], *overrides: str) -> list[str]:
+        cfg = data_cfg(tmp_path, preset, *overrides)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="waveunet"):
+            _load(cfg, "train", sources=sources)
+        return [r.getMessage() for r in caplog.records if "CCMixter" in r.getMessage()]
+
+    musdb_hq = (f"data.root={synth_root}", "data.valid_tracks=[track_002]")
+    (message,) = warnings_of("musdb_hq", VOICE, *musdb_hq)
+    assert message.startswith("data.format=musdb_hq: the voice model (accompaniment, vocals) "
+                              "trains on MUSDB18 alone. The paper's voice models")
+    assert "data=musdb_hq_ccmixter data.ccmixter_root=" in message
+    assert warnings_of("musdb_hq", FOUR, *musdb_hq) == []  # M6's data: MUSDB18 alone
+    synthetic = ("data.tracks=2", "data.test_tracks=1", "data.seconds=1")
+    assert warnings_of("synthetic", VOICE, *synthetic) == []
+    assert warnings_of("musdb_hq", VOICE, *musdb_hq) == [message]  # every run, not once
 
 
 def test_presets_say_what_they_train_on() -> None:

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import math
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -131,6 +133,21 @@ def stem_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
                                ("train", "Some - Song", 1), ("test", "Other - Song", 2)):
         written[name] = _write_stem_mp4(root / subset / f"{name}.stem.mp4", seed=seed)
     return root, written
+
+
+def test_a_track_at_an_odd_rate_is_named_when_its_rate_is_approximated(
+        tmp_path: Path, make_data_cfg, caplog: pytest.LogCaptureFixture) -> None:
+    audio = (0.3 * np.random.default_rng(0).uniform(-1, 1, (2, 4410))).astype(np.float32)
+    for name in ("vocals", "accompaniment"):
+        write_audio(tmp_path / "songs" / "train" / "odd" / f"{name}.wav", audio, 44101)
+    cfg = make_data_cfg("folder", tmp_path / "songs", stems=["vocals", "accompaniment"])
+    with caplog.at_level(logging.WARNING, logger="waveunet"):
+        (track,) = load_split(cfg, "train", sample_rate_hz=22050, channels=2, sources=VOICE)
+    assert track.samples == 2205  # 44,101 Hz treated as 44,100 Hz
+    notes = sorted(r.getMessage() for r in caplog.records if "treated as" in r.getMessage())
+    assert len(notes) == 2  # one per file, each named
+    for note, name in zip(notes, ("accompaniment", "vocals"), strict=True):
+        assert note.startswith(f"track 'odd': {tmp_path / 'songs/train/odd' / name}.wav: ")
 
 
 def test_musdb_stem_mp4_with_official_validation(stem_root, make_data_cfg) -> None:
@@ -448,6 +465,46 @@ def test_bad_config_values(synth_root: Path, make_data_cfg) -> None:
         _load(make_data_cfg("musdb_hq", synth_root), "validation")
     with pytest.raises(ConfigError, match="stems"):
         _load(make_data_cfg("folder", synth_root))
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("seconds", math.nan, "data.seconds must be a finite number >= 1 (a generated track must be "
+                          "at least 1 s long, and as long as the model's input), got nan"),
+    ("seconds", math.inf, "data.seconds must be a finite number >= 1"),
+    ("seconds", 0.001, "data.seconds must be a finite number >= 1"),
+    ("tracks", 0, "data.tracks must be an integer >= 1, got 0"),
+    ("seed", math.inf, "data.seed must be an integer >= 0, got inf"),
+    ("valid_fraction", math.nan, "data.valid_fraction must be a finite number in [0, 1), got nan"),
+    ("valid_seed", math.inf, "data.valid_seed must be an integer >= 0, got inf"),
+    ("weight", math.nan, "data.weight must be a finite number >= 0, got nan"),
+    ("sampling", "foo", "data.sampling: unknown 'foo' (choose from per_second, per_track)"),
+])
+def test_a_bad_number_is_one_line_naming_the_setting_before_anything_is_generated(
+        tmp_path: Path, make_data_cfg, setting: str, value, message: str) -> None:
+    root = tmp_path / "synthetic"
+    cfg = make_data_cfg("synthetic", root, **{"tracks": 2, "test_tracks": 1, "seconds": 1.0,
+                                              "seed": 0, setting: value})
+    with pytest.raises(ConfigError) as caught:
+        _load(cfg)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    assert not root.exists() and not (tmp_path / "cache").exists()
+
+
+def test_nan_from_the_command_line_is_refused_by_the_data_spec(tmp_path: Path) -> None:
+    from waveunet.config import compose
+
+    for override, named in (("data.seconds=nan", "data.seconds"),
+                            ("data.seconds=inf", "data.seconds"),
+                            ("data.valid_fraction=nan", "data.valid_fraction")):
+        cfg = compose("train", ["experiment=demo", override, f"data.cache_dir={tmp_path}"]).data
+        with pytest.raises(ConfigError, match=f"^{re.escape(named)} must be a finite number"):
+            data_spec(cfg)
+
+
+def test_all_weights_zero_is_refused_naming_the_setting(make_data_cfg, synth_root: Path) -> None:
+    with pytest.raises(ConfigError, match=r"every training dataset has weight 0 "
+                                          r"\(data\.weight=0\)"):
+        data_spec(make_data_cfg("musdb_hq", synth_root, weight=0))
 
 
 # --------------------------------------------------------------------------- training examples

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from waveunet.audio import read_audio
-from waveunet.errors import DataError
+from waveunet.errors import ConfigError, DataError
 from waveunet.synth import STEMS, generate_dataset, generate_track, main
 
 
@@ -102,3 +103,19 @@ def test_cli_shows_progress_per_track(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "synth: 100%" in err and "3/3 [" in err  # 2 train + 1 test tracks
     assert main(["--out", str(tmp_path / "b"), "--tracks", "2", "--seconds", "0.3", "-q"]) == 0
     assert "synth:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--seconds", "nan"], "--seconds must be a finite number > 0, got nan"),
+    (["--seconds", "inf"], "--seconds must be a finite number > 0, got inf"),
+    (["--seconds", "0"], "--seconds must be a finite number > 0, got 0.0"),
+    (["--tracks", "0"], "--tracks must be an integer >= 1, got 0"),
+    (["--test-tracks", "-1"], "--test-tracks must be null or an integer >= 0, got -1"),
+])
+def test_bad_numbers_are_one_line_naming_the_option(tmp_path: Path, args, message) -> None:
+    with pytest.raises(ConfigError) as caught:
+        main(["--out", str(tmp_path / "out"), *args])
+    assert str(caught.value) == message
+    assert not any(tmp_path.iterdir())  # nothing generated
+    with pytest.raises(ConfigError, match="synth: seconds must be a finite number > 0, got nan"):
+        generate_dataset(tmp_path / "py", tracks=1, seconds=math.nan, seed=0)

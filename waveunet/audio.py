@@ -8,12 +8,12 @@ atomic so an interrupted run never leaves a truncated file under a final name.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
 import subprocess
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +25,8 @@ import torch
 from .errors import NO_SPACE, DataError, disk_full, space_checked
 from .files import atomic_write
 
+log = logging.getLogger(__name__)
+
 _WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3"}
 # The sample rates an MP3 (MPEG-1/2/2.5 layer III) stores.
 MP3_RATES_HZ = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -33,9 +35,12 @@ MP3_RATES_HZ = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 # builds ``new`` filters of ``2 * width + orig`` taps for the gcd-reduced ratio orig/new: for
 # 44,101 -> 44,100 Hz that is 44,100 x 44,115 taps (7.8 GB) and as many multiply-adds per
 # input sample. A ratio whose filter bank has more taps than this is not computed as is (see
-# :func:`tractable_rates`). 2**18 taps (1 MiB of float32) admit every ratio between the usual
-# rates (48,000 -> 44,100 Hz: 25,578 taps; 22,050 -> 16,000 Hz: 146,880).
-MAX_RESAMPLING_TAPS = 2**18
+# :func:`tractable_rates`). 2**20 taps (4 MiB of float32) admit every ratio between the usual
+# rates, 8 to 192 kHz (48,000 -> 44,100 Hz: 25,578 taps; 22,050 -> 32,000: 291,200; the
+# largest, 11,025 -> 32,000: 582,400). The largest ratio admitted to a model's rate,
+# 44,100 -> 130,575 Hz (1,048,082 taps), raised a process's peak memory by 21 MiB while
+# torchaudio built its kernel (float64 intermediates), 40 MiB while resampling 10 s of stereo.
+MAX_RESAMPLING_TAPS = 2**20
 # How far (relative) a rate may be moved to reach a computable ratio.
 MAX_RATE_CHANGE = 0.01
 _LOWPASS_FILTER_WIDTH = 6  # torchaudio.functional.resample's defaults
@@ -93,13 +98,15 @@ def decode_with_ffmpeg(path: Path, folder: str | os.PathLike) -> Path:
     """Decode the first audio stream of ``path`` to a float WAV in ``folder`` (m4a, mp4, ...).
 
     The fallback of both read paths (:func:`read_audio`, and the block reader of
-    :mod:`waveunet.streaming`) for containers libsndfile cannot open.
+    :mod:`waveunet.streaming`) for containers libsndfile cannot open. A decoding error stops
+    ffmpeg (``-xerror``): without it ffmpeg prints the error, writes the audio it decoded up to
+    there (half of a truncated FLAC) and exits 0.
     """
     if shutil.which("ffmpeg") is None:
         raise DataError("ffmpeg not installed")
     wav = Path(folder) / "decoded.wav"
     done = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+        ["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", str(path), "-map", "0:a:0",
          "-c:a", "pcm_f32le", "-f", "wav", "-y", str(wav)],
         capture_output=True, check=False,
     )
@@ -237,16 +244,17 @@ def tractable_rates(from_hz: int, to_hz: int) -> tuple[int, int]:
 
 
 def resample(
-    audio: torch.Tensor | np.ndarray, from_hz: int, to_hz: int
+    audio: torch.Tensor | np.ndarray, from_hz: int, to_hz: int, what: str = "audio"
 ) -> torch.Tensor | np.ndarray:
     """Resample along the last axis; returns the input's type (tensor or array).
 
     A ratio too large to compute is replaced by the close one :func:`tractable_rates`
-    chooses (with a warning): bounded memory and time for any pair of rates.
+    chooses, with a warning that names ``what`` (the file): bounded memory and time for any
+    pair of rates.
     """
     if int(from_hz) == int(to_hz):
         return audio
-    from_hz, to_hz = approximate_rates(from_hz, to_hz)
+    from_hz, to_hz = approximate_rates(from_hz, to_hz, what)
     if from_hz == to_hz:
         return audio
     import torchaudio.functional as AF
@@ -263,10 +271,14 @@ def resample(
 
 
 def approximate_rates(from_hz: int, to_hz: int, what: str = "audio") -> tuple[int, int]:
-    """:func:`tractable_rates`, with a warning that says what the replacement changes."""
+    """:func:`tractable_rates`, with a warning that says what the replacement changes.
+
+    A logging warning (logger ``waveunet.audio``), not :func:`warnings.warn`, whose filter
+    shows a message once per process: each file treated so is named.
+    """
     pair = tractable_rates(from_hz, to_hz)
     if pair != (int(from_hz), int(to_hz)):
-        warnings.warn(rate_change_note(what, int(from_hz), int(to_hz), pair), stacklevel=3)
+        log.warning("%s", rate_change_note(what, int(from_hz), int(to_hz), pair))
     return pair
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -33,7 +34,7 @@ from scipy.signal import fftconvolve
 
 from .audio import write_audio
 from .cli import ExamplesHelpFormatter
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .files import DIR_MODE
 
 STEMS = ("vocals", "drums", "bass", "other")
@@ -215,6 +216,24 @@ def default_test_tracks(tracks: int) -> int:
     return max(1, round(tracks / 4))
 
 
+def check_settings(*, tracks: int, seconds: float, test_tracks: int | None,
+                   sample_rate_hz: int, names: dict[str, str] | None = None) -> None:
+    """ConfigError naming the first bad setting (``names``: how each is spelled where it was
+    given, e.g. ``--seconds``); NaN and infinities are refused (every comparison with NaN is
+    false, so ``seconds <= 0`` alone lets it through)."""
+    names = names or {}
+    rules = (("tracks", tracks, 1, "an integer >= 1"), ("test_tracks", test_tracks, 0,
+             "null or an integer >= 0"), ("seconds", seconds, 0, "a finite number > 0"),
+             ("sample_rate_hz", sample_rate_hz, 1, "an integer >= 1"))
+    for key, value, low, what in rules:
+        if value is None and key == "test_tracks":
+            continue
+        ok = math.isfinite(value) and (value > low if key == "seconds" else value >= low)
+        if not ok or (key != "seconds" and value != int(value)):
+            where = "" if names else "synth: "  # the command line's names need no prefix
+            raise ConfigError(f"{where}{names.get(key, key)} must be {what}, got {value!r}")
+
+
 def generate_dataset(
     out_dir: str | os.PathLike,
     *,
@@ -236,8 +255,8 @@ def generate_dataset(
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    if tracks < 1 or seconds <= 0:
-        raise DataError(f"synth: need tracks >= 1 and seconds > 0 (got {tracks}, {seconds})")
+    check_settings(tracks=tracks, seconds=seconds, test_tracks=test_tracks,
+                   sample_rate_hz=sample_rate_hz)
     n_test = default_test_tracks(tracks) if test_tracks is None else int(test_tracks)
     non_empty = out_dir.is_dir() and any(out_dir.iterdir())
     if out_dir.exists() and not out_dir.is_dir():
@@ -298,6 +317,10 @@ def main(argv: list[str]) -> int:
                         help="write into a non-empty directory, replacing files")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    check_settings(tracks=args.tracks, seconds=args.seconds, test_tracks=args.test_tracks,
+                   sample_rate_hz=args.sample_rate,
+                   names={"tracks": "--tracks", "test_tracks": "--test-tracks",
+                          "seconds": "--seconds", "sample_rate_hz": "--sample-rate"})
     out = generate_dataset(args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed,
                            sample_rate_hz=args.sample_rate, test_tracks=args.test_tracks,
                            overwrite=args.force, progress=not args.quiet)

@@ -93,7 +93,7 @@ def cache_folder(spec: DatasetSpec, root: Path, sample_rate_hz: int, channels: i
     """The cache folder for one (dataset, sample rate, channels, sources) combination
     (``create`` false: only its path)."""
     if spec.cache_dir is None:
-        raise ConfigError(f"{spec.setting}.cache_dir is not set")
+        raise ConfigError(f"{spec.key('cache_dir')} is not set")
     key: dict[str, Any] = {"version": CACHE_VERSION, "format": spec.format,
                            "root": str(root.resolve()), "sample_rate_hz": sample_rate_hz,
                            "channels": channels, "sources": list(sources),
@@ -108,7 +108,7 @@ def cache_folder(spec: DatasetSpec, root: Path, sample_rate_hz: int, channels: i
     name = f"{spec.name}-{sample_rate_hz}hz-{channels}ch-{digest}"
     folder = Path(spec.cache_dir).expanduser() / name
     if folder.resolve().is_relative_to(root.resolve()):
-        raise ConfigError(f"{spec.setting}.cache_dir {spec.cache_dir} is inside the dataset "
+        raise ConfigError(f"{spec.key('cache_dir')} {spec.cache_dir} is inside the dataset "
                           f"{root}; the dataset is never written to")
     if not create:
         return folder
@@ -218,7 +218,8 @@ def _to_model_format(audio: np.ndarray, rate: int, sample_rate_hz: int, channels
         audio = convert_channels(audio, channels)
     except DataError as exc:
         raise DataError(f"track '{name}': {path}: {exc}") from exc
-    return np.asarray(resample(audio, rate, sample_rate_hz), dtype=np.float32)
+    return np.asarray(resample(audio, rate, sample_rate_hz, what=f"track '{name}': {path}"),
+                      dtype=np.float32)
 
 
 def _sum_stems(parts: list[np.ndarray]) -> np.ndarray:

@@ -60,15 +60,16 @@ def dataset_root(spec: DatasetSpec) -> Path:
     if spec.format == "musdb" and root is None:
         root = os.environ.get("MUSDB_PATH") or None
     if root is None:
-        how = spec.hint or f"Set {spec.setting}.root=/path/to/dataset."
-        raise ConfigError(f"{spec.setting}.root is not set for the '{spec.name}' dataset. {how}")
+        how = spec.hint or f"Set {spec.key('root')}=/path/to/dataset."
+        raise ConfigError(f"{spec.key('root')} is not set for the '{spec.name}' dataset. {how}")
     path = Path(root).expanduser()
     if spec.format == "preview":
         _ensure_preview(path)
     elif spec.format == "synthetic":
         _ensure_synthetic(path, spec)
     if not path.is_dir():
-        raise DataError(f"dataset root not found: {path} ({spec.setting}.format={spec.format})")
+        raise DataError(f"dataset root not found: {path} ({spec.key('root')}, the {spec.name} "
+                        f"dataset, format {spec.format})")
     return path
 
 
@@ -125,7 +126,7 @@ def _ensure_synthetic(root: Path, spec: DatasetSpec) -> None:
         if differ:
             raise ConfigError(
                 f"the synthetic dataset at {root} was generated with other settings "
-                f"({'; '.join(differ)}; see {marker}); set {spec.setting}.root to another folder "
+                f"({'; '.join(differ)}; see {marker}); set {spec.key('root')} to another folder "
                 "or remove this one")
     if (root / "train").is_dir():
         return
@@ -221,14 +222,14 @@ def validation_names(names: list[str], spec: DatasetSpec, root: Path) -> set[str
     if isinstance(chosen, int):
         # The original Wave-U-Net's protocol: a fixed-seed random draw of training songs.
         if chosen > len(names) - 1:
-            raise ConfigError(f"{spec.setting}.valid_tracks={chosen} leaves no training songs "
+            raise ConfigError(f"{spec.key('valid_tracks')}={chosen} leaves no training songs "
                               f"({len(names)} in {root})")
         rng = np.random.default_rng(spec.valid_seed)
         return {str(n) for n in rng.choice(sorted(names), size=chosen, replace=False)}
     if chosen is not None:
         missing = sorted(set(chosen) - set(names))
         if missing:
-            raise ConfigError(f"{spec.setting}.valid_tracks names tracks not among the training "
+            raise ConfigError(f"{spec.key('valid_tracks')} names tracks not among the training "
                               f"songs of {root}: {', '.join(missing)}")
         return set(chosen)
     if spec.format in MUSDB_FORMATS:
@@ -242,11 +243,11 @@ def validation_names(names: list[str], spec: DatasetSpec, root: Path) -> set[str
 def empty_split_hint(spec: DatasetSpec, root: Path, n_train: int) -> str:
     """Why a validation split came out empty, for its format."""
     if "valid" not in spec.splits:
-        return f" ({spec.setting}.splits={list(spec.splits)} gives no validation split)"
+        return f" ({spec.key('splits')}={list(spec.splits)} gives no validation split)"
     if spec.valid_tracks is not None:
-        return f" ({spec.setting}.valid_tracks is empty)"
+        return f" ({spec.key('valid_tracks')} is empty)"
     if spec.format in MUSDB_FORMATS:
         return (" (MUSDB datasets use the official validation track names; "
-                f"set {spec.setting}.valid_tracks)")
-    return (f" ({spec.setting}.valid_fraction={spec.valid_fraction} gives 0 of {n_train} tracks; "
-            f"add tracks or set {spec.setting}.valid_tracks)")
+                f"set {spec.key('valid_tracks')})")
+    return (f" ({spec.key('valid_fraction')}={spec.valid_fraction} gives 0 of {n_train} tracks; "
+            f"add tracks or set {spec.key('valid_tracks')})")

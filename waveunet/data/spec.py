@@ -10,6 +10,8 @@ which model sources a dataset's stems can provide (:func:`source_plan`).
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,14 @@ _ENTRY_KEYS = frozenset({
     "hint", "valid_tracks", "valid_fraction", "valid_seed", "tracks", "test_tracks", "seconds",
     "seed",
 })
+# An entry's value taken from the data config's top level by a preset's interpolation
+# (``root: ${...root}`` under ``datasets.<name>``): errors name that key, the one a user sets.
+_FROM_TOP_LEVEL = re.compile(r"\$\{\.\.\.([A-Za-z_]\w*)\}")
+# The shortest generated track, checked before anything is generated: it stops a slip such as
+# data.seconds=0.001 from writing a dataset first. Whether the tracks are as long as the model's
+# input (the tiny preset's: 0.23 s; M1: 0.74 s; M4: 6.7 s) is checked once the model is known
+# (:func:`waveunet.data.check_track_lengths`).
+MIN_SYNTHETIC_SECONDS = 1.0
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -71,6 +81,14 @@ class DatasetSpec:
     valid_fraction: float
     valid_seed: int
     synthetic: dict[str, Any] = field(default_factory=dict)
+    # Settings given at the data config's top level (inherited, or a preset's interpolation):
+    # key -> the setting a user sets, e.g. {"root": "data.ccmixter_root"}.
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def key(self, name: str) -> str:
+        """The setting that gives this dataset's ``name`` (``data.valid_tracks`` where a
+        combined config's entry inherits it, else ``<setting>.<name>``), for messages."""
+        return self.keys.get(name, f"{self.setting}.{name}")
 
     def file_name(self, stem: str) -> str:
         """The file name (without extension) that holds ``stem`` (or ``mixture``)."""
@@ -100,12 +118,14 @@ class DataSpec:
 def data_spec(cfg: Any) -> DataSpec:
     """Read and check a data config (DictConfig or mapping)."""
     sampling = str(_get(cfg, "sampling", "per_second"))
-    if sampling not in SAMPLINGS:
-        raise ConfigError(f"data.sampling={sampling!r} is not one of {', '.join(SAMPLINGS)}")
+    if sampling not in SAMPLINGS:  # settings.check's wording for a choice
+        raise ConfigError(f"data.sampling: unknown {sampling!r} "
+                          f"(choose from {', '.join(SAMPLINGS)})")
     entries = _get(cfg, "datasets")
     if entries is None:
         fmt = str(_get(cfg, "format", ""))
         spec = dataset_spec(cfg, str(_get(cfg, "name", fmt)), "data")
+        check_weights((spec,))
         return DataSpec(spec.name, (spec,), sampling, combined=False)
     if not isinstance(entries, Mapping) and not hasattr(entries, "items"):
         raise ConfigError("data.datasets must map dataset names to their settings "
@@ -124,16 +144,48 @@ def data_spec(cfg: Any) -> DataSpec:
                               f"(known: {', '.join(sorted(_ENTRY_KEYS))})")
         # The entry's own values win; where it leaves an inherited setting null, the top level's.
         merged = {k: v for k, v in inherited.items() if v is not None}
-        merged.update({k: v for k, v in entry.items() if not (v is None and k in INHERITED)})
-        specs.append(dataset_spec(merged, str(name), setting))
+        own = {k: v for k, v in entry.items() if not (v is None and k in INHERITED)}
+        merged.update(own)
+        keys = {k: f"data.{k}" for k in merged if k not in own}
+        keys.update(_top_level_keys(entry))
+        specs.append(dataset_spec(merged, str(name), setting, keys))
+    check_weights(specs)
     return DataSpec(str(_get(cfg, "name", "combined")), tuple(specs), sampling, combined=True)
 
 
-def dataset_spec(cfg: Any, name: str, setting: str) -> DatasetSpec:
-    """Read one dataset's settings; ``setting`` ("data" or "data.datasets.<name>") names them."""
+def _top_level_keys(entry: Any) -> dict[str, str]:
+    """The entry's keys whose value a preset takes from the top level (``${...root}``)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(entry, DictConfig):
+        return {}
+    raw = OmegaConf.to_container(entry, resolve=False)
+    return {str(k): f"data.{m.group(1)}" for k, v in raw.items()
+            if isinstance(v, str) and (m := _FROM_TOP_LEVEL.fullmatch(v))}
+
+
+def check_weights(specs: Sequence[DatasetSpec]) -> None:
+    """Some training example must be drawable: not every training dataset at weight 0
+    (:func:`data_spec`; again by :func:`~waveunet.data.load_split` for the datasets present)."""
+    training = [d for d in specs if "train" in d.splits]
+    if training and all(d.weight == 0 for d in training):
+        names = ", ".join(f"{d.key('weight')}=0" for d in training)
+        raise ConfigError(f"every training dataset has weight 0 ({names}): no training example "
+                          "could be drawn; give one a weight > 0")
+
+
+def dataset_spec(cfg: Any, name: str, setting: str,
+                 keys: Mapping[str, str] | None = None) -> DatasetSpec:
+    """Read one dataset's settings; ``setting`` ("data" or "data.datasets.<name>") names them,
+    ``keys`` the ones given elsewhere (:attr:`DatasetSpec.keys`)."""
+    keys = dict(keys or {})
+
+    def named(k: str) -> str:
+        return keys.get(k, f"{setting}.{k}")
+
     fmt = str(_get(cfg, "format", ""))
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown {setting}.format '{fmt}' (valid: {', '.join(FORMATS)})")
+    if fmt not in FORMATS:  # settings.check's wording for a choice
+        raise ConfigError(f"{named('format')}: unknown {fmt!r} (choose from {', '.join(FORMATS)})")
     files = _files(cfg)
     subsets = {**DEFAULT_SUBSETS, **{str(k): v for k, v in (_get(cfg, "subsets") or {}).items()}}
     for key, given in (("files", files != {}), ("subsets", subsets != DEFAULT_SUBSETS)):
@@ -147,18 +199,36 @@ def dataset_spec(cfg: Any, name: str, setting: str) -> DatasetSpec:
     splits = tuple(_as_list(_get(cfg, "splits", list(SPLITS))))
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
-        raise ConfigError(f"{setting}.splits={list(splits)} must list some of {', '.join(SPLITS)}")
+        raise ConfigError(f"{named('splits')}={list(splits)} must list some of "
+                          f"{', '.join(SPLITS)}")
     return DatasetSpec(
         name=name, format=fmt, setting=setting,
         root=_text(cfg, "root"), cache_dir=_text(cfg, "cache_dir"),
         stems=_stems(cfg, fmt, files, setting), files=files, subsets=subsets, splits=splits,
-        weight=_number(cfg, "weight", 1.0, setting, minimum=0.0),
+        weight=_number(cfg, "weight", 1.0, named("weight"), minimum=0.0),
         required=bool(_get(cfg, "required", True)), hint=str(_get(cfg, "hint", "")).strip(),
-        valid_tracks=_valid_tracks(_get(cfg, "valid_tracks"), setting),
-        valid_fraction=_number(cfg, "valid_fraction", 0.0, setting, minimum=0.0, below=1.0),
-        valid_seed=int(_number(cfg, "valid_seed", 0, setting, minimum=0)),
-        synthetic={k: _get(cfg, k) for k in ("tracks", "test_tracks", "seconds", "seed")},
+        valid_tracks=_valid_tracks(_get(cfg, "valid_tracks"), named("valid_tracks")),
+        valid_fraction=_number(cfg, "valid_fraction", 0.0, named("valid_fraction"), minimum=0.0,
+                               below=1.0),
+        valid_seed=_integer(cfg, "valid_seed", 0, named("valid_seed"), minimum=0),
+        synthetic=_synthetic(cfg, named) if fmt == "synthetic" else {},
+        keys=keys,
     )
+
+
+def _synthetic(cfg: Any, named: Any) -> dict[str, Any]:
+    """A generated dataset's settings, checked before anything is generated
+    (:func:`waveunet.synth.generate_dataset`; the defaults are its ``waveunet synth``'s)."""
+    test_tracks = _get(cfg, "test_tracks")
+    return {
+        "tracks": _integer(cfg, "tracks", 8, named("tracks"), minimum=1),
+        "test_tracks": None if test_tracks is None else _integer(cfg, "test_tracks", 0,
+                                                                 named("test_tracks"), minimum=0),
+        "seconds": _number(cfg, "seconds", 12.0, named("seconds"), minimum=MIN_SYNTHETIC_SECONDS,
+                           why="a generated track must be at least 1 s long, and as long as "
+                               "the model's input"),
+        "seed": _integer(cfg, "seed", 0, named("seed"), minimum=0),
+    }
 
 
 def _text(cfg: Any, key: str) -> str | None:
@@ -190,26 +260,43 @@ def _stems(cfg: Any, fmt: str, files: dict[str, str], setting: str) -> tuple[str
     return tuple(stems)
 
 
-def _number(cfg: Any, key: str, default: float, setting: str, *, minimum: float,
-            below: float | None = None) -> float:
+def _number(cfg: Any, key: str, default: float, name: str, *, minimum: float,
+            below: float | None = None, why: str = "") -> float:
+    """``cfg[key]`` as a finite float in ``[minimum, below)``; ``name`` is the setting's path
+    in messages, ``why`` says what the minimum is for."""
     raw = _get(cfg, key, default)
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{setting}.{key}={raw!r} is not a number") from None
-    if value < minimum or (below is not None and value >= below):
-        limit = f"in [{minimum:g}, {below:g})" if below is not None else f">= {minimum:g}"
-        raise ConfigError(f"{setting}.{key} must be {limit}, got {value:g}")
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    limit = f"in [{minimum:g}, {below:g})" if below is not None else f">= {minimum:g}"
+    # written so that NaN fails too (every comparison with it is false)
+    if not (math.isfinite(value) and value >= minimum and (below is None or value < below)):
+        because = f" ({why})" if why else ""
+        raise ConfigError(f"{name} must be a finite number {limit}{because}, got {value:g}")
     return value
 
 
-def _valid_tracks(value: Any, setting: str) -> list[str] | int | None:
+def _integer(cfg: Any, key: str, default: int, name: str, *, minimum: int) -> int:
+    """``cfg[key]`` as an int ``>= minimum`` (a whole float such as 3.0 counts)."""
+    raw = _get(cfg, key, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if isinstance(raw, bool) or not (math.isfinite(value) and value == int(value)
+                                     and value >= minimum):
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {raw!r}")
+    return int(value)
+
+
+def _valid_tracks(value: Any, name: str) -> list[str] | int | None:
     """Names of held-out tracks, or a count of tracks drawn at random (``valid_seed``)."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
         if value < 0:
-            raise ConfigError(f"{setting}.valid_tracks={value} must be >= 0 (a count) or a list")
+            raise ConfigError(f"{name}={value} must be >= 0 (a count) or a list")
         return value
     return _as_list(value)
 

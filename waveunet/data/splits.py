@@ -21,9 +21,22 @@ from typing import Any
 from ..errors import ConfigError, DataError
 from .cache import Track, cached_tracks_match, load_tracks
 from .find import Found, dataset_root, empty_split_hint, list_tracks, native_rate_hz, select_split
-from .spec import SPLITS, DatasetSpec, DataSpec, data_spec, missing_sources, source_plan
+from .spec import (
+    SPLITS,
+    DatasetSpec,
+    DataSpec,
+    check_weights,
+    data_spec,
+    missing_sources,
+    source_plan,
+)
 
 log = logging.getLogger(__name__)
+
+# The voice task's sources, which the paper trained on MUSDB18 + CCMixter.
+VOICE_SOURCES = frozenset({"accompaniment", "vocals"})
+# What the presets that combine them (configs/data/musdb*_ccmixter.yaml) are for.
+PAPER_VOICE_DATA = "The paper's voice models (M1..M5-HighSR) were trained on MUSDB18 + CCMixter"
 
 
 @dataclass
@@ -52,6 +65,7 @@ def load_split(data_cfg: Any, split: str, *, sample_rate_hz: int, channels: int,
         raise ConfigError("no sources requested")
     spec = data_spec(data_cfg)
     datasets = _present_datasets(spec, split)
+    _warn_if_voice_on_musdb_alone(spec, split, sources)
     if spec.combined:
         _check_sources_agree(datasets, sources)
     used = [d for d in datasets if split in d.splits]
@@ -115,12 +129,27 @@ def _present_datasets(spec: DataSpec, split: str) -> list[DatasetSpec]:
     for dataset in left_out:
         if split in dataset.splits:
             hint = f" {dataset.hint}" if dataset.hint else ""
-            log.warning("%s.root is not set: the '%s' split leaves out the %s dataset.%s",
-                        dataset.setting, split, dataset.name, hint)
+            log.warning("%s is not set: the '%s' split leaves out the %s dataset.%s",
+                        dataset.key("root"), split, dataset.name, hint)
+    if split == "train":
+        check_weights(present)  # e.g. the others at weight 0, and the one weighted left out
     if not present:
         raise ConfigError("no dataset of data.datasets has a root set "
-                          f"({', '.join(f'{d.setting}.root' for d in spec.datasets)})")
+                          f"({', '.join(d.key('root') for d in spec.datasets)})")
     return present
+
+
+def _warn_if_voice_on_musdb_alone(spec: DataSpec, split: str, sources: Sequence[str]) -> None:
+    """A voice model trained on one MUSDB18 dataset: the warning the combined presets give when
+    their CCMixter root is unset (:func:`_present_datasets`), with the preset that adds it."""
+    (dataset, *others) = spec.datasets
+    if split != "train" or others or set(sources) != VOICE_SOURCES \
+            or dataset.format not in ("musdb", "musdb_hq"):
+        return
+    log.warning("data.format=%s: the voice model (%s) trains on MUSDB18 alone. %s; "
+                "data=%s_ccmixter data.ccmixter_root=/path/to/ccmixter (or $CCMIXTER_PATH) "
+                "trains on both.", dataset.format, ", ".join(sources), PAPER_VOICE_DATA,
+                dataset.format)
 
 
 def _plan(spec: DatasetSpec, split: str) -> _Planned:
