@@ -288,3 +288,37 @@ def test_museval_workers_leave_ctrl_c_here_as_it_was() -> None:
     assert scores["a"]["SDR"].shape == (2, 1)
     assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == mask
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+# --------------------------------------------------------------------------------------------
+# SIGTERM
+# --------------------------------------------------------------------------------------------
+
+
+def test_sigterm_stops_an_evaluation_as_ctrl_c_does_and_says_so(
+        voice_root, estimates, tmp_path) -> None:
+    """A real SIGTERM once the evaluation holds its out_dir (museval's worker still to start):
+    the one line, exit 143, and no report, lock or temporary left."""
+    assert cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache",
+                                  tmp_path / "first")) == 0  # the cache decoded beforehand
+    out = tmp_path / "report"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "waveunet.cli",
+         *evaluate_args(voice_root, estimates, tmp_path / "cache", out, "metrics=bss",
+                        "workers=1")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 60
+        while not (out / ".lock").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)  # the scoring left takes seconds more
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert error_lines(err) == ["waveunet evaluate: terminated (SIGTERM)"], err
+    assert not out.exists(), list(out.rglob("*"))  # made by this run: removed, being empty
