@@ -82,6 +82,7 @@ from .reporting.evaluation import (
     terminal_summary,
     write_report,
 )
+from .reporting.out_dir import check_folder
 from .run_folder import RunLock
 from .settings import EvaluateConfig, typed
 
@@ -190,8 +191,10 @@ def out_dir_held(out_dir: Path, subdirs: Sequence[str] = ()) -> Iterator[None]:
     evaluations there and in ``subdirs`` are removed. On the way out the lock file goes, and
     so do the folders made here if nothing was written into them.
     """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"out_dir: {out_dir} exists and is not a directory")
+    try:
+        check_folder(out_dir)
+    except FileExistsError as exc:
+        raise ConfigError(f"out_dir: {exc}") from None
     made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # deepest first
     try:
         try:

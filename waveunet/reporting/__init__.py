@@ -8,6 +8,7 @@ measure and hand plain results to these renderers; nothing else formats numbers 
   waveform passages with samples at the bounds marked, training curves, SDR by mode,
   saturation panels.
 * :mod:`.evaluation` -- an evaluation's ``summary.json``, ``report.md`` and figures.
+* :mod:`.out_dir` -- the one output-folder guard (evaluate's and the experiments' policies).
 * :mod:`.comparison` -- the output-mode comparison's ``results.md``.
 * :mod:`.saturation` -- the saturation experiment's ``saturation.md``.
 
