@@ -436,3 +436,10 @@ def test_each_fixture_names_where_every_file_of_the_original_code_came_from():
     described = [m for m in metas if "original_settings" in m]  # not_waveunet has none
     assert len(described) == 5
     assert all(m["original_code"] == sources for m in described)
+
+
+def test_an_override_without_a_value_is_one_line(tmp_path: Path, capsys) -> None:
+    _, _, prefix = fixture("m4_small")
+    assert cli_main(["import-tf", str(prefix), "model.levels", "-o", str(tmp_path / "m.pt")]) == 2
+    assert "override 'model.levels': expected key=value" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
