@@ -443,3 +443,18 @@ def test_an_override_without_a_value_is_one_line(tmp_path: Path, capsys) -> None
     assert cli_main(["import-tf", str(prefix), "model.levels", "-o", str(tmp_path / "m.pt")]) == 2
     assert "override 'model.levels': expected key=value" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_out_as_a_folder_is_one_clear_line_with_or_without_force(tmp_path: Path,
+                                                                      capsys) -> None:
+    meta, _, prefix = fixture("m4_small")
+    args = ["import-tf", str(prefix), *undecidable(meta), "-o", str(tmp_path)]
+    for extra in ([], ["--force"]):
+        assert cli_main([*args, *extra]) == 2
+        assert capsys.readouterr().err == (f"waveunet import-tf: error: -o {tmp_path} is a "
+                                           "directory; give a file name ending in .pt\n")
+    assert list(tmp_path.iterdir()) == []
+    # missing folders above -o are made, as the other commands make their output folders
+    out = tmp_path / "new" / "folder" / "m4.pt"
+    assert cli_main(["import-tf", str(prefix), *undecidable(meta), "-o", str(out)]) == 0
+    assert load_checkpoint(out)["config"]["import"]["step"] == 1234

@@ -425,12 +425,13 @@ def convert(path: str | Path, model: str | None = None, overrides: Sequence[str]
 
 def import_tf(path: str | Path, out: str | Path, model: str | None = None,
               overrides: Sequence[str] = (), force: bool = False) -> Imported:
-    """Convert, and write ``out`` (an existing file only with ``force``)."""
+    """Convert, and write ``out`` (an existing file only with ``force``; missing parent
+    folders are made, as the other commands make their output folders)."""
     out = Path(out)
+    if out.is_dir():  # --force or not: a folder is never replaced
+        raise ConfigError(f"-o {out} is a directory; give a file name ending in .pt")
     if out.exists() and not force:
         raise ConfigError(f"{out}: already exists (--force replaces it)")
-    if out.is_dir():
-        raise ConfigError(f"{out}: is a directory; -o names the checkpoint file to write")
     imported = convert(path, model, overrides)
     config = OmegaConf.to_container(imported.config, resolve=True)
     config["import"] = imported.provenance
@@ -455,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="PRESET", default=None,
                    help="the architecture as a model preset (m4 = baseline_stereo, "
                    "m6 = full_multi_instrument, m5_highsr = full_44KHz); default: from the shapes")
-    p.add_argument("-o", "--out", required=True, metavar="FILE.pt", help="checkpoint to write")
+    p.add_argument("-o", "--out", required=True, metavar="FILE.pt",
+                   help="checkpoint file to write (missing folders above it are made)")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing FILE.pt")
     return p
 
