@@ -7,10 +7,18 @@ and numpy < 2, so it runs in its own virtual environment, never in waveunet's::
     /work/tfvenv/bin/pip install 'tensorflow-cpu==2.15.*' 'numpy<2'
     /work/tfvenv/bin/python scripts/make_tf_fixtures.py --original /work/orig-waveunet
 
-``--original`` is a local copy of the original Wave-U-Net's model code (its
-``Models/UnetAudioSeparator.py``, ``Models/InterpolationLayer.py``,
-``Models/OutputLayer.py`` and ``Utils.py``; f90/Wave-U-Net at commit fe50c52),
-kept outside this repository. The graph is built by that code itself under
+``--original`` is a local copy of the original Wave-U-Net's model code, kept
+outside this repository, from three commits of two repositories
+(:data:`ORIGINAL_CODE`, also written into each fixture's JSON):
+
+* ``Models/UnetAudioSeparator.py`` and ``Models/InterpolationLayer.py``:
+  f90/Wave-U-Net at fe50c52;
+* ``Utils.py`` (its functions up to ``crop()``): f90/Wave-U-Net at c102b54;
+* ``Models/OutputLayer.py``: the fork mainak0907/Wave-UNet---Audio-Source-Separation-
+  at de64320, because the only f90 version of it at hand (b40090c) predates the
+  signature that fe50c52's ``UnetAudioSeparator.py`` calls, and the fork's copy has it.
+
+The graph is built by that code itself under
 ``tf.compat.v1`` (graph mode, placeholders), as the original's Training.py
 does: Adam under the ``separator_solver`` scope, one optimiser step so that the
 slots exist, a ``global_step``, and ``tf.compat.v1.train.Saver`` (V2 format).
@@ -41,6 +49,15 @@ import sys
 import types
 from pathlib import Path
 
+# Where each file of --original comes from (repository@commit), as /work/orig-waveunet's
+# SOURCE.txt records it.
+ORIGINAL_CODE = {
+    "Models/UnetAudioSeparator.py": "f90/Wave-U-Net@fe50c52a31b3231a1777f14eb6131a819f082fc8",
+    "Models/InterpolationLayer.py": "f90/Wave-U-Net@fe50c52a31b3231a1777f14eb6131a819f082fc8",
+    "Utils.py": "f90/Wave-U-Net@c102b544634055a89a007ed8555afc725bc044d9",
+    "Models/OutputLayer.py": "mainak0907/Wave-UNet---Audio-Source-Separation-"
+                             "@de6432085aa00ea1532c9bea067f1888f06a89ee",
+}
 VOICE = ["accompaniment", "vocals"]
 MULTI = ["bass", "drums", "other", "vocals"]
 
@@ -178,7 +195,7 @@ def build_and_save(original: Path, name: str, settings: dict, output_samples: in
         "input_samples": input_shape[1],
         "output_samples": int(output_shape[1]),
         "tensorflow": tf.version.VERSION,
-        "original_code": "f90/Wave-U-Net fe50c52 (see the module docstring)",
+        "original_code": ORIGINAL_CODE,
     }
     (out / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta

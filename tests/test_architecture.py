@@ -5,6 +5,11 @@ top, inside functions, under ``if TYPE_CHECKING:``. A circle hidden in a functio
 still ties the two modules together (one cannot be read, tested or replaced without the other).
 Only explicit imports count: importing ``waveunet.a.b`` is an edge to ``waveunet.a.b``, not to
 the package ``waveunet.a`` that Python also initialises.
+
+A public helper (a module-level function or class whose name has no leading underscore) is dead
+when no code of the package, ``scripts/`` or ``tests/`` names it: no call, attribute, import or
+other reference, in its own module or elsewhere (its definition and mentions in docstrings or
+comments do not count).
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "waveunet"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "waveunet"
 MAX_LINES = 600
 
 
@@ -119,3 +125,39 @@ def test_no_import_circles():
 def test_no_module_over_600_lines(name):
     lines = len(modules()[name].read_text().splitlines())
     assert lines <= MAX_LINES, f"{name} has {lines} lines: split it by idea"
+
+
+def names_used(paths: list[Path]) -> set[str]:
+    """Every name the code of ``paths`` refers to: names, attributes, imported names."""
+    used: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Name):
+                used.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                used.add(node.attr)
+            elif isinstance(node, ast.alias):
+                used.add(node.name.rsplit(".", 1)[-1])
+    return used
+
+
+def public_helpers(path: Path) -> list[str]:
+    return [node.name for node in ast.parse(path.read_text(), str(path)).body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and not node.name.startswith("_")]
+
+
+def test_the_dead_helper_check_finds_one(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text('def used():\n    pass\n\n\ndef dead():\n    "used"\n\n\nused()\n')
+    assert [n for n in public_helpers(probe) if n not in names_used([probe])] == ["dead"]
+
+
+def test_no_dead_public_helpers():
+    code = [*PACKAGE.rglob("*.py"), *(REPO / "scripts").rglob("*.py"),
+            *(REPO / "tests").rglob("*.py")]
+    used = names_used(code)
+    dead = [f"{module}.{name}" for module, path in sorted(modules().items())
+            for name in public_helpers(path) if name not in used]
+    assert len(used) > 1000  # the code really was read
+    assert dead == [], f"named by no code: {dead}"

@@ -27,6 +27,7 @@ from waveunet.compare import (
 from waveunet.config import compose
 from waveunet.errors import ConfigError
 from waveunet.reporting.figures import bound_marks, quiet_passage
+from waveunet.settings import EvalConfig, FigureConfig
 
 
 def shrunken(cache: Path, out: Path, *extra: str) -> list[str]:
@@ -281,3 +282,16 @@ def test_spread_over_seeds():
     s = spread([1.0, 2.0, None, 3.0])
     assert s["mean"] == 2.0 and s["std"] == pytest.approx(1.0) and s["n"] == 3
     assert spread([None])["mean"] is None
+
+
+def test_the_eval_and_figure_settings_are_read_from_their_typed_blocks(tmp_path):
+    """One place for each default (configs/eval/default.yaml, configs/compare.yaml): the
+    comparison reads the checked dataclasses, not dicts with defaults written again."""
+    base = ["experiment=compare_quick", f"compare.out_dir={tmp_path}"]
+    s = Settings.from_config(compose("compare", base))
+    assert isinstance(s.eval, EvalConfig) and isinstance(s.figure, FigureConfig)
+    given = Settings.from_config(compose("compare", [
+        *base, "compare.eval.device=cpu", "compare.eval.precision=fp32",
+        "compare.figure.passage_seconds=1.5", "compare.figure.track=song"]))
+    assert (given.eval.device, given.eval.precision) == ("cpu", "fp32")
+    assert (given.figure.passage_seconds, given.figure.track) == (1.5, "song")

@@ -189,8 +189,9 @@ def test_no_space_for_the_report_is_one_line_naming_the_file(
     rc = cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache", out))
     err = capsys.readouterr().err
     assert rc == 2, err
-    assert error_lines(err) == [
-        f"waveunet evaluate: error: cannot write {out / full_at}: no space (the disk is full)"]
+    rerun = "rerun with overwrite=true" if kept else "rerun"  # overwrite: a part stays
+    assert error_lines(err) == [f"waveunet evaluate: error: cannot write {out / full_at}: "
+                                f"no space (the disk is full); free space and {rerun}"]
     if figures.librosa_missing() is not None:
         kept = [k for k in kept if not k.startswith("spectrogram")]
     # what was written before stays whole; no temporary and no lock file are left
@@ -218,8 +219,35 @@ def test_no_space_for_museval_json_in_a_worker_is_one_line_naming_the_file(
     (line,) = error_lines(proc.stderr)
     assert re.fullmatch(
         f"waveunet evaluate: error: cannot write {re.escape(str(out / 'test'))}/song_[ab].json: "
-        r"no space \(the file-size limit is reached\)", line), line
+        r"no space \(the file-size limit is reached\); free space and rerun", line), line
     assert list(out.rglob("*")) == [out / "test"]  # no JSON, temporary or lock file
+
+
+def test_no_room_for_a_figure_under_a_real_file_size_limit_says_to_rerun_with_overwrite(
+        voice_root, estimates, tmp_path) -> None:
+    """A real failed write of the report (EFBIG from a file-size limit, where a full disk gives
+    ENOSPC, the same line): the boxplot fits, the waveform figure does not. What was written
+    makes a plain rerun refused, so the line says overwrite=true."""
+    first = tmp_path / "first"
+    assert cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache", first)) == 0
+    limit = 64 * 1024  # bytes
+    assert (first / "sdr_boxplot.png").stat().st_size < limit
+    assert (first / "waveform_song_a.png").stat().st_size > limit
+    out = tmp_path / "report"
+    args = evaluate_args(voice_root, estimates, tmp_path / "cache", out)
+    proc = subprocess.run(
+        [sys.executable, "-m", "waveunet.cli", *args], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert proc.returncode == 2, proc.stderr
+    assert error_lines(proc.stderr) == [
+        f"waveunet evaluate: error: cannot write {out / 'waveform_song_a.png'}: no space "
+        "(the file-size limit is reached); free space and rerun with overwrite=true"]
+    assert sorted(p.name for p in out.rglob("*")) == ["sdr_boxplot.png"]  # whole, no temporary
+    assert mpimg.imread(out / "sdr_boxplot.png").ndim == 3
+    assert cli_main(args) == 2  # as the line says: a plain rerun is refused
+    assert cli_main([*args, "overwrite=true"]) == 0
+    assert (out / "summary.json").is_file()
 
 
 def test_a_disk_full_error_crosses_processes_whole() -> None:
@@ -288,3 +316,37 @@ def test_museval_workers_leave_ctrl_c_here_as_it_was() -> None:
     assert scores["a"]["SDR"].shape == (2, 1)
     assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == mask
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+# --------------------------------------------------------------------------------------------
+# SIGTERM
+# --------------------------------------------------------------------------------------------
+
+
+def test_sigterm_stops_an_evaluation_as_ctrl_c_does_and_says_so(
+        voice_root, estimates, tmp_path) -> None:
+    """A real SIGTERM once the evaluation holds its out_dir (museval's worker still to start):
+    the one line, exit 143, and no report, lock or temporary left."""
+    assert cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache",
+                                  tmp_path / "first")) == 0  # the cache decoded beforehand
+    out = tmp_path / "report"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "waveunet.cli",
+         *evaluate_args(voice_root, estimates, tmp_path / "cache", out, "metrics=bss",
+                        "workers=1")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 60
+        while not (out / ".lock").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)  # the scoring left takes seconds more
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert error_lines(err) == ["waveunet evaluate: terminated (SIGTERM)"], err
+    assert not out.exists(), list(out.rglob("*"))  # made by this run: removed, being empty

@@ -418,3 +418,43 @@ def test_import_then_separate_and_evaluate(tmp_path: Path, synth_root: Path) -> 
     assert set(summary["sources"]) == {"bass", "drums", "other", "vocals"}
     frames = summary["tracks"][0]["metrics"]["SDR"]["vocals"]["frames"]
     assert len(frames) == 2 and all(np.isfinite(frames))
+
+
+def test_each_fixture_names_where_every_file_of_the_original_code_came_from():
+    """The original code was read from three commits of two repositories (the fixture script's
+    ORIGINAL_CODE); each fixture's JSON says so file by file."""
+    import importlib.util
+
+    script = FIXTURES.parents[2] / "scripts" / "make_tf_fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_tf_fixtures", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # TensorFlow is imported only when a model is written
+    sources = module.ORIGINAL_CODE
+    assert sources["Models/OutputLayer.py"].startswith("mainak0907/")
+    assert sources["Utils.py"].startswith("f90/Wave-U-Net@c102b54")
+    metas = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))]
+    described = [m for m in metas if "original_settings" in m]  # not_waveunet has none
+    assert len(described) == 5
+    assert all(m["original_code"] == sources for m in described)
+
+
+def test_an_override_without_a_value_is_one_line(tmp_path: Path, capsys) -> None:
+    _, _, prefix = fixture("m4_small")
+    assert cli_main(["import-tf", str(prefix), "model.levels", "-o", str(tmp_path / "m.pt")]) == 2
+    assert "override 'model.levels': expected key=value" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_out_as_a_folder_is_one_clear_line_with_or_without_force(tmp_path: Path,
+                                                                      capsys) -> None:
+    meta, _, prefix = fixture("m4_small")
+    args = ["import-tf", str(prefix), *undecidable(meta), "-o", str(tmp_path)]
+    for extra in ([], ["--force"]):
+        assert cli_main([*args, *extra]) == 2
+        assert capsys.readouterr().err == (f"waveunet import-tf: error: -o {tmp_path} is a "
+                                           "directory; give a file name ending in .pt\n")
+    assert list(tmp_path.iterdir()) == []
+    # missing folders above -o are made, as the other commands make their output folders
+    out = tmp_path / "new" / "folder" / "m4.pt"
+    assert cli_main(["import-tf", str(prefix), *undecidable(meta), "-o", str(out)]) == 0
+    assert load_checkpoint(out)["config"]["import"]["step"] == 1234

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from waveunet.metrics import clipping_stats, difference_error_share, framewise_sdr
 from waveunet.reporting.evaluation import TrackResult, WaveformSpec, build_summary, write_report
 from waveunet.reporting.figures import loudest_passage
+from waveunet.reporting.out_dir import ONLY_OURS, OVERWRITE_CLEARS, guard_out_dir
 
 RATE = 4000
 SOURCES = ["accompaniment", "vocals"]
@@ -162,3 +165,30 @@ def test_bad_frames_shape_is_reported(tmp_path) -> None:
     a.sdr_frames = a.frames()[:1]
     with pytest.raises(ValueError, match="frames have shape"):
         write_report(tmp_path, [a])
+
+
+@pytest.mark.parametrize("policy,allowed,refused", [
+    (ONLY_OURS, False, "holds a.txt not written by `waveunet x`; choose another x.out_dir"),
+    (ONLY_OURS, True, None),                 # an earlier call of the same command wrote it
+    (OVERWRITE_CLEARS, False, "already holds a report (a.txt); choose another x.out_dir or "
+                              "set overwrite=true"),
+    (OVERWRITE_CLEARS, True, None),          # overwrite=true
+])
+def test_the_one_out_dir_guard_and_its_two_policies(tmp_path, policy, allowed, refused) -> None:
+    def ours(folder: Path) -> list[str]:
+        return [n for n in ("a.txt", "b.txt") if (folder / n).exists()]
+
+    what = "`waveunet x`" if policy == ONLY_OURS else "a report"
+    guard = partial(guard_out_dir, ours=ours, policy=policy, allowed=allowed, what=what,
+                    setting="x.out_dir")
+    assert guard(tmp_path / "none") == []  # not there yet: nothing to refuse, nothing made
+    assert not (tmp_path / "none").exists()
+    (tmp_path / "a.txt").write_text("")
+    with pytest.raises(FileExistsError, match=f"^{tmp_path / 'a.txt'} exists and is not a dir"):
+        guard(tmp_path / "a.txt")
+    if refused is None:
+        assert guard(tmp_path) == ["a.txt"]
+    else:
+        with pytest.raises(FileExistsError) as caught:
+            guard(tmp_path)
+        assert str(caught.value) == f"{tmp_path} {refused}"

@@ -132,3 +132,19 @@ def test_command_line_restores_the_thread_count(tmp_path):
                      "saturation.optimisers=[{name:sgd,lr:0.01}]", *LINEAR_ONLY,
                      f"saturation.threads={before + 1}", f"saturation.out_dir={tmp_path}"])
     assert code == 0 and torch.get_num_threads() == before
+
+
+def test_a_mode_without_an_upper_bound_is_refused_before_anything_is_trained(tmp_path,
+                                                                              monkeypatch):
+    import waveunet.saturation as saturation
+
+    trained, real = [], saturation.run_mode
+    monkeypatch.setattr(saturation, "run_mode",
+                        lambda cfg, mode, *a: trained.append(mode.name) or real(cfg, mode, *a))
+    out = tmp_path / "new" / "saturation"
+    with pytest.raises(ConfigError, match="'relu_direct'.* has no upper bound to aim at"):
+        run(out, "saturation.steps=2", "saturation.recovery_steps=0", "saturation.progress=false",
+            "saturation.optimisers=[{name:sgd,lr:1e-2}]",
+            "saturation.modes=[{name:t,output:tanh_direct},{name:r,output:relu_direct}]")
+    assert trained == []  # the tanh mode before it was not trained either
+    assert not (tmp_path / "new").exists()

@@ -307,7 +307,12 @@ def test_a_lock_file_removed_by_its_holder_is_not_the_one_locked(tmp_path, monke
     RunLock.acquire(tmp_path).release()
 
 
-def test_ctrl_c_stops_with_one_line_that_says_how_to_continue(tmp_path, cache):
+@pytest.mark.parametrize("signum,rc,stopped", [
+    (signal.SIGINT, 130, "interrupted"),                   # Ctrl-C
+    (signal.SIGTERM, 143, "terminated (SIGTERM)"),         # as separate and evaluate say it
+])
+def test_ctrl_c_or_sigterm_stops_with_one_line_that_says_how_to_continue(
+        tmp_path, cache, signum, rc, stopped):
     args = [*overrides(cache, "trainer.max_epochs=1000", "trainer.steps_per_epoch=50"),
             f"runs_root={tmp_path}"]
     proc = start_cli(*args)
@@ -315,13 +320,13 @@ def test_ctrl_c_stops_with_one_line_that_says_how_to_continue(tmp_path, cache):
     while not list(tmp_path.glob("*/*/last.pt")):
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, _ = proc.communicate(timeout=60)
     run_dir = the_run(tmp_path)
-    assert proc.returncode == 130, out
+    assert proc.returncode == rc, out
     assert "Traceback" not in out
     assert out.strip().splitlines()[-1] == (
-        f"waveunet train: interrupted; continue from its last checkpoint with "
+        f"waveunet train: {stopped}; continue from its last checkpoint with "
         f"trainer.resume={run_dir}")
     load_checkpoint(run_dir / "last.pt")
     assert not [p for p in run_dir.rglob("*") if ".tmp" in p.name]

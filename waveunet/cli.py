@@ -65,6 +65,17 @@ def handle_sigterm_like_ctrl_c() -> object:
     return signal.signal(signal.SIGTERM, _terminate)
 
 
+def report_stop(command: str, exc: KeyboardInterrupt, hint: str = "") -> int:
+    """Say on stderr how ``command`` stopped, Ctrl-C (``interrupted``, exit 130) or SIGTERM
+    (``terminated (SIGTERM)``, exit 143), with ``hint`` (how to continue) after it; returns
+    the exit status. Every command stops with these words."""
+    if isinstance(exc, Terminated):
+        print(f"waveunet {command}: terminated (SIGTERM){hint}", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    print(f"waveunet {command}: interrupted{hint}", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -91,16 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     except WaveUNetError as exc:
         print(f"waveunet {name}: error: {exc}", file=sys.stderr)
         return 2
-    except Terminated:
-        print(f"waveunet {name}: terminated (SIGTERM)", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        print(f"waveunet {name}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        return report_stop(name, exc)
     finally:
         if previous is not None:  # a caller in this process (a test) gets its own back
             signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m waveunet.cli``: through the package's module, not this __main__ copy,
+    # so the commands (train's report_stop) and the handler share one Terminated class.
+    from waveunet.cli import main as package_main
+
+    sys.exit(package_main())

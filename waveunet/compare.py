@@ -62,7 +62,7 @@ from .reporting.figures import (
     training_curves,
 )
 from .run_folder import refused_changes
-from .settings import CompareConfig, typed
+from .settings import CompareConfig, EvalConfig, FigureConfig, typed
 
 log = logging.getLogger("waveunet.compare")
 
@@ -108,8 +108,8 @@ class Settings:
     modes: list[Mode]
     seeds: list[int]
     out_dir: Path
-    eval: dict[str, Any]
-    figure: dict[str, Any]
+    eval: EvalConfig
+    figure: FigureConfig
     progress: bool
     threads: int | None
 
@@ -120,8 +120,7 @@ class Settings:
         c = typed(CompareConfig, cfg.compare, "compare.")
         default_loss = str(OmegaConf.select(cfg, "loss.name", default="mse"))
         return cls(parse_modes(c.modes, "compare.modes", default_loss), list(c.seeds),
-                   Path(c.out_dir).expanduser(), dataclasses.asdict(c.eval),
-                   dataclasses.asdict(c.figure), c.progress, c.threads)
+                   Path(c.out_dir).expanduser(), c.eval, c.figure, c.progress, c.threads)
 
 
 def run_config(overrides: Sequence[str], mode: Mode, seed: int) -> DictConfig:
@@ -205,11 +204,13 @@ def _trains_further(saved: dict | None, now: dict, done: dict) -> bool:
     return before != after
 
 
-def evaluate_run(run_dir: Path, data_cfg: dict, eval_settings: dict,
+def evaluate_run(run_dir: Path, data_cfg: dict, settings: EvalConfig,
                  progress: bool = False) -> dict | None:
     """Evaluate the run's best checkpoint (last.pt if none); reuse a finished evaluation made
     with the same settings."""
     from .evaluate import evaluate
+
+    eval_settings = dataclasses.asdict(settings)
 
     out = run_dir / EVAL_DIR
     checkpoint = run_dir / "best.pt"
@@ -372,25 +373,25 @@ def waveform_passage(results: Sequence[RunResult], settings: Settings) -> dict |
             firsts.append(run)
     if not firsts:
         return None
-    device = resolve_device(settings.eval.get("device", "auto"))
+    device = resolve_device(settings.eval.device)
     models = [load_model(r.run_dir / "best.pt", device) for r in firsts]
     model0 = models[0]
     sources = list(model0.sources)
-    name = settings.figure.get("source") or sources[0]
+    name = settings.figure.source or sources[0]
     if name not in sources:
         raise ConfigError(f"compare.figure.source: {name!r} is not a model source "
                           f"({', '.join(sources)})")
     si = sources.index(name)
-    tracks = data_lib.load_split(firsts[0].config["data"], str(settings.eval.get("split", "test")),
+    tracks = data_lib.load_split(firsts[0].config["data"], settings.eval.split,
                         sample_rate_hz=model0.sample_rate_hz, channels=model0.config.channels,
                         sources=sources)
-    wanted = settings.figure.get("track")
+    wanted = settings.figure.track
     if wanted is not None:
         tracks = [t for t in tracks if t.name == wanted]
         if not tracks:
             raise ConfigError(f"compare.figure.track: no test track named {wanted!r}")
     rate = model0.sample_rate_hz
-    length = int(float(settings.figure.get("passage_seconds", 2.0)) * rate)
+    length = int(settings.figure.passage_seconds * rate)
     choice = None
     for t in tracks:
         start, peak, ratio = quiet_passage(np.asarray(t.sources), si, length)
@@ -406,7 +407,7 @@ def waveform_passage(results: Sequence[RunResult], settings: Settings) -> dict |
         low, high = float(model.output_mode.low), model.output_mode.high
         high = None if high is None else float(high)
         separator = Separator(model, device=device,
-                              precision=settings.eval.get("precision", "auto"))
+                              precision=settings.eval.precision)
         est, raw = _separate_passage(separator, mixture, sl, si)
         seg_ref = reference[:, sl]
         hits = bound_hits(est[None], raw[None], low, high)[0]
@@ -502,7 +503,7 @@ class Comparison(Experiment):
             "settings_count": len(flatten(first)),
             "model": first.get("model", {}).get("name"),
             "data": first.get("data", {}).get("name"),
-            "eval": s.eval,
+            "eval": dataclasses.asdict(s.eval),
             **summary,
             "waveform": passage_summary(passage),
             "runs": [_run_entry(r) for r in results],

@@ -61,7 +61,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import data as data_lib
 from .config import compose, override_key
-from .errors import ConfigError, DataError, space_checked
+from .errors import ConfigError, DataError, DiskFullError, space_checked
 from .estimates import DiskEstimates, ModelEstimates, checkpoint_data
 from .experiment import thread_scope
 from .files import remove_stale_temporaries
@@ -82,6 +82,7 @@ from .reporting.evaluation import (
     terminal_summary,
     write_report,
 )
+from .reporting.out_dir import check_folder
 from .run_folder import RunLock
 from .settings import EvaluateConfig, typed
 
@@ -190,8 +191,10 @@ def out_dir_held(out_dir: Path, subdirs: Sequence[str] = ()) -> Iterator[None]:
     evaluations there and in ``subdirs`` are removed. On the way out the lock file goes, and
     so do the folders made here if nothing was written into them.
     """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"out_dir: {out_dir} exists and is not a directory")
+    try:
+        check_folder(out_dir)
+    except FileExistsError as exc:
+        raise ConfigError(f"out_dir: {exc}") from None
     made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # deepest first
     try:
         try:
@@ -208,6 +211,24 @@ def out_dir_held(out_dir: Path, subdirs: Sequence[str] = ()) -> Iterator[None]:
     finally:
         lock.release(remove=True)
         _remove_empty(made)
+
+
+@contextmanager
+def rerun_said_on_full_disk(out_dir: Path, overwrite: bool,
+                            subdirs: Sequence[str] = ()) -> Iterator[None]:
+    """A write that found no space: its one line also says how to go on, with overwrite=true
+    where the files written before it (a part of the report, museval JSON) would make the
+    out_dir guard refuse a plain rerun."""
+    try:
+        yield
+    except DiskFullError as exc:
+        try:
+            prepare_out_dir(out_dir, False, subdirs=subdirs)  # checks only, with False
+            refused = False
+        except FileExistsError:
+            refused = True
+        hint = " with overwrite=true" if refused and not overwrite else ""
+        raise DiskFullError(f"{exc}; free space and rerun{hint}", exc.path, exc.errno) from None
 
 
 def _made_and_locked(out_dir: Path) -> RunLock:
@@ -289,6 +310,7 @@ def _evaluate(s: EvaluateConfig, held: ExitStack) -> dict[str, Any]:
         prepare_out_dir(out_dir, s.overwrite, subdirs=MUSEVAL_FOLDERS)
     except FileExistsError as exc:
         raise ConfigError(f"out_dir: {exc}") from exc
+    held.enter_context(rerun_said_on_full_disk(out_dir, s.overwrite, MUSEVAL_FOLDERS))
 
     tracks = data_lib.load_split(data_cfg, s.split, sample_rate_hz=rate, channels=channels,
                                  sources=source.sources, progress=s.progress)

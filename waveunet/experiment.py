@@ -36,6 +36,7 @@ from .errors import ConfigError
 from .files import atomic_write_text
 from .hydra_flags import run_command
 from .metrics import dumps_json
+from .reporting.out_dir import ONLY_OURS, guard_out_dir
 
 
 def machine_stamp() -> dict[str, Any]:
@@ -178,15 +179,14 @@ class Experiment:
     def guard(self) -> None:
         """Refuse to replace files under our names that an earlier call of this experiment did
         not write; before any work."""
-        out = self.out_dir
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"{self.command_name}.out_dir: {out} exists and is not a directory")
-        present = [n for n in self.files() if (out / n).exists()]
-        previous = read_json(out / self.json_name) or {}
-        if present and previous.get("generator") != self.generator:
-            raise ConfigError(f"{self.command_name}.out_dir: {out} holds {', '.join(present)} not "
-                              f"written by `waveunet {self.command_name}`; choose another "
-                              f"{self.command_name}.out_dir")
+        out, setting = self.out_dir, f"{self.command_name}.out_dir"
+        try:
+            previous = read_json(out / self.json_name)  # None where there is none
+            guard_out_dir(out, lambda folder: [n for n in self.files() if (folder / n).exists()],
+                          ONLY_OURS, allowed=(previous or {}).get("generator") == self.generator,
+                          what=f"`waveunet {self.command_name}`", setting=setting)
+        except FileExistsError as exc:
+            raise ConfigError(f"{setting}: {exc}") from None
 
     def execute(self) -> dict[str, Any]:
         """Guard, run in the thread scope, write the results JSON, render; returns the results

@@ -47,7 +47,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import save_checkpoint
-from .config import compose
+from .config import compose, override_key
 from .errors import ConfigError
 from .model import WaveUNet, build_model
 from .tf_checkpoint import TFCheckpoint, TFCheckpointError
@@ -215,12 +215,6 @@ def infer_architecture(orig: OriginalVariables, where: str) -> Inferred:
 # --------------------------------------------------------------------------------------------
 
 
-def _override_key(override: str) -> str:
-    if "=" not in override:
-        raise ConfigError(f"override '{override}': expected key=value, e.g. model.context=true")
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _preset_configs() -> dict[str, DictConfig]:
     return {name: compose("config", [f"model={name}"]) for name in PAPER_MODELS}
 
@@ -248,14 +242,14 @@ _UNDECIDABLE = (
 
 
 def _given_value(overrides: Sequence[str], key: str):
-    text = next(o.split("=", 1)[1] for o in overrides if _override_key(o) == key)
+    text = next(o.split("=", 1)[1] for o in overrides if override_key(o) == key)
     return OmegaConf.create(f"v: {text}").v  # typed as Hydra reads it
 
 
 def _undecided(inferred: Inferred, overrides: Sequence[str],
                presets: dict[str, DictConfig]) -> tuple[list[str], list[str]]:
     """The paper models that fit the shapes and the overrides, and what is still open."""
-    given = {_override_key(o) for o in overrides}
+    given = {override_key(o) for o in overrides}
     candidates = [name for name, cfg in presets.items() if _matches(cfg, inferred)]
     for key, _, _ in _UNDECIDABLE:  # the user's choice narrows the paper models
         if f"model.{key}" in given:
@@ -277,7 +271,7 @@ def settings_from_shapes(
 ) -> DictConfig:
     """Compose the config the shapes (and the user's overrides) describe, or say what is missing."""
     inferred = infer_architecture(orig, where)
-    given = {_override_key(o) for o in overrides}
+    given = {override_key(o) for o in overrides}
     if inferred.task is None and "model.sources" not in given:
         raise ConfigError(
             f"{where}: {inferred.predicted} output convolutions: the original separated 2 "
@@ -393,7 +387,10 @@ class Imported:
 def convert(path: str | Path, model: str | None = None, overrides: Sequence[str] = ()) -> Imported:
     """Read an original Wave-U-Net TensorFlow checkpoint into a :class:`WaveUNet` (eval mode)."""
     overrides = list(overrides)
-    chosen = [o for o in overrides if _override_key(o) == "model"]
+    for o in overrides:
+        if "=" not in o:
+            raise ConfigError(f"override '{o}': expected key=value, e.g. model.context=true")
+    chosen = [o for o in overrides if override_key(o) == "model"]
     if chosen:  # model=PRESET among the overrides means --model PRESET
         if model is not None or len(chosen) > 1:
             raise ConfigError("give the model preset once (--model PRESET or model=PRESET)")
@@ -428,12 +425,13 @@ def convert(path: str | Path, model: str | None = None, overrides: Sequence[str]
 
 def import_tf(path: str | Path, out: str | Path, model: str | None = None,
               overrides: Sequence[str] = (), force: bool = False) -> Imported:
-    """Convert, and write ``out`` (an existing file only with ``force``)."""
+    """Convert, and write ``out`` (an existing file only with ``force``; missing parent
+    folders are made, as the other commands make their output folders)."""
     out = Path(out)
+    if out.is_dir():  # --force or not: a folder is never replaced
+        raise ConfigError(f"-o {out} is a directory; give a file name ending in .pt")
     if out.exists() and not force:
         raise ConfigError(f"{out}: already exists (--force replaces it)")
-    if out.is_dir():
-        raise ConfigError(f"{out}: is a directory; -o names the checkpoint file to write")
     imported = convert(path, model, overrides)
     config = OmegaConf.to_container(imported.config, resolve=True)
     config["import"] = imported.provenance
@@ -458,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="PRESET", default=None,
                    help="the architecture as a model preset (m4 = baseline_stereo, "
                    "m6 = full_multi_instrument, m5_highsr = full_44KHz); default: from the shapes")
-    p.add_argument("-o", "--out", required=True, metavar="FILE.pt", help="checkpoint to write")
+    p.add_argument("-o", "--out", required=True, metavar="FILE.pt",
+                   help="checkpoint file to write (missing folders above it are made)")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing FILE.pt")
     return p
 

@@ -112,9 +112,6 @@ def run_mode(cfg: DictConfig, mode: Mode, optimiser: OptimiserConfig,
     """Train one head on all-at-the-bound targets (then the recovery targets); per-step records."""
     parts = build_parts(cfg, None, data=False)
     model, device = parts.model, parts.device
-    if model.output_mode.high is None:
-        raise ConfigError(f"saturation.modes: output preset {mode.output!r} has no upper bound "
-                          "to aim at")
     solver = Solver(cfg, None, parts)
     model.train()
     first = model.down[0]
@@ -202,7 +199,15 @@ class Saturation(Experiment):
             overrides, PER_RUN_KEYS, "set heads and losses with saturation.modes=[...], "
             "optimisers with saturation.optimisers=[...], and saturation.batch_size / seed / "
             "device / precision")
-        super().__init__(self.settings.out_dir, self.settings.threads,
+        s = self.settings
+        # Every run's config, checked before the output folder and the first run.
+        self.jobs = [(o, m, run_config(self.overrides, m, o, s))
+                     for o in s.optimisers for m in self.modes]
+        for _, mode, cfg in self.jobs:
+            if cfg.output.high is None:
+                raise ConfigError(f"saturation.modes: output preset {mode.output!r} (mode "
+                                  f"{mode.name!r}) has no upper bound to aim at")
+        super().__init__(s.out_dir, s.threads,
                          command or "waveunet saturation " + " ".join(self.overrides))
 
     def files(self) -> list[str]:
@@ -211,9 +216,7 @@ class Saturation(Experiment):
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
 
-        s = self.settings
-        jobs = [(o, m, run_config(self.overrides, m, o, s))  # every config first: errors early
-                for o in s.optimisers for m in self.modes]
+        s, jobs = self.settings, self.jobs
         runs = []
         for opt, mode, cfg in tqdm(jobs, desc="saturation", unit="run", disable=not s.progress):
             run = run_mode(cfg, mode, opt, s)

@@ -32,6 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from .builder import on_device_settings, run_settings
+from .cli import report_stop
 from .config import compose, config_dir
 from .errors import ConfigError, WaveUNetError, space_checked
 from .files import atomic_write_text
@@ -330,12 +331,11 @@ def main(argv: list[str]) -> int:
     except WaveUNetError as exc:
         print(f"waveunet train: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM, where the command turns it into one)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where the command turns it into one
         run_dir = _PREPARED.get("run_dir")
         resume = (f"; continue from its last checkpoint with trainer.resume={run_dir}"
                   if run_dir is not None and (Path(run_dir) / "last.pt").is_file() else "")
-        print(f"waveunet train: interrupted{resume}", file=sys.stderr)
-        return 130
+        return report_stop("train", exc, resume)
     finally:
         _PREPARED.clear()
         if _distributed_ready():

@@ -3,8 +3,8 @@
 ``waveunet evaluate`` separates tracks, measures them with :mod:`waveunet.metrics`, and hands a
 list of :class:`TrackResult` to :func:`write_report`. Files are written atomically and only under
 fixed names; a directory already holding a report is written into only with ``overwrite=True``
-(:func:`prepare_out_dir`, the one guard). Numbers and tables go through :mod:`.format`, figures
-through :mod:`.figures`.
+(:func:`prepare_out_dir`, on the one guard of :mod:`.out_dir`). Numbers and tables go through
+:mod:`.format`, figures through :mod:`.figures`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ..files import atomic_write_text, safe_filename
 from ..metrics import ArrayLike, aggregate_pooled, aggregate_tracks, dumps_json, to_jsonable
 from . import figures
 from .format import number, plural, table
+from .out_dir import OVERWRITE_CLEARS, guard_out_dir
 
 GENERATOR = "waveunet.report"
 SUMMARY_NAME = "summary.json"
@@ -322,7 +323,8 @@ def _is_figure(name: str) -> bool:
 
 def prepare_out_dir(out_dir: str | os.PathLike[str], overwrite: bool, *,
                     subdirs: Sequence[str] = ()) -> None:
-    """The output-directory guard; call it before any work is done.
+    """The output-directory guard (:func:`.out_dir.guard_out_dir`, policy
+    :data:`~.out_dir.OVERWRITE_CLEARS`); call it before any work is done.
 
     Refuses (:class:`FileExistsError`) to write into a directory that already holds a report
     (summary.json, report.md, figures) or a non-empty ``subdirs`` entry (e.g. ``museval``),
@@ -331,24 +333,20 @@ def prepare_out_dir(out_dir: str | os.PathLike[str], overwrite: bool, *,
     are removed; other files are left alone.
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a directory")
-    if not out.is_dir():
-        return
-    ours = [p for p in out.iterdir()
-            if p.is_file() and (p.name in (SUMMARY_NAME, REPORT_NAME) or _is_figure(p.name))]
-    stale_json = [f for d in subdirs if (out / d).is_dir() for f in (out / d).glob("*.json")]
-    if not overwrite:
-        existing = sorted({p.name for p in ours}
-                          | {d for d in subdirs if any((out / d).glob("*.json"))})
-        if existing:
-            raise FileExistsError(
-                f"{out} already holds an evaluation ({', '.join(existing)}); choose another "
-                "out_dir=... or set overwrite=true"
-            )
-        return
-    for p in [p for p in ours if _is_figure(p.name)] + stale_json:
-        p.unlink()  # summary.json and report.md are rewritten in place
+
+    def ours(folder: Path) -> list[str]:
+        return sorted({p.name for p in folder.iterdir() if p.is_file() and (
+            p.name in (SUMMARY_NAME, REPORT_NAME) or _is_figure(p.name))}
+            | {d for d in subdirs if any((folder / d).glob("*.json"))})
+
+    present = guard_out_dir(out, ours, OVERWRITE_CLEARS, allowed=overwrite,
+                            what="an evaluation", setting="out_dir=...")
+    for name in present:  # summary.json and report.md are rewritten in place
+        if name in subdirs:
+            for stale in (out / name).glob("*.json"):
+                stale.unlink()
+        elif _is_figure(name):
+            (out / name).unlink()
 
 
 def _np(x: ArrayLike) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Numbers, tables and machines as text: the one formatter and the one markdown table writer.
 
-Every report, comparison, saturation summary, terminal summary and benchmark table writes its
-numbers through :func:`number` and its tables through :func:`table`, so a value reads the same
-everywhere ("-" where there is none) and a table has one layout.
+The written reports (an evaluation's report.md and terminal summary, the comparison's
+results.md, saturation.md), their figures' labels and the benchmark tables write their numbers
+through :func:`number` and their tables through :func:`table`, so a value reads the same in all
+of them ("-" where there is none) and a table has one layout. Log and status lines elsewhere
+(a dataset's duration, a memory size, a separated song's clip report) format their own units.
 """
 
 from __future__ import annotations
