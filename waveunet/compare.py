@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import compose, flatten, meaning_changes
@@ -337,24 +336,6 @@ def aggregate(results: Sequence[RunResult], modes: Sequence[Mode]) -> dict[str, 
 # --------------------------------------------------------------------------------------------
 
 
-def _separate_passage(separator: Any, mixture: np.ndarray, sl: slice,
-                      si: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source ``si``'s estimate and unclipped output (C, len) on ``mixture[:, sl]`` only.
-
-    Separates the passage plus the model's context on each side, the window aligned to the
-    separator's chunk grid, so the result equals separating the whole track and cropping.
-    """
-    model = separator.model
-    ctx = model.input_samples - model.output_samples
-    step = separator.step_samples
-    total = mixture.shape[-1]
-    lo = max(0, sl.start - ctx) // step * step
-    hi = min(total, -(-(sl.stop + ctx) // step) * step)
-    sep = separator.separate_tensor(torch.from_numpy(np.ascontiguousarray(mixture[:, lo:hi])))
-    crop = slice(sl.start - lo, sl.stop - lo)
-    return sep.stems[si, :, crop].numpy(), sep.unclipped[si, :, crop].numpy()
-
-
 def waveform_passage(results: Sequence[RunResult], settings: Settings) -> dict | None:
     """Input and each mode's estimate of one source on a loud passage where only it plays.
 
@@ -408,7 +389,8 @@ def waveform_passage(results: Sequence[RunResult], settings: Settings) -> dict |
         high = None if high is None else float(high)
         separator = Separator(model, device=device,
                               precision=settings.eval.precision)
-        est, raw = _separate_passage(separator, mixture, sl, si)
+        passage = separator.separate_passage(mixture, sl.start, sl.stop)
+        est, raw = passage.stems[si].numpy(), passage.unclipped[si].numpy()
         seg_ref = reference[:, sl]
         hits = bound_hits(est[None], raw[None], low, high)[0]
         n = seg_ref.shape[-1]

@@ -281,7 +281,8 @@ class DiskEstimates(Estimates):
                     f"have {channels} (set channels=... to score at another count)"
                 )
             if rate != track.sample_rate_hz:
-                audio = np.asarray(resample(audio, rate, track.sample_rate_hz))
+                audio = np.asarray(resample(audio, rate, track.sample_rate_hz,
+                                               what=f"estimates: {path}"))
                 self.resampled[str(path)] = rate
             if audio.shape[1] != length:
                 # museval's rule (metrics follow it): cut or zero-pad at the end.
