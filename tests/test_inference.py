@@ -9,13 +9,13 @@ import torch
 
 from waveunet.audio import resample
 from waveunet.checkpoint import save_checkpoint
+from waveunet.devices import resolve_device
 from waveunet.errors import ConfigError, DataError
 from waveunet.inference import (
     SeparationResult,
     Separator,
     _TensorWindow,
     estimate_activation_bytes,
-    resolve_device,
 )
 from waveunet.model import build_model
 

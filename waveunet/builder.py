@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader, Sampler
 from . import data as data_lib
 from .augment import augmentation_from_config, check_batch
 from .data.on_device import STORAGE_DTYPES, DeviceTracks, storage_bytes
+from .devices import resolve_device
 from .errors import ConfigError, DiskFullError, no_space_error, space_checked
-from .inference import resolve_device
 from .losses import check_loss
 from .metrics import to_jsonable
 from .model import WaveUNet, build_model

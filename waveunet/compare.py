@@ -344,7 +344,8 @@ def waveform_passage(results: Sequence[RunResult], settings: Settings) -> dict |
     """
     from . import data as data_lib
     from .checkpoint import load_model
-    from .inference import Separator, resolve_device
+    from .devices import resolve_device
+    from .inference import Separator
 
     firsts = []
     for mode in settings.modes:

@@ -61,12 +61,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import data as data_lib
 from .config import compose, override_key
+from .devices import resolve_device
 from .errors import ConfigError, DataError, DiskFullError, space_checked
 from .estimates import DiskEstimates, ModelEstimates, checkpoint_data
 from .experiment import thread_scope
 from .files import remove_stale_temporaries
 from .hydra_flags import run_command
-from .inference import resolve_device
 from .metrics import (
     BssJob,
     clipping_stats,

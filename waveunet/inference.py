@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 
 from .audio import approximate_rates, convert_channels, resample
 from .checkpoint import load_model, unwrap
+from .devices import resolve_device
 from .errors import ConfigError, DataError
 from .metrics import bound_hits, bound_stats
 from .model import WaveUNet
@@ -72,42 +73,6 @@ MAX_CHUNK_OUTPUT_SAMPLES = 2**22
 # songs, twice each), and peak RSS 1.2 GB instead of 2.4 to 2.8 GB.
 MAX_CPU_CHUNK_OUTPUT_SAMPLES = 2**18
 DEFAULT_GPU_BATCH = 4
-
-
-def resolve_device(device: str | torch.device = "auto", *, local_rank: int = 0,
-                   setting: str = "device") -> torch.device:
-    """``'auto'``: CUDA when available (GPU ``local_rank`` under torchrun), else the CPU.
-
-    A device this machine cannot use (``'cuda'`` without a GPU, ``'mps'`` off a Mac, ``'meta'``)
-    is a ConfigError naming ``setting``, the option it came from.
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"{setting}: unknown {device!r} (use auto, cpu, cuda or cuda:N)") from exc
-    if dev.type == "meta":  # a tensor there has a shape and no data: nothing to separate
-        raise ConfigError(f"{setting}: {device!r} holds no data, it cannot run the model "
-                          "(use auto, cpu, cuda or cuda:N)")
-    if dev.type not in ("cpu", "cuda"):
-        try:  # mps, xpu, ...: this torch build and machine may not have them
-            torch.empty(0, device=dev)
-        except Exception as exc:  # NotImplementedError, AssertionError, ImportError, ...
-            raise ConfigError(f"{setting}: {device!r} is not available in this torch build "
-                              "or on this machine (use auto, cpu, cuda or cuda:N)") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"{setting}: {device!r} asked for, but no CUDA GPU is available (use cpu)"
-        )
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    if dev.type == "cuda" and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"{setting}: {device!r} asked for, but only "
-                          f"{torch.cuda.device_count()} CUDA GPU(s) are visible")
-    return dev
 
 
 def default_memory_budget_bytes(device: torch.device) -> int:

@@ -241,7 +241,8 @@ def main(argv: list[str]) -> int:
     import torch
 
     from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .inference import GIB, Separator, resolve_device
+    from .devices import resolve_device
+    from .inference import GIB, Separator
     from .layout import (
         check_model_name,
         model_name,
