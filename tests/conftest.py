@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,10 @@ def tiny_training_overrides(cache: Path) -> list[str]:
         f"data.cache_dir={cache}",
         "optim.batch_size=4",
     ]
+
+
+def dead_pid() -> int:
+    """The PID of a process that has ended (what a SIGKILL'd writer's temporaries carry)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import dead_pid
 from separate_helpers import files_under, make_checkpoint, run, write_song
 
 from waveunet.files import remove_stale_temporaries, temporary_next_to
@@ -234,12 +235,6 @@ def test_a_full_disk_says_so_and_leaves_no_partial_files(tmp_path, checkpoint, s
 
 
 # -- interruption and stale temporaries --------------------------------------------------------
-
-
-def dead_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
 
 
 def test_remove_stale_temporaries_keeps_those_of_live_processes(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
-from conftest import tiny_training_overrides
+from conftest import dead_pid, tiny_training_overrides
 
 from waveunet.checkpoint import load_checkpoint
 from waveunet.config import compose
@@ -337,12 +337,6 @@ def test_two_new_runs_started_in_the_same_second_get_their_own_folders(tmp_path)
     assert claim_new_run_dir(stamp) == stamp
     assert claim_new_run_dir(stamp) == stamp.with_name(stamp.name + "_1")
     assert claim_new_run_dir(stamp) == stamp.with_name(stamp.name + "_2")
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def test_temporaries_carry_the_writer_pid_and_stale_ones_are_removed(tmp_path):
