@@ -3,7 +3,7 @@
 
 import sys
 
-from waveunet.train import main
+from waveunet.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(["train", *sys.argv[1:]]))

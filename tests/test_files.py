@@ -32,6 +32,22 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary left behind
 
 
+def test_an_interrupt_a_writer_turned_into_its_own_error_stays_an_interrupt(tmp_path):
+    """torch.save raises RuntimeError("unexpected pos") when Ctrl-C / SIGTERM lands inside it:
+    the caller must see the interrupt (exit 130 / 143 with the resume hint), not a traceback."""
+    target = tmp_path / "last.pt"
+
+    def interrupted_save(tmp: str) -> None:
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("unexpected pos 111616 vs 111536")
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, interrupted_save)
+    assert list(tmp_path.iterdir()) == []
+
+
 def _umask() -> int:
     umask = os.umask(0o022)
     os.umask(umask)

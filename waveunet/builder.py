@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
@@ -32,6 +31,7 @@ from . import data as data_lib
 from .augment import augmentation_from_config, check_batch
 from .data.on_device import STORAGE_DTYPES, DeviceTracks, storage_bytes
 from .devices import resolve_device
+from .distributed import DistInfo, barrier
 from .errors import ConfigError, DiskFullError, no_space_error, space_checked
 from .losses import check_loss
 from .metrics import to_jsonable
@@ -39,31 +39,6 @@ from .model import WaveUNet, build_model
 from .settings import LossConfig, OptimConfig, TrainerConfig, typed
 
 log = logging.getLogger("waveunet.train")
-
-@dataclass
-class DistInfo:
-    """This process's place in a torchrun job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> DistInfo:
-        return cls(
-            int(os.environ.get("RANK", 0)),
-            int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)),
-        )
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
 
 @dataclass
 class RunSettings:
@@ -144,12 +119,12 @@ class TrainingData:
         self.cfg, self.model, self.settings, self.dist = cfg, model, settings, dist_info
         self.workers = int(cfg.data.get("workers", 0))
         on_device, dtype = on_device_settings(cfg.data)
-        if dist_info.enabled and not dist_info.is_main:
-            dist.barrier()  # rank 0 generates / decodes the dataset into the cache first
+        if not dist_info.is_main:
+            barrier(dist_info)  # rank 0 generates / decodes the dataset into the cache first
         self.train_tracks = data_lib.load_split(cfg.data, "train", **split)
         self.valid_tracks = data_lib.load_split(cfg.data, "valid", **split)
-        if dist_info.enabled and dist_info.is_main:
-            dist.barrier()
+        if dist_info.is_main:
+            barrier(dist_info)
         max_tracks = settings.trainer.validation.max_tracks
         if max_tracks is not None:
             self.valid_tracks = self.valid_tracks[:max_tracks]

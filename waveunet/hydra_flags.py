@@ -1,27 +1,30 @@
 """Hydra's command-line flags for every ``key=value`` command, in Hydra's style.
 
-``waveunet train`` is a Hydra app (``@hydra.main``); ``evaluate``, ``compare``, ``saturation``
-and ``info`` compose their configuration with Hydra's compose API
-(:func:`waveunet.config.compose`: no run folder, no change of directory, one-line errors). This
-module gives all of them the same flags, so a user who knows one knows them all:
+Every ``key=value`` command (``train``, ``evaluate``, ``compare``, ``saturation``, ``info``)
+composes its configuration with Hydra's compose API (:func:`waveunet.config.compose`: no change
+of directory, one-line errors) through :func:`run_command`; only ``waveunet train -m`` hands
+the command line to Hydra's own app, for its sweepers and launchers. This module gives all of
+them the same flags, so a user who knows one knows them all:
 
 * ``--help`` / ``-h``: the command's usage and examples, then Hydra's part: the config groups with
   their options (the chosen one marked) and the config composed with the overrides given;
 * ``--cfg job|hydra|all`` (``-c``), with ``--resolve`` and ``--package`` / ``-p``: print the
   composed config (or Hydra's node, or both) and exit, as Hydra does; nothing is run or written;
+* ``--config-dir`` / ``-cd DIR``: a folder of the user's own presets, searched first (Hydra's
+  ``hydra.searchpath``, which may be given as an override too);
 * ``--hydra-help``: these flags.
 
-``waveunet train`` gets its ``--help`` from here too (the commonest runs above Hydra's part);
-Hydra parses its other flags. Shell completion is not offered: Hydra's helper completes a
-program with one config, not ``waveunet <command>``, so ``--shell-completion`` / ``-sc`` is
-refused with one line. A word without ``=`` that names a preset gets "did you mean model=m4?".
-Every problem is a :class:`ConfigError`: one line, exit status 2.
+Shell completion is not offered: Hydra's helper completes a program with one config, not
+``waveunet <command>``, so ``--shell-completion`` / ``-sc`` is refused with one line. A word
+without ``=`` that names a preset gets "did you mean model=m4?". Every problem is a
+:class:`ConfigError`: one line, exit status 2.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,6 +42,9 @@ FLAGS_HELP = """== Flags ==
 --cfg,-c job|hydra|all : print the composed config (job), Hydra's node (hydra) or both, and exit
 --resolve : resolve interpolations in what --cfg or --help prints
 --package,-p PACKAGE : print only this part of the config (e.g. -p data)
+--config-dir,-cd DIR : a folder of your own presets (DIR/data/my_data.yaml: data=my_data),
+    searched before the package's (the same as hydra.searchpath=[file://DIR])
+--multirun,-m : (train) a sweep: one run per combination of comma-separated values
 Overrides: key=value (model.levels=6), group=option (data=musdb_hq), +key=value, ~key.
 Shell completion is not offered."""
 
@@ -53,6 +59,14 @@ class Flags:
     resolve: bool = False
     package: str | None = None
     overrides: list[str] = field(default_factory=list)
+
+
+def search_path(folder: str, flag: str) -> str:
+    """The override that adds ``folder`` (``--config-dir``) to Hydra's config search path."""
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(f"{flag} {folder}: no such folder of configs")
+    return f"hydra.searchpath=[file://{path}]"
 
 
 def preset_groups(word: str) -> list[str]:
@@ -94,11 +108,16 @@ def parse(argv: Sequence[str], command: str) -> Flags:
                 flags.cfg = value
             else:
                 flags.package = value
+        elif name in ("-cd", "--config-dir"):
+            if not inline and not args:
+                raise ConfigError(f"{name} needs a folder of configs")
+            flags.overrides.append(search_path(inline or args.pop(0), name))
         elif name in COMPLETION:
             raise ConfigError(NO_COMPLETION)
         elif arg.startswith("-"):
             raise ConfigError(f"unknown flag {arg} (waveunet {command} takes key=value overrides "
-                              "and --help, --hydra-help, --cfg, --resolve, --package)")
+                              "and --help, --hydra-help, --cfg, --resolve, --package, "
+                              "--config-dir)")
         elif "=" not in arg:
             raise not_an_override(arg, command)
         else:

@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from . import data as data_lib
-from .builder import DistInfo, SolverParts, build_parts, run_settings
+from .builder import SolverParts, build_parts, run_settings
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import DistInfo, any_rank, barrier, from_rank_0
 from .errors import CheckpointError, ConfigError, DiskFullError, WaveUNetError, space_checked
 from .experiment import thread_scope
 from .files import remove_stale_temporaries
@@ -55,7 +55,7 @@ from .run_folder import (
 )
 from .validation import Validation
 
-__all__ = ["DistInfo", "Solver", "TrainState", "TrainingDiverged", "resume_mode"]
+__all__ = ["Solver", "TrainState", "TrainingDiverged", "resume_mode"]
 
 log = logging.getLogger("waveunet.train")
 
@@ -396,10 +396,7 @@ class Solver:
         ).tolist()
         limit = self.settings.trainer.divergence.max_pre_activation
         bad = not (math.isfinite(loss_value) and math.isfinite(pre_peak) and pre_peak <= limit)
-        if self.dist.enabled:  # every rank must take the same branch
-            flag = torch.tensor([float(bad)], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            bad = flag.item() > 0
+        bad = any_rank(bad, self.device, self.dist)  # every rank takes the same branch
         if bad:
             self._diverged(loss_value, pre_peak, limit)
             return loss_value, output
@@ -450,10 +447,7 @@ class Solver:
         t0 = time.perf_counter()
         valid = self.validate() if self.dist.is_main else None
         valid_seconds = time.perf_counter() - t0
-        decision = [valid]
-        if self.dist.enabled:
-            dist.broadcast_object_list(decision, src=0)
-        valid = decision[0]
+        valid = from_rank_0(valid, self.dist)
         improved = self.state.best_valid_loss is None or valid["loss"] < self.state.best_valid_loss
         if improved:
             self.state.best_valid_loss, self.state.best_epoch = valid["loss"], self.state.epoch
@@ -477,8 +471,7 @@ class Solver:
         self.state.epoch_train_seconds = 0.0
         if improved and self.dist.is_main:
             self._save("best.pt")  # before _end_round, which may start round 2 from it
-        if self.dist.enabled:
-            dist.barrier()
+        barrier(self.dist)
         if self.state.epochs_without_improvement >= self.settings.trainer.patience:
             self._end_round()
         if self.dist.is_main:

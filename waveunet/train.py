@@ -1,4 +1,4 @@
-"""``waveunet train [hydra overrides]``: the Hydra app around :class:`waveunet.solver.Solver`.
+"""``waveunet train [key=value overrides]``: train one run, or a Hydra sweep of runs.
 
 Examples::
 
@@ -7,42 +7,43 @@ Examples::
     waveunet train -m output=tanh_difference,linear_direct seed=1,2,3       # Hydra multirun
     torchrun --nproc_per_node=4 scripts/train.py model=m5_highsr trainer.precision=bf16
 
-A run that cannot start leaves nothing behind. For a single run, :func:`main` composes the
-config and builds the whole run (settings checked, data decoded and checked, a resumed run's
-checkpoint and config checked and its folder locked) *before* Hydra makes the run folder and
-writes ``.hydra/``; a resumed run's recorded ``.hydra/config.yaml`` is never rewritten, and a
-folder given for a new run (``hydra.run.dir=``) that already holds a run is refused. Every
-error is one line with exit 2, composition errors (an unknown key or preset) included. A
-multirun checks the composition and settings of every job first; each job then builds its
-run in the folder Hydra made for it. Hydra's own flags (``--cfg``, ``--help``, ...) go
-straight to Hydra.
+A single run goes the way of every ``key=value`` command (:func:`waveunet.hydra_flags.run_command`):
+the config is composed, the whole run is built and checked (settings, data decoded and checked,
+a resumed run's checkpoint and config checked and its folder locked), and only then is its
+folder made, its config recorded in ``.hydra/`` (where Hydra records it) and its log file
+``train.log`` opened. So a run that cannot start leaves nothing behind, and a resumed run's
+recorded config is never rewritten. A folder given for a new run (``hydra.run.dir=``) that
+already holds a run is refused. Every error is one line with exit 2.
+
+A multirun (``-m``) is Hydra's own (``@hydra.main``), for its sweepers and launchers: the
+composition and settings of every job are checked first, then each job builds its run in the
+folder Hydra made for it.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
+import logging.handlers
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from .builder import on_device_settings, run_settings
 from .cli import report_stop
 from .config import compose, config_dir
+from .distributed import DistInfo, destroy_distributed, init_distributed, shared_run_dir
 from .errors import ConfigError, WaveUNetError, space_checked
 from .files import atomic_write_text
+from .hydra_flags import parse, run_command
 from .metrics import dumps_json
 from .run_folder import check_new_run_dir, claim_new_run_dir, resume_mode, run_dir_for
-from .solver import DistInfo, Solver
+from .solver import Solver
 
 log = logging.getLogger("waveunet.train")
 
-USAGE = """usage: waveunet train [key=value overrides] [Hydra flags: -m, --cfg job, ...]
+USAGE = """usage: waveunet train [key=value overrides] [-m] [--cfg job, --help, ...]
 
 Train a Wave-U-Net. Every run writes runs/<name>/<timestamp>/: the resolved config, best.pt and
 last.pt, TensorBoard logs, metrics.jsonl, train.log and summary.json. The default dataset is
@@ -57,58 +58,130 @@ The commonest runs:
 
 Continue a killed run: trainer.resume=runs/<name>/<timestamp> (or trainer.resume=true; not
 with -m).
-Sweeps: waveunet train -m output=tanh_difference,linear_direct seed=1,2,3"""
+Sweeps, one run per combination through Hydra's launcher (-m, --multirun):
+waveunet train -m output=tanh_difference,linear_direct seed=1,2,3"""
 
-HYDRA_FLAGS = """== Flags (Hydra's, for waveunet train) ==
---help,-h : the commonest runs, the config groups and the composed config
---hydra-help : these flags
---cfg,-c job|hydra|all : print the composed config (job), Hydra's node (hydra) or both, and exit
---resolve : resolve interpolations in what --cfg prints
---package,-p PACKAGE : print only this part of the config (e.g. -p trainer)
---multirun,-m : a sweep: one run per combination of comma-separated values
---info,-i [all|config|defaults|defaults-tree|plugins|searchpath] : Hydra's information
---config-dir,-cd DIR : another folder of configs added to the search path
-Overrides: key=value (trainer.max_epochs=3), group=option (model=m4), +key=value, ~key.
-Shell completion is not offered."""
+# Hydra's console and log-file format (hydra/job_logging/default.yaml): a single run logs as a
+# multirun's jobs do.
+_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+_MULTIRUN = ("-m", "--multirun")
 
-# Hydra's flags that take a value (the next word is not an override).
-_VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn",
-                "--config-name", "-cd", "--config-dir", "--experimental-rerun")
-_INFO_VALUES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
-
-
-
-if not OmegaConf.has_resolver("waveunet_run_dir"):
+if not OmegaConf.has_resolver("waveunet_run_dir"):  # train.yaml's hydra.run.dir (multirun jobs)
     OmegaConf.register_new_resolver("waveunet_run_dir", run_dir_for, use_cache=True)
 
-# The single run main() built before Hydra made its folder, for hydra_main() to train.
-_PREPARED: dict[str, Any] = {}
-# Hydra's console and log-file format (hydra/job_logging/default.yaml), for the lines logged
-# while the run is built, before Hydra has configured logging.
-_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
-_RUN_FLAGS = ("-m", "--multirun", "-r", "--run")
+
+def main(argv: list[str]) -> int:
+    """Entry point for ``waveunet train``."""
+    argv = list(argv)
+    if any(a in _MULTIRUN for a in argv):
+        return _multirun(argv)
+    return run_command("train", USAGE, "train", argv, _single_run)
 
 
-def run(cfg: DictConfig) -> dict:
-    """Train the prepared run (or, in a multirun job, build and train one in the folder Hydra
-    made); write ``summary.json`` and print where everything is."""
+# --------------------------------------------------------------------------------------------
+# One run: compose, build and check, then make its folder and train
+# --------------------------------------------------------------------------------------------
+
+
+def _single_run(cfg: DictConfig, overrides: list[str]) -> int:
     info = DistInfo.from_env()
-    _EarlyLog.replay_into_log_file()
+    handlers = _console_logging() if info.is_main else []
+    solver = None
+    try:
+        solver = _build(cfg, overrides, info)
+        if info.is_main:
+            _open_log_file(solver.run_dir, handlers)
+        train(solver, info)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (cli turns it into one)
+        last = None if solver is None else solver.run_dir / "last.pt"
+        resume = (f"; continue from its last checkpoint with trainer.resume={solver.run_dir}"
+                  if last is not None and last.is_file() else "")
+        return report_stop("train", exc, resume)
+    finally:
+        destroy_distributed()
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    return 0
+
+
+def _build(cfg: DictConfig, overrides: list[str], info: DistInfo) -> Solver:
+    """The run's Solver, built and checked before anything is written; then a new run's folder
+    is made and its config recorded (a resumed run keeps its folder and its record)."""
+    settings = run_settings(cfg, info.world_size)
+    given = _given_run_dir(overrides)
+    if given and info.is_main and resume_mode(settings.trainer.resume) is None:
+        check_new_run_dir(Path(given))  # before anything is built
+    init_distributed(cfg.trainer.device, info)
+    run_dir = Path(given or run_dir_for(cfg.runs_root, cfg.name, settings.trainer.resume))
+    solver = Solver(cfg, shared_run_dir(run_dir, info))
+    if solver.resumed_from is not None:
+        return solver
+    claimed = None
+    if info.is_main:
+        if given:  # also where trainer.resume=true found no run to continue
+            check_new_run_dir(Path(given))
+        # Another run started in the same second may have taken the name: the next free one.
+        claimed = Path(given) if given else claim_new_run_dir(run_dir)
+    solver.use_folder(shared_run_dir(claimed, info))
+    if info.is_main:
+        _record_config(solver.run_dir, cfg, overrides)
+    return solver
+
+
+def _record_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    """``.hydra/config.yaml`` and ``.hydra/overrides.yaml``, as Hydra records a run's config."""
+    folder = run_dir / ".hydra"
+    with space_checked(folder):
+        folder.mkdir(exist_ok=True)
+        atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+        atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
+
+
+def _given_run_dir(overrides: list[str]) -> str | None:
+    """A ``hydra.run.dir=`` given on the command line (its value, unquoted)."""
+    for o in overrides:
+        if o.startswith("hydra.run.dir="):
+            return o.split("=", 1)[1].strip().strip("'\"")
+    return None
+
+
+def _console_logging() -> list[logging.Handler]:
+    """Log INFO lines to the console in Hydra's format, and keep them for the run's log file
+    until it exists; returns the handlers added (none where logging was configured already,
+    by a test or an embedding program)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return []
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter(_LOG_FORMAT))
+    kept = logging.handlers.MemoryHandler(capacity=10**6, flushLevel=logging.CRITICAL + 1)
+    root.addHandler(console)
+    root.addHandler(kept)
+    root.setLevel(logging.INFO)
+    return [console, kept]
+
+
+def _open_log_file(run_dir: Path, handlers: list[logging.Handler]) -> None:
+    """``<run>/train.log`` from now on, with the lines logged while the run was built."""
+    kept = [h for h in handlers if isinstance(h, logging.handlers.MemoryHandler)]
+    if not kept:
+        return
+    with space_checked(run_dir / "train.log"):
+        file = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    file.setFormatter(logging.Formatter(_LOG_FORMAT))
+    kept[0].setTarget(file)
+    kept[0].flush()
+    logging.getLogger().removeHandler(kept[0])
+    logging.getLogger().addHandler(file)
+    handlers.append(file)
+
+
+def train(solver: Solver, info: DistInfo) -> dict:
+    """Train a built run; write ``summary.json`` and print where everything is."""
     # A full disk is reported once by the run, not again by every line the log file loses.
     logging.raiseExceptions = False
-    solver, own_group = _PREPARED.pop("solver", None), False
-    if solver is None:
-        if info.enabled and not _distributed_ready():
-            _init_distributed(cfg, info)
-            own_group = True
-        solver = Solver(cfg, _shared_run_dir(Path(HydraConfig.get().runtime.output_dir), info))
-    try:
-        summary = solver.train()
-    finally:
-        if own_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+    summary = solver.train()
     run_dir = solver.run_dir
     if info.is_main:
         best = summary["best_checkpoint"]
@@ -126,92 +199,45 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-def _distributed_ready() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
-def _init_distributed(cfg: DictConfig, info) -> None:
-    import torch
-    import torch.distributed as dist
-
-    backend = "nccl" if torch.cuda.is_available() and str(cfg.trainer.device) != "cpu" else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(info.local_rank)
-    # Rank 0 validates while the others wait: allow a long validation (MUSDB at 44.1 kHz).
-    dist.init_process_group(backend=backend, timeout=_dt.timedelta(hours=2))
+# --------------------------------------------------------------------------------------------
+# A sweep: Hydra's multirun, every job checked first
+# --------------------------------------------------------------------------------------------
 
 
-def _shared_run_dir(run_dir: Path, info) -> Path:
-    """Rank 0's run folder in every process (it alone writes there)."""
-    if not info.enabled:
-        return run_dir
-    import torch.distributed as dist
+def _multirun(argv: list[str]) -> int:
+    flags = parse([a for a in argv if a not in _MULTIRUN], "train")
+    if flags.help or flags.hydra_help or flags.cfg or flags.package or flags.resolve:
+        raise ConfigError("-m runs a sweep; --help, --hydra-help and --cfg show one run's "
+                          "config: give them without -m")
+    info = DistInfo.from_env()
+    check_sweep(flags.overrides, info)
+    import hydra
 
-    shared = [str(run_dir)]
-    dist.broadcast_object_list(shared, src=0)
-    return Path(shared[0])
+    @hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
+    def job(cfg: DictConfig) -> None:
+        _sweep_job(cfg, info)
+
+    # Only rank 0 writes the sweep's folders and Hydra's logs.
+    quiet = [] if info.is_main else ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    sys.argv = ["waveunet train", "--multirun", *flags.overrides, *quiet]
+    job()
+    return 0
 
 
-@hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
-def hydra_main(cfg: DictConfig) -> None:
+def _sweep_job(cfg: DictConfig, info: DistInfo) -> None:
+    """One job of a sweep: its run, built in the folder Hydra made for it."""
+    from hydra.core.hydra_config import HydraConfig
+
     try:
-        run(cfg)
+        init_distributed(cfg.trainer.device, info)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        train(Solver(cfg, shared_run_dir(run_dir, info)), info)
     except WaveUNetError as exc:
         # SystemExit passes through Hydra's handler: one clear line, exit 2.
         print(f"waveunet train: error: {exc}", file=sys.stderr)
         sys.exit(2)
-
-
-def check_argv(argv: list[str]) -> None:
-    """What Hydra would misread: a bare word ("did you mean model=m4?"), or shell completion,
-    which is not offered (:mod:`waveunet.hydra_flags`)."""
-    from .hydra_flags import COMPLETION, NO_COMPLETION, not_an_override
-
-    previous = None
-    for arg in argv:
-        if arg in COMPLETION:
-            raise ConfigError(NO_COMPLETION)
-        takes_value = previous in _VALUE_FLAGS or (previous == "--info" and arg in _INFO_VALUES)
-        if not arg.startswith("-") and "=" not in arg and not takes_value:
-            raise not_an_override(arg, "train")
-        previous = arg
-
-
-# --------------------------------------------------------------------------------------------
-# Before Hydra: compose, check and build
-# --------------------------------------------------------------------------------------------
-
-
-def prepare(overrides: list[str], info: DistInfo) -> list[str]:
-    """Compose and build the single run of ``overrides`` before anything is written; returns
-    the Hydra overrides that make Hydra's output folder the run's folder."""
-    cfg = compose("train", overrides)
-    settings = run_settings(cfg, info.world_size)
-    given = _given_run_dir(overrides)  # rank > 0: "." (main() adds it; nothing is written)
-    if given and info.is_main and resume_mode(settings.trainer.resume) is None:
-        check_new_run_dir(Path(given))  # before anything is built
-    if info.enabled and not _distributed_ready():
-        _init_distributed(cfg, info)
-    run_dir = Path(given or run_dir_for(cfg.runs_root, cfg.name, settings.trainer.resume))
-    solver = Solver(cfg, _shared_run_dir(run_dir, info))
-    if solver.resumed_from is None:
-        # Built and checked: now the new run's folder is made (another run started in the
-        # same second may have taken the name meanwhile: then the next free one).
-        claimed = None
-        if info.is_main:
-            if given:  # also where trainer.resume=true found no run to continue
-                check_new_run_dir(Path(given))
-            claimed = Path(given) if given else claim_new_run_dir(run_dir)
-        solver.use_folder(_shared_run_dir(claimed, info))
-    _PREPARED.update(solver=solver, run_dir=solver.run_dir)
-    if info.rank > 0:  # main() already points Hydra at "." and writes nothing there
-        return []
-    extra = [] if given else [f"hydra.run.dir={_quoted(str(solver.run_dir))}"]
-    if solver.resumed_from is not None:
-        extra.append("hydra.output_subdir=null")  # keep the run's own .hydra/ as it is
-    return extra
+    finally:
+        destroy_distributed()
 
 
 def check_sweep(overrides: list[str], info: DistInfo) -> None:
@@ -253,96 +279,6 @@ def _sweep_variants(overrides: list[str]) -> Iterator[list[str]]:
     for i, options in enumerate(values):
         for option in options[1:]:
             yield [option if j == i else other[0] for j, other in enumerate(values) if other]
-
-
-def _given_run_dir(overrides: list[str]) -> str | None:
-    """A ``hydra.run.dir=`` given on the command line (its value, unquoted)."""
-    for o in overrides:
-        if o.startswith("hydra.run.dir="):
-            return o.split("=", 1)[1].strip().strip("'\"")
-    return None
-
-
-def _quoted(value: str) -> str:
-    """A value for a Hydra override, quoted: any path goes through Hydra's parser unchanged."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-class _EarlyLog(logging.Handler):
-    """The lines logged while the run is built (before Hydra configures logging): shown on
-    the console as Hydra would, and written into the run's log file once it exists."""
-
-    records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        _EarlyLog.records.append(record)
-
-    @classmethod
-    def start(cls) -> None:
-        root = logging.getLogger()
-        if root.handlers:  # logging is configured already (a test, an embedding program)
-            return
-        console = logging.StreamHandler(sys.stdout)
-        console.setFormatter(logging.Formatter(_LOG_FORMAT))
-        root.addHandler(console)
-        root.addHandler(cls())
-        root.setLevel(logging.INFO)
-
-    @classmethod
-    def replay_into_log_file(cls) -> None:
-        files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-        for record in cls.records:
-            for handler in files:
-                handler.handle(record)
-        cls.records = []
-
-
-def main(argv: list[str]) -> int:
-    """Entry point for ``waveunet train``: checks and builds the run, then hands it to Hydra
-    (``--help`` is ours: the commonest runs above Hydra's part)."""
-    argv = list(argv)
-    if "-h" in argv or "--help" in argv:
-        from .hydra_flags import Flags, help_text
-
-        overrides = [a for a in argv if "=" in a and not a.startswith("-")]
-        print(help_text(USAGE, "train", Flags(help=True, overrides=overrides),
-                        lambda o: compose("train", o)))
-        return 0
-    if "--hydra-help" in argv:
-        print(HYDRA_FLAGS)
-        return 0
-    check_argv(argv)
-    info = DistInfo.from_env()
-    if info.rank > 0:
-        # Only rank 0 writes the run folder and Hydra's logs.
-        argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra.run.dir=."]
-    flags = [a for a in argv if a.startswith("-")]
-    overrides = [a for a in argv if not a.startswith("-")]
-    try:
-        if all(f in _RUN_FLAGS for f in flags):  # not --cfg, --help, ...: Hydra's alone
-            if any(f in ("-m", "--multirun") for f in flags):
-                check_sweep(overrides, info)
-            else:
-                if info.is_main:
-                    _EarlyLog.start()
-                argv += prepare(overrides, info)
-        sys.argv = ["waveunet train", *argv]
-        hydra_main()
-    except WaveUNetError as exc:
-        print(f"waveunet train: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM where the command turns it into one
-        run_dir = _PREPARED.get("run_dir")
-        resume = (f"; continue from its last checkpoint with trainer.resume={run_dir}"
-                  if run_dir is not None and (Path(run_dir) / "last.pt").is_file() else "")
-        return report_stop("train", exc, resume)
-    finally:
-        _PREPARED.clear()
-        if _distributed_ready():
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
