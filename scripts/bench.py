@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from waveunet.config import compose
-from waveunet.experiment import machine_stamp
-from waveunet.model import build_model
+from waveunet.experiments.base import machine_stamp
+from waveunet.model.network import build_model
 from waveunet.precision import TRAINING_PRECISIONS, autocast
 from waveunet.reporting.format import number
 from waveunet.reporting.format import table as format_table
+from waveunet.settings.compose import compose
 
 PRESETS = ["tiny", "m4", "m5_highsr", "m6"]
 
@@ -193,7 +193,7 @@ def _write_random_song(path: Path, channels: int, frames: int, rate: int) -> Non
 def _separate_child(preset, device, precision, song_seconds, mode, chunk) -> None:
     import tempfile
 
-    from waveunet.inference import Separator
+    from waveunet.separation.inference import Separator
 
     original_way, file_to_file = mode == "1", mode == "file"
     device = torch.device(device)
@@ -251,7 +251,7 @@ def bench_precision(preset, device, song_seconds, repeats) -> dict:
     seconds per second of audio (best and median of ``repeats``) and auto's speed-up."""
     import statistics
 
-    from waveunet.inference import Separator
+    from waveunet.separation.inference import Separator
 
     load_before = os.getloadavg()[0]  # other work on the machine, before this section's own
     model = model_for(preset).to(device).eval()

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from waveunet.audio import resample
 from waveunet.data import TrainingExamples, load_split, make_loader
-from waveunet.synth import generate_dataset
+from waveunet.data.synth import generate_dataset
 
 STEMS = ["bass", "drums", "other", "vocals"]
 

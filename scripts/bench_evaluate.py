@@ -2,7 +2,7 @@
 """Time `waveunet evaluate` per minute of stereo 44.1 kHz audio: SDR-only vs full BSSEval.
 
 Generates a test split (``--tracks`` x ``--seconds``, MUSDB18-HQ layout) in a temporary
-folder, then runs :func:`waveunet.evaluate.evaluate`:
+folder, then runs :func:`waveunet.evaluation.evaluate.evaluate`:
 
 * ``estimates=DIR`` (the mixture as every estimate): metrics only, for the voice task
   (vocals, accompaniment) and the 4-source task (vocals, drums, bass, other);
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from waveunet.checkpoint import save_checkpoint
-from waveunet.config import compose
-from waveunet.evaluate import evaluate
-from waveunet.model import build_model
-from waveunet.synth import generate_dataset
+from waveunet.data.synth import generate_dataset
+from waveunet.evaluation.evaluate import evaluate
+from waveunet.model.checkpoint import save_checkpoint
+from waveunet.model.network import build_model
+from waveunet.settings.compose import compose
 
 VOICE = ("vocals", "accompaniment")
 FOUR = ("vocals", "drums", "bass", "other")

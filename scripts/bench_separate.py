@@ -39,8 +39,8 @@ def cpu_seconds() -> float:
 
 
 def build(preset: str):
-    from waveunet.config import compose
-    from waveunet.model import build_model
+    from waveunet.model.network import build_model
+    from waveunet.settings.compose import compose
 
     cfg = compose("config", [f"model={preset}"])
     return build_model(cfg.model, cfg.output).eval()
@@ -50,7 +50,7 @@ def worker_separate(args) -> dict:
     import numpy as np
     import torch
 
-    from waveunet.inference import GIB, Separator, estimate_activation_bytes
+    from waveunet.separation.inference import GIB, Separator, estimate_activation_bytes
 
     torch.manual_seed(0)
     model = build(args.worker)
@@ -97,7 +97,7 @@ def worker_separate(args) -> dict:
 def worker_forward(args) -> dict:
     import torch
 
-    from waveunet.inference import GIB, estimate_activation_bytes
+    from waveunet.separation.inference import GIB, estimate_activation_bytes
 
     model = build(args.worker)
     n_out = model.output_samples_for(args.chunk_samples)

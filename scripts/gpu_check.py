@@ -257,14 +257,15 @@ def step_train(c: Check) -> None:
     if ok:
         c.results["checkpoint"] = str(best[-1])
         batch = 4 if c.smoke else 16
-        figures = train_figures(best[-1].parent / "metrics.jsonl", c.results.get("bench", {}),
-                                batch)
+        figures = train_figures(best[-1].parent, c.results.get("bench", {}), batch)
     c.record("train", ok, time.perf_counter() - t0, **figures)
 
 
-def train_figures(metrics: Path, bench: dict, batch: int) -> dict:
+def train_figures(run_dir: Path, bench: dict, batch: int) -> dict:
     """Steps/s of the training loop (examples/s logged by the trainer) against the bare step."""
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    from waveunet.training.run_log import read_metrics
+
+    records = read_metrics(run_dir)
     health = [r for r in records if r.get("kind") == "health" and "train/examples_per_s" in r]
     train_steps = [r for r in records if r.get("kind") == "train"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
@@ -291,8 +292,8 @@ def train_figures(metrics: Path, bench: dict, batch: int) -> dict:
 PROFILE = """
 import sys, torch, torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
-from waveunet.config import compose
-from waveunet.model import build_model
+from waveunet.settings.compose import compose
+from waveunet.model.network import build_model
 preset, device, batch = sys.argv[1], torch.device(sys.argv[2]), int(sys.argv[3])
 cfg = compose("config", [f"model={preset}"])
 model = build_model(cfg.model, cfg.output).to(device).train()
@@ -337,7 +338,8 @@ def _song(c: Check, seconds: float) -> Path:
     path = c.work / "songs" / "song.wav"
     if path.is_file():
         return path
-    make = ("import numpy as np, soundfile as sf, sys; from waveunet.synth import generate_track; "
+    make = ("import numpy as np, soundfile as sf, sys; "
+            "from waveunet.data.synth import generate_track; "
             "t = generate_track([7, 0, 0], 20.0, 44100, loud=True)['mixture']; "
             f"n = int({seconds} * 44100); reps = -(-n // t.shape[1]); "
             "sf.write(sys.argv[1], np.tile(t, (1, reps))[:, :n].T, 44100, subtype='PCM_16')")
@@ -348,9 +350,9 @@ def _song(c: Check, seconds: float) -> Path:
 
 UNTRAINED = """
 import sys
-from waveunet.checkpoint import save_checkpoint
-from waveunet.config import compose
-from waveunet.model import build_model
+from waveunet.model.checkpoint import save_checkpoint
+from waveunet.settings.compose import compose
+from waveunet.model.network import build_model
 from omegaconf import OmegaConf
 cfg = compose("config", [f"model={sys.argv[1]}"])
 save_checkpoint(sys.argv[2], build_model(cfg.model, cfg.output),

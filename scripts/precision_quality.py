@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from waveunet.audio import read_audio
-    from waveunet.inference import Separator
     from waveunet.metrics import framewise_sdr
+    from waveunet.separation.inference import Separator
 
     tracks = sorted(p.parent for p in args.test_folder.glob("*/mixture.wav"))
     if not tracks:

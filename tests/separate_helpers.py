@@ -8,9 +8,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from waveunet.checkpoint import save_checkpoint
 from waveunet.cli import main as cli_main
-from waveunet.model import build_model
+from waveunet.model.checkpoint import save_checkpoint
+from waveunet.model.network import build_model
 
 
 def make_checkpoint(path: Path, seed: int = 0, config: dict | None = None,

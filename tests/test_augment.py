@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from waveunet.augment import augmentation_from_config, build_augmentation
+from waveunet.data.augment import augmentation_from_config, build_augmentation
 from waveunet.errors import ConfigError
 
 
@@ -118,7 +118,7 @@ def test_remix_partners_come_from_a_fixed_group_whatever_the_process_count(
 
 
 def test_remix_group_size_must_divide_each_process_batch() -> None:
-    from waveunet.augment import check_batch
+    from waveunet.data.augment import check_batch
 
     module = build_augmentation(["gain", "remix"], remix={"group_size": 4})
     check_batch(module, 8)

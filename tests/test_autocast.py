@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from waveunet.config import compose
-from waveunet.model import build_model
+from waveunet.model.network import build_model
+from waveunet.settings.compose import compose
 
 PRESETS = ("tiny", "m1", "m2", "m3", "m4", "m5", "m5_highsr", "m6")
 

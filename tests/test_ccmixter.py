@@ -22,10 +22,10 @@ import pytest
 import torch
 
 from waveunet.audio import read_audio, write_audio
-from waveunet.config import compose
 from waveunet.data import TrainingExamples, load_split, make_loader
+from waveunet.data.synth import generate_track
 from waveunet.errors import ConfigError, DataError
-from waveunet.synth import generate_track
+from waveunet.settings.compose import compose
 
 REPO = Path(__file__).resolve().parents[1]
 VOICE = ["accompaniment", "vocals"]
@@ -324,8 +324,9 @@ def test_all_weights_zero_is_refused_before_anything_is_decoded(
 def test_errors_name_the_top_level_setting_a_preset_maps(tmp_path: Path, synth_root: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     for override, message in (
-            ("data.valid_tracks=-3", "data.valid_tracks=-3 must be >= 0"),
-            ("data.valid_seed=inf", "data.valid_seed must be an integer >= 0, got inf"),
+            ("data.valid_tracks=-3", "data.valid_tracks must be >= 0 (a count)"),
+            ("data.valid_seed=inf",
+             "data.valid_seed must be an integer in [0, 4294967295], got inf"),
             ("data.sampling=foo", "data.sampling: unknown 'foo' (choose from per_second, "
                                   "per_track)")):
         with pytest.raises(ConfigError) as caught:
@@ -403,7 +404,7 @@ def test_presets_say_what_they_train_on() -> None:
 
 def test_a_combined_config_trains_end_to_end(tmp_path: Path, synth_root: Path, ccmixter) -> None:
     """`waveunet train experiment=demo data=musdb_hq_ccmixter ...` with a tiny model."""
-    from waveunet.checkpoint import load_checkpoint
+    from waveunet.model.checkpoint import load_checkpoint
 
     runs = tmp_path / "runs"
     args = ["train", "experiment=demo", "data=musdb_hq_ccmixter", f"data.root={synth_root}",
@@ -434,8 +435,8 @@ def _tiny_combined_checkpoint(folder: Path, musdb_root: Path, ccmixter_root: Pat
     MUSDB18-HQ + CCMixter preset."""
     from omegaconf import OmegaConf
 
-    from waveunet.checkpoint import save_checkpoint
-    from waveunet.model import build_model
+    from waveunet.model.checkpoint import save_checkpoint
+    from waveunet.model.network import build_model
 
     torch.manual_seed(0)
     cfg = compose("train", ["model=tiny", "data=musdb_hq_ccmixter", f"data.root={musdb_root}",
@@ -448,7 +449,7 @@ def _tiny_combined_checkpoint(folder: Path, musdb_root: Path, ccmixter_root: Pat
 def test_a_combined_data_checkpoint_is_evaluated_on_musdbs_test_split(
         tmp_path: Path, synth_root: Path, ccmixter) -> None:
     """The evaluate line printed after training a musdb_hq_ccmixter run works as printed."""
-    from waveunet.evaluate import compose_evaluate, evaluate
+    from waveunet.evaluation.evaluate import compose_evaluate, evaluate
 
     best = _tiny_combined_checkpoint(tmp_path, synth_root, ccmixter[0])
     summary = evaluate(compose_evaluate([f"checkpoint={best}", f"out_dir={tmp_path / 'r1'}",
@@ -477,7 +478,7 @@ def test_a_combined_preset_compares_end_to_end(tmp_path: Path, synth_root: Path,
                                                ccmixter) -> None:
     """`waveunet compare` with the paper's data layout (shrunken): trains, then evaluates every
     run on MUSDB18's test split."""
-    from waveunet.compare import compare
+    from waveunet.experiments.compare import compare
 
     out = tmp_path / "out"
     args = ["experiment=compare_quick", "data=musdb_hq_ccmixter", f"data.root={synth_root}",

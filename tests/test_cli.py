@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from waveunet import __version__
 from waveunet.cli import COMMANDS
 from waveunet.cli import main as cli_main
-from waveunet.config import compose
+from waveunet.settings.compose import compose
 
 REPO = Path(__file__).resolve().parents[1]
 # The commands that take key=value overrides, and the config each composes.

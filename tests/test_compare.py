@@ -11,7 +11,8 @@ from conftest import tiny_training_overrides
 from omegaconf import OmegaConf
 
 from waveunet.cli import main as cli_main
-from waveunet.compare import (
+from waveunet.errors import ConfigError
+from waveunet.experiments.compare import (
     CURVES_NAME,
     JSON_NAME,
     RESULTS_NAME,
@@ -24,10 +25,10 @@ from waveunet.compare import (
     run_config,
     spread,
 )
-from waveunet.config import compose
-from waveunet.errors import ConfigError
 from waveunet.reporting.figures import bound_marks, quiet_passage
-from waveunet.settings import EvalConfig, FigureConfig
+from waveunet.settings.compose import compose
+from waveunet.settings.schema import EvalConfig, FigureConfig
+from waveunet.training.run_log import read_metrics
 
 
 def shrunken(cache: Path, out: Path, *extra: str) -> list[str]:
@@ -135,17 +136,14 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(own_copy):
 
     args, out = own_copy
     run = out / "runs/linear_direct/seed1"
-    steps = sum(
-        '"kind": "train"' in line for line in (run / "metrics.jsonl").read_text().splitlines()
-    )
+    steps = sum(r["kind"] == "train" for r in read_metrics(run))
     (run / "train_summary.json").unlink()  # as if killed after its last checkpoint
     shutil.rmtree(run / "eval")
     again = compare(compose("compare", args), args)
     (entry,) = [r for r in again["runs"] if r["mode"] == "linear_direct" and r["seed"] == 1]
     assert not entry["reused"] and entry["global_step"] == 6
-    lines = (run / "metrics.jsonl").read_text().splitlines()
     # resumed at the end, not retrained
-    assert sum('"kind": "train"' in line for line in lines) == steps
+    assert sum(r["kind"] == "train" for r in read_metrics(run)) == steps
     assert (run / "eval" / "summary.json").is_file()
 
 
@@ -203,8 +201,7 @@ def test_more_epochs_continue_finished_runs_and_evaluate_them_again(own_copy):
     assert {(r["reused"], r["global_step"]) for r in again["runs"]} == {(False, 9)}
     assert (run / "eval/summary.json").stat().st_mtime_ns != evaluated
     assert OmegaConf.load(run / "config.yaml").trainer.max_epochs == 3
-    resumes = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
-               if '"kind": "resume"' in line]
+    resumes = [r for r in read_metrics(run) if r["kind"] == "resume"]
     assert resumes[-1]["changes"]["trainer.max_epochs"] == {"run": 2, "now": 3}
     # Asked again with the same settings: reused.
     assert all(r["reused"] for r in compare(compose("compare", longer), longer)["runs"])
@@ -255,7 +252,7 @@ def test_settings_errors_name_the_key(tmp_path):
 
 
 def test_run_config_is_the_train_config_plus_the_head():
-    from waveunet.compare import Mode
+    from waveunet.experiments.compare import Mode
 
     cfg = run_config(["experiment=compare_quick"], Mode("lin", "linear_direct", "mse"), 7)
     train = compose(

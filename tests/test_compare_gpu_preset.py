@@ -10,8 +10,8 @@ import json
 
 from conftest import tiny_training_overrides
 
-from waveunet.compare import JSON_NAME, compare
-from waveunet.config import compose
+from waveunet.experiments.compare import JSON_NAME, compare
+from waveunet.settings.compose import compose
 
 
 def test_compare_gpu_preset_composes_with_the_paper_model():

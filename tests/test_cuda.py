@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import tiny_training_overrides
 
-from waveunet import validation
-from waveunet.config import compose
-from waveunet.inference import Separator
-from waveunet.model import build_model
-from waveunet.solver import Solver, rng_state, set_rng_state
+from waveunet.model.network import build_model
+from waveunet.separation.inference import Separator
+from waveunet.settings.compose import compose
+from waveunet.training import validation
+from waveunet.training.solver import Solver, rng_state, set_rng_state
 
 
 def overrides(cache, *extra: str) -> list[str]:

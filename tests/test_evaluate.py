@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 
 from waveunet.audio import read_audio, write_audio
-from waveunet.checkpoint import save_checkpoint
 from waveunet.cli import main as cli_main
-from waveunet.config import compose
+from waveunet.data.synth import generate_dataset
 from waveunet.errors import CheckpointError, ConfigError, DataError
-from waveunet.evaluate import evaluate
-from waveunet.inference import Separator
+from waveunet.evaluation.evaluate import evaluate
 from waveunet.metrics import framewise_sdr
-from waveunet.model import build_model
-from waveunet.synth import generate_dataset
+from waveunet.model.checkpoint import save_checkpoint
+from waveunet.model.network import build_model
+from waveunet.separation.inference import Separator
+from waveunet.settings.compose import compose
 
 RATE = 44100
 REPO = Path(__file__).resolve().parent.parent
@@ -285,7 +285,7 @@ def test_bound_statistics_come_from_the_model_rate(
     the bound (and is clamped there), but that is not the model clipping or saturating."""
     import torch
 
-    from waveunet.inference import SeparationResult
+    from waveunet.separation.inference import SeparationResult
 
     def square(self, mixture, *, desc=None):
         n = mixture.shape[-1]

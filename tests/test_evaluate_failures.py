@@ -94,8 +94,8 @@ def test_progress_setting_reaches_the_decoding_bar(voice_root, estimates, tmp_pa
 def hold_lock(folder: Path) -> subprocess.Popen:
     """Another process holding ``folder``'s lock, as a running evaluation does."""
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from waveunet.run_folder import RunLock; "
-        f"RunLock.acquire({str(folder)!r}); print('held', flush=True); time.sleep(60)")],
+        "import time; from waveunet.folders import FolderLock; "
+        f"FolderLock.acquire({str(folder)!r}); print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert holder.stdout.readline().strip() == "held"
     return holder

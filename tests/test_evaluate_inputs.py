@@ -15,14 +15,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from waveunet import estimates as estimates_lib
 from waveunet.audio import read_audio, write_audio
-from waveunet.checkpoint import save_checkpoint
-from waveunet.config import compose
 from waveunet.errors import ConfigError, DataError
-from waveunet.evaluate import compose_evaluate, evaluate
-from waveunet.inference import Separator
-from waveunet.model import build_model
+from waveunet.evaluation import estimates as estimates_lib
+from waveunet.evaluation.evaluate import compose_evaluate, evaluate
+from waveunet.model.checkpoint import save_checkpoint
+from waveunet.model.network import build_model
+from waveunet.separation.inference import Separator
+from waveunet.settings.compose import compose
 
 RATE = 44100
 REPO = Path(__file__).resolve().parent.parent

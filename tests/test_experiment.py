@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
+from waveunet.devices import thread_scope
 from waveunet.errors import ConfigError
-from waveunet.experiment import Experiment, Mode, parse_modes, shared_overrides, thread_scope
+from waveunet.experiments.base import Experiment, Mode, parse_modes, shared_overrides
 
 
 class Counting(Experiment):

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from waveunet.heads import ACTIVATIONS, OUTPUT_TYPES, OutputBounds, OutputHead, OutputMode
+from waveunet.model.heads import ACTIVATIONS, OUTPUT_TYPES, OutputBounds, OutputHead, OutputMode
 
 TWO_SIDED = [name for name, cls in ACTIVATIONS.items() if cls.two_sided]
 ONE_SIDED = [name for name, cls in ACTIVATIONS.items() if not cls.two_sided]
@@ -145,7 +145,7 @@ def test_bad_output_modes_name_the_setting():
 
 
 def test_health_counts_outputs_beyond_the_bounds_for_clip_and_linear():
-    from waveunet.heads import ModelOutput, output_health
+    from waveunet.model.heads import ModelOutput, output_health
 
     pre = torch.tensor([-3.0, -0.5, 0.5, 3.0]).reshape(1, 1, 1, 4)
     targets = torch.full((1, 1, 1, 4), 0.5)

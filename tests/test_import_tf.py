@@ -18,11 +18,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from waveunet.checkpoint import load_checkpoint, load_model
 from waveunet.cli import main as cli_main
-from waveunet.config import compose
 from waveunet.errors import ConfigError
-from waveunet.import_tf import (
+from waveunet.model.checkpoint import load_checkpoint, load_model
+from waveunet.model.network import build_model
+from waveunet.separation.inference import Separator
+from waveunet.settings.compose import compose
+from waveunet.tf.import_tf import (
     OriginalVariables,
     assignments,
     convert,
@@ -30,9 +32,7 @@ from waveunet.import_tf import (
     original_variables,
     settings_from_shapes,
 )
-from waveunet.inference import Separator
-from waveunet.model import build_model
-from waveunet.tf_checkpoint import TFCheckpoint, TFCheckpointError, crc32c, mask_crc, unmask_crc
+from waveunet.tf.reader import TFCheckpoint, TFCheckpointError, crc32c, mask_crc, unmask_crc
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tf"
 MODELS = ["m4_small", "m5_small", "m1_small", "m6_small", "multi_direct_linear_small"]

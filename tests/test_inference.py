@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from waveunet.audio import resample
-from waveunet.checkpoint import save_checkpoint
 from waveunet.devices import resolve_device
 from waveunet.errors import ConfigError, DataError
-from waveunet.inference import (
+from waveunet.model.checkpoint import save_checkpoint
+from waveunet.model.network import build_model
+from waveunet.separation.inference import (
     SeparationResult,
     Separator,
     _TensorWindow,
     estimate_activation_bytes,
 )
-from waveunet.model import build_model
 
 
 def tiny(channels=2, output="difference", activation="tanh", context=True, levels=3,
@@ -331,9 +331,9 @@ def test_device_choice():
             resolve_device("mps")
 
 
-# -- streaming, file to file (waveunet.streaming) ----------------------------
-from waveunet import streaming  # noqa: E402
-from waveunet.streaming import BlockResampler  # noqa: E402
+# -- streaming, file to file (waveunet.separation.streaming) ----------------------------
+from waveunet.separation import streaming  # noqa: E402
+from waveunet.separation.streaming import BlockResampler  # noqa: E402
 
 
 @pytest.mark.parametrize("orig,new", [(44100, 22050), (22050, 44100), (48000, 22050),
@@ -453,7 +453,7 @@ def test_a_failing_stream_leaves_nothing_behind(tmp_path):
 
 
 def test_default_chunk_is_capped_on_the_cpu():
-    from waveunet.inference import MAX_CPU_CHUNK_OUTPUT_SAMPLES
+    from waveunet.separation.inference import MAX_CPU_CHUNK_OUTPUT_SAMPLES
 
     # the budget would allow far more
     sep = Separator(tiny(), device="cpu", memory_budget_bytes=2**40)
@@ -463,7 +463,7 @@ def test_default_chunk_is_capped_on_the_cpu():
 def test_a_failing_stream_closes_its_writers_before_removing_them(tmp_path, monkeypatch):
     import soundfile as sf
 
-    from waveunet import streaming
+    from waveunet.separation import streaming
 
     writers = []
 

@@ -4,15 +4,15 @@ import pytest
 import torch
 
 from waveunet.errors import ConfigError
-from waveunet.heads import OutputHead, OutputMode
-from waveunet.losses import check_loss, compute_loss
+from waveunet.model.heads import OutputHead, OutputMode
+from waveunet.model.losses import check_loss, compute_loss
 
 
 def _output_for(pre_activation: float, activation="tanh"):
     head = OutputHead(1, channels=1, num_sources=1, mode=OutputMode("direct", activation))
     a = torch.full((1, 1, 1, 8), pre_activation, requires_grad=True)
     y = head.activation(a)
-    from waveunet.heads import ModelOutput
+    from waveunet.model.heads import ModelOutput
 
     return head, a, ModelOutput(y, y, a)
 

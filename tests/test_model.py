@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from waveunet.cli import main as cli_main
-from waveunet.config import compose
 from waveunet.errors import ConfigError
-from waveunet.info import model_info
-from waveunet.model import ShapeArithmetic, build_model, interpolate_upsample
+from waveunet.model.info import model_info
+from waveunet.model.network import ShapeArithmetic, build_model, interpolate_upsample
+from waveunet.settings.compose import compose
 
 PAPER = {
     # preset: (input_samples, output_samples, parameters, sample_rate, sources)
@@ -182,7 +182,7 @@ def _reference_forward(model, mixture):
     """The architecture written plainly (slices instead of the fused decimate-and-crop)."""
     import torch.nn.functional as F
 
-    from waveunet.model import centre_crop
+    from waveunet.model.network import centre_crop
 
     same = not model.config.context
     x, skips = mixture, []

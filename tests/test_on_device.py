@@ -9,12 +9,14 @@ import pytest
 import torch
 from conftest import tiny_training_overrides
 
-from waveunet.builder import ResumableSampler, on_device_settings
-from waveunet.config import compose
 from waveunet.data import Track, TrainingExamples, collate_batch
 from waveunet.data.on_device import DeviceTracks, storage_bytes
 from waveunet.errors import ConfigError
-from waveunet.solver import DistInfo, Solver
+from waveunet.settings.compose import compose
+from waveunet.settings.schema import DataLoadingConfig, picked
+from waveunet.training.builder import ResumableSampler
+from waveunet.training.distributed import DistInfo
+from waveunet.training.solver import Solver
 
 
 def make_tracks(lengths: list[int], seed: int = 0, weights=None, sampling="per_second"):
@@ -71,7 +73,7 @@ def test_sixteen_bit_storage_is_close_and_takes_half_the_memory():
 ])
 def test_the_settings_are_checked(value, dtype, problem):
     with pytest.raises(ConfigError, match=problem):
-        on_device_settings({"on_device": value, "on_device_dtype": dtype})
+        picked(DataLoadingConfig, {"on_device": value, "on_device_dtype": dtype}, "data.")
 
 
 def overrides(cache, *extra: str) -> list[str]:

@@ -12,12 +12,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from waveunet import pipeline, streaming
 from waveunet.errors import DataError
-from waveunet.inference import Separator
-from waveunet.model import build_model
-from waveunet.pipeline import Job, separate_files
-from waveunet.streaming import separate_file
+from waveunet.model.network import build_model
+from waveunet.separation import pipeline, streaming
+from waveunet.separation.inference import Separator
+from waveunet.separation.pipeline import Job, separate_files
+from waveunet.separation.streaming import separate_file
 
 SOURCES = ("accompaniment", "vocals")
 

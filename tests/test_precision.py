@@ -15,9 +15,9 @@ import torch
 
 from waveunet import precision as precision_module
 from waveunet.errors import ConfigError, DataError
-from waveunet.inference import Separator
-from waveunet.model import build_model
+from waveunet.model.network import build_model
 from waveunet.precision import PRECISIONS, cpu_has_native_bf16, resolve_precision
+from waveunet.separation.inference import Separator
 
 # A flags line of /proc/cpuinfo on the 2-core AMD EPYC (Zen 4) development machine: AVX512-BF16.
 EPYC_ZEN4 = (
@@ -171,10 +171,10 @@ def test_a_soundfile_layout_array_is_refused_with_the_fix():
 def test_separate_and_settings_start_without_torch_or_omegaconf():
     """``waveunet separate``'s module (its argument parsing) imports neither: the precision
     names live in waveunet.precision, which imports torch only where it is used."""
-    code = ("import sys, waveunet.separate; "
+    code = ("import sys, waveunet.separation.separate; "
             "assert 'torch' not in sys.modules and 'omegaconf' not in sys.modules, "
             "[m for m in ('torch', 'omegaconf') if m in sys.modules]; "
-            "import waveunet.settings; assert 'torch' not in sys.modules")
+            "import waveunet.settings.schema; assert 'torch' not in sys.modules")
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=60)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from waveunet.folders import ONLY_OURS, OVERWRITE_CLEARS, guard_out_dir
 from waveunet.metrics import clipping_stats, difference_error_share, framewise_sdr
 from waveunet.reporting.evaluation import TrackResult, WaveformSpec, build_summary, write_report
 from waveunet.reporting.figures import loudest_passage
-from waveunet.reporting.out_dir import ONLY_OURS, OVERWRITE_CLEARS, guard_out_dir
 
 RATE = 4000
 SOURCES = ["accompaniment", "vocals"]

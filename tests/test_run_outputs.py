@@ -22,9 +22,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from waveunet import data as data_lib
-from waveunet.checkpoint import load_checkpoint, load_model
-from waveunet.config import flatten
-from waveunet.inference import Separator
+from waveunet.model.checkpoint import load_checkpoint, load_model
+from waveunet.separation.inference import Separator
+from waveunet.settings.compose import flatten
+from waveunet.training.run_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO_SECONDS = 1.0
@@ -52,7 +53,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
                               size_guidance={"audio": 0, "images": 0, "scalars": 0,
                                              "tensors": 0})
     events.Reload()
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     return {"dir": run_dir, "stdout": proc.stdout, "events": events, "tmp": tmp,
             "summary": json.loads((run_dir / "summary.json").read_text()),
             "valid_steps": [r["step"] for r in records if r["kind"] == "valid"]}
@@ -191,7 +192,8 @@ def test_nothing_needs_librosa_but_the_spectrogram(tmp_path: Path) -> None:
     assert "No spectrogram figure: librosa is not installed" in (
         tmp_path / "eval" / "report.md").read_text()
     imports = subprocess.run(
-        [sys.executable, "-c", "import sys, waveunet.train, waveunet.evaluate, waveunet.compare; "
+        [sys.executable, "-c", "import sys, waveunet.training.train, "
+         "waveunet.evaluation.evaluate, waveunet.experiments.compare; "
          "print('librosa' in sys.modules)"],
         env=env, capture_output=True, text=True, timeout=300, check=True)
     assert imports.stdout.strip() == "False"

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from waveunet.cli import main as cli_main
-from waveunet.config import compose
 from waveunet.errors import ConfigError
-from waveunet.saturation import Saturation
+from waveunet.experiments.saturation import Saturation
+from waveunet.settings.compose import compose
 
 SMALL = ["model.levels=3", "model.initial_filters=6", "model.output_samples=256"]
 MODES = ("saturation.modes=[{name:tanh_mse,output:tanh_direct},{name:clip_mse,output:clip_direct},"
@@ -136,7 +136,7 @@ def test_command_line_restores_the_thread_count(tmp_path):
 
 def test_a_mode_without_an_upper_bound_is_refused_before_anything_is_trained(tmp_path,
                                                                               monkeypatch):
-    import waveunet.saturation as saturation
+    import waveunet.experiments.saturation as saturation
 
     trained, real = [], saturation.run_mode
     monkeypatch.setattr(saturation, "run_mode",

@@ -8,10 +8,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from waveunet.checkpoint import save_checkpoint
 from waveunet.cli import main as cli_main
-from waveunet.layout import MANIFEST
-from waveunet.model import build_model
+from waveunet.model.checkpoint import save_checkpoint
+from waveunet.model.network import build_model
+from waveunet.separation.layout import MANIFEST
 
 SOURCES = ("accompaniment", "vocals")
 
@@ -85,7 +85,7 @@ def test_mp3_and_m4a_inputs(tmp_path, checkpoint):
 
 
 def test_float_output_keeps_the_stems_exactly(tmp_path, checkpoint):
-    from waveunet.inference import Separator
+    from waveunet.separation.inference import Separator
 
     audio = tone(2, 0.5, 22050)
     song = write(tmp_path / "song.wav", audio, 22050, subtype="FLOAT")
@@ -188,8 +188,8 @@ def test_clipping_report_and_chunk_options(tmp_path, checkpoint, capsys):
 
 
 def test_long_song_is_streamed_in_blocks_and_equals_the_array_api(tmp_path, checkpoint):
-    from waveunet.inference import Separator
-    from waveunet.streaming import DEFAULT_BLOCK_FRAMES
+    from waveunet.separation.inference import Separator
+    from waveunet.separation.streaming import DEFAULT_BLOCK_FRAMES
 
     audio = tone(1, 3.2, 44100)  # several read blocks, resampled both ways
     assert audio.shape[1] > 2 * DEFAULT_BLOCK_FRAMES
@@ -227,7 +227,7 @@ def test_a_song_failing_mid_stream_leaves_nothing_behind(tmp_path, checkpoint, c
 
 def test_a_model_that_outputs_nan_fails_each_song_and_writes_nothing(tmp_path, checkpoint,
                                                                     capsys):
-    from waveunet.checkpoint import load_model
+    from waveunet.model.checkpoint import load_model
 
     model = load_model(checkpoint, "cpu")
     with torch.no_grad():
@@ -244,7 +244,7 @@ def test_a_model_that_outputs_nan_fails_each_song_and_writes_nothing(tmp_path, c
         f"waveunet separate: 2 of 2 song(s) failed: {songs[0]}, {songs[1]}"]
     assert files_under(out) == []
     from waveunet.errors import DataError
-    from waveunet.inference import Separator
+    from waveunet.separation.inference import Separator
 
     separator = Separator.from_checkpoint(broken, device="cpu", precision="fp32")
     with pytest.raises(DataError, match=f"^the model of {broken} produced non-finite"):

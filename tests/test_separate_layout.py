@@ -12,7 +12,13 @@ import soundfile as sf
 import torch
 from separate_helpers import files_under, make_checkpoint, run, write_song
 
-from waveunet.layout import MANIFEST, checkpoint_identity, model_name, songs_in_folder, track_name
+from waveunet.separation.layout import (
+    MANIFEST,
+    checkpoint_identity,
+    model_name,
+    songs_in_folder,
+    track_name,
+)
 
 SOURCES = ("accompaniment", "vocals")
 
@@ -187,14 +193,24 @@ def test_mp3_output_and_the_48_khz_limit(tmp_path, checkpoint, capsys):
     assert run(song, "-c", checkpoint, "-o", out, "--format", "mp3", "--mp3-quality", "10") == 2
 
 
-def test_stems_device_threads_and_number_options(tmp_path, checkpoint, capsys):
+def test_stems_device_threads_and_number_options(tmp_path, checkpoint, capsys, monkeypatch):
+    from waveunet.separation import pipeline
+
     song = write(tmp_path / "song.wav")
     out = tmp_path / "out"
-    threads = torch.get_num_threads()
+    threads, seen = torch.get_num_threads(), []
+    real = pipeline.separate_files
+
+    def separate_files(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "separate_files", separate_files)
+    torch.set_num_threads(2)
     try:
         assert run(song, "-c", checkpoint, "-o", out, "-q", "--stems", "vocals", "-d", "cpu",
                    "--threads", "1") == 0
-        assert torch.get_num_threads() == 1
+        assert seen == [1] and torch.get_num_threads() == 2  # the caller's count restored
     finally:
         torch.set_num_threads(threads)
     assert files_under(out / MODEL) == ["song/vocals.wav"]

@@ -143,7 +143,7 @@ def test_no_space_for_the_manifest_fails_each_song_in_one_line(tmp_path, checkpo
                                                               monkeypatch):
     """The manifest is written on the write stage's thread, after a song's stems: no space for it
     fails that song alone, in one line, and the next song tries again; the stems stay."""
-    from waveunet import layout
+    from waveunet.separation import layout
 
     def no_space(path, text):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

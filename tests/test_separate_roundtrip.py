@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from waveunet.checkpoint import save_checkpoint
 from waveunet.cli import main as cli_main
-from waveunet.config import compose
-from waveunet.evaluate import evaluate
-from waveunet.model import build_model
-from waveunet.synth import generate_dataset
+from waveunet.data.synth import generate_dataset
+from waveunet.evaluation.evaluate import evaluate
+from waveunet.model.checkpoint import save_checkpoint
+from waveunet.model.network import build_model
+from waveunet.settings.compose import compose
 
 
 def test_separate_then_evaluate_estimates_equals_evaluate_checkpoint(tmp_path: Path) -> None:

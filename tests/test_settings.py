@@ -7,9 +7,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from waveunet.cli import main as cli_main
-from waveunet.config import compose, meaning_changes
 from waveunet.errors import ConfigError
-from waveunet.settings import (
+from waveunet.settings.compose import compose, meaning_changes
+from waveunet.settings.schema import (
     CompareConfig,
     EvalConfig,
     EvaluateConfig,
@@ -69,7 +69,7 @@ def test_wrong_types_and_unknown_keys_fail_while_composing(config, overrides, na
          "trainer.divergence.policy: unknown 'retry' (choose from stop, rollback)"),
         (TrainerConfig, {"device": "tpu"}, "trainer.", "trainer.device: unknown 'tpu'"),
         (EvalConfig, {"memory_gib": 0}, "compare.eval.", "compare.eval.memory_gib must be null "
-                                                         "or a number > 0, got 0"),
+                                                         "or a finite number > 0, got 0"),
         (EvalConfig, {"split": "dev"}, "", "split: unknown 'dev'"),
         (ModelConfig, {"up_kernel": 4}, "model.", "model.up_kernel must be odd"),
     ],
@@ -98,7 +98,7 @@ def test_bad_settings_exit_2_with_one_line(capsys):
     assert err.startswith("waveunet info: error: model.levels") and "\n" not in err
     assert cli_main(["evaluate", "estimates=.", "waveform_seconds=-1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "waveform_seconds must be a number > 0" in err and "\n" not in err
+    assert "waveform_seconds must be a finite number > 0" in err and "\n" not in err
 
 
 def test_meaning_changes_is_one_rule_with_an_allowed_list():

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 
 from waveunet.audio import read_audio
+from waveunet.data.synth import STEMS, generate_dataset, generate_track, main
 from waveunet.errors import ConfigError, DataError
-from waveunet.synth import STEMS, generate_dataset, generate_track, main
 
 
 def _read_track(folder: Path) -> dict[str, np.ndarray]:

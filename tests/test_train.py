@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -15,10 +14,11 @@ import pytest
 import torch
 from conftest import tiny_training_overrides
 
-from waveunet.checkpoint import load_checkpoint, load_model
-from waveunet.config import compose
 from waveunet.errors import ConfigError
-from waveunet.solver import Solver, TrainingDiverged
+from waveunet.model.checkpoint import load_checkpoint, load_model
+from waveunet.settings.compose import compose
+from waveunet.training.run_log import read_metrics
+from waveunet.training.solver import Solver, TrainingDiverged
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,16 +44,6 @@ def overrides(cache: Path, *extra: str) -> list[str]:
         "trainer.validation.audio_seconds=1",
         *extra,
     ]
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    records = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a line cut by a kill
-    return records
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
@@ -202,7 +192,7 @@ def test_divergence_stops_with_a_clear_message_and_no_checkpoint(tmp_path, cache
 def test_divergence_rollback_restores_the_last_checkpoint_with_a_lower_lr(
     tmp_path, cache_dir, monkeypatch
 ):
-    import waveunet.solver as solver_module
+    import waveunet.training.solver as solver_module
 
     calls = {"n": 0}
     real = solver_module.compute_loss

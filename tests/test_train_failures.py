@@ -19,14 +19,16 @@ import soundfile as sf
 import torch
 from conftest import dead_pid, tiny_training_overrides
 
-from waveunet.checkpoint import load_checkpoint
-from waveunet.config import compose
+from waveunet.data.synth import generate_dataset
 from waveunet.errors import ConfigError, DataError
 from waveunet.files import remove_stale_temporaries, temporary_next_to
-from waveunet.model import build_model
-from waveunet.run_folder import RunFolderInUse, RunLock, claim_new_run_dir, truncate_metrics
-from waveunet.solver import Solver
-from waveunet.synth import generate_dataset
+from waveunet.folders import FolderInUse, FolderLock
+from waveunet.model.checkpoint import load_checkpoint
+from waveunet.model.network import build_model
+from waveunet.settings.compose import compose
+from waveunet.training.run_folder import claim_new_run_dir
+from waveunet.training.run_log import read_metrics, truncate_metrics
+from waveunet.training.solver import Solver
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,10 +56,6 @@ def start_cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "waveunet.cli", "train", *args], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def the_run(runs_root: Path) -> Path:
@@ -202,12 +200,12 @@ def test_a_resume_may_change_the_listed_settings_and_records_them(finished_run, 
                      "trainer.threads=2", f"trainer.resume={run}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (run / ".hydra" / "config.yaml").read_bytes() == hydra_config  # the original stays
-    (resume,) = [r for r in records(run) if r["kind"] == "resume"]
+    (resume,) = [r for r in read_metrics(run) if r["kind"] == "resume"]
     assert resume["step"] == 6 and resume["epoch"] == 1
     assert resume["changes"] == {"trainer.max_epochs": {"run": 1, "now": 2},
                                  "trainer.log_every_steps": {"run": 2, "now": 3},
                                  "trainer.threads": {"run": 1, "now": 2}}
-    steps = [r["step"] for r in records(run) if r["kind"] == "train"]
+    steps = [r["step"] for r in read_metrics(run) if r["kind"] == "train"]
     assert steps == list(range(1, 13))
 
 
@@ -262,23 +260,23 @@ def test_a_second_process_cannot_train_into_a_run_in_use(tmp_path, cache):
         first.send_signal(signal.SIGKILL)
         first.wait()
     # the kernel dropped the killed holder's lock: the run is free again
-    RunLock.acquire(run_dir).release()
+    FolderLock.acquire(run_dir).release()
 
 
 def test_the_lock_names_its_holder_and_is_free_once_the_holder_is_killed(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from waveunet.run_folder import RunLock; "
-        f"RunLock.acquire({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)")],
+        "import sys, time; from waveunet.folders import FolderLock; "
+        f"FolderLock.acquire({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)")],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunFolderInUse, match=f"process {holder.pid}"):
-            RunLock.acquire(tmp_path)
+        with pytest.raises(FolderInUse, match=f"process {holder.pid}"):
+            FolderLock.acquire(tmp_path)
     finally:
         holder.kill()
         holder.wait()
-    lock = RunLock.acquire(tmp_path)
+    lock = FolderLock.acquire(tmp_path)
     assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
     lock.release()
 
@@ -286,9 +284,9 @@ def test_the_lock_names_its_holder_and_is_free_once_the_holder_is_killed(tmp_pat
 def test_a_lock_file_removed_by_its_holder_is_not_the_one_locked(tmp_path, monkeypatch):
     """A process that opened the lock file just before its holder removed it (release with
     remove) must lock the file there now, or two processes would hold "the" lock."""
-    import waveunet.run_folder as run_folder
+    import waveunet.folders as folders
 
-    real_flock, calls = run_folder.fcntl.flock, []
+    real_flock, calls = folders.fcntl.flock, []
 
     def holder_removes_it_first(fd, operation):
         calls.append(fd)
@@ -296,15 +294,15 @@ def test_a_lock_file_removed_by_its_holder_is_not_the_one_locked(tmp_path, monke
             (tmp_path / ".lock").unlink()
         return real_flock(fd, operation)
 
-    monkeypatch.setattr(run_folder.fcntl, "flock", holder_removes_it_first)
-    lock = RunLock.acquire(tmp_path)
+    monkeypatch.setattr(folders.fcntl, "flock", holder_removes_it_first)
+    lock = FolderLock.acquire(tmp_path)
     monkeypatch.undo()
     assert len(calls) == 2  # the first file was let go, the new one locked
-    with pytest.raises(RunFolderInUse):
-        RunLock.acquire(tmp_path)
+    with pytest.raises(FolderInUse):
+        FolderLock.acquire(tmp_path)
     lock.release(remove=True)
     assert not (tmp_path / ".lock").exists()
-    RunLock.acquire(tmp_path).release()
+    FolderLock.acquire(tmp_path).release()
 
 
 @pytest.mark.parametrize("signum,rc,stopped", [
@@ -392,15 +390,17 @@ def test_a_resumed_run_repeats_no_step_in_metrics_and_equals_an_uninterrupted_on
     with pytest.raises(Interrupt):
         Solver(compose("train", args), run).train()
     restore()
-    steps = [r["step"] for r in records(run) if r["kind"] == "train"]
+    steps = [r["step"] for r in read_metrics(run) if r["kind"] == "train"]
     assert steps == list(range(1, 11))  # steps 10 was logged after the last checkpoint (9)
     assert load_checkpoint(run / "last.pt")["training"]["state"]["global_step"] == 9
 
     Solver(compose("train", [*args, f"trainer.resume={run}"]), run).train()
-    got = {r["step"]: r["loss"] for r in records(run) if r["kind"] == "train"}
-    steps = [r["step"] for r in records(run) if r["kind"] == "train"]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(read_metrics(run)) == len(lines)  # the line cut by the kill went too
+    got = {r["step"]: r["loss"] for r in read_metrics(run) if r["kind"] == "train"}
+    steps = [r["step"] for r in read_metrics(run) if r["kind"] == "train"]
     assert steps == list(range(1, 13))  # each step once
-    expected = {r["step"]: r["loss"] for r in records(reference) if r["kind"] == "train"}
+    expected = {r["step"]: r["loss"] for r in read_metrics(reference) if r["kind"] == "train"}
     assert got == pytest.approx(expected, rel=1e-6, abs=1e-9)
     # TensorBoard drops what the first attempt logged after the checkpoint, too
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -433,8 +433,8 @@ def file_size_limit(n_bytes: int):
 
 def test_a_checkpoint_that_does_not_fit_leaves_the_old_one_intact(tmp_path):
     script = (
-        "import sys, torch; from pathlib import Path; from waveunet.checkpoint import "
-        "save_checkpoint; from waveunet.model import build_model; "
+        "import sys, torch; from pathlib import Path; from waveunet.model.checkpoint import "
+        "save_checkpoint; from waveunet.model.network import build_model; "
         "from waveunet.errors import DiskFullError\n"
         "small = build_model({'levels': 2, 'initial_filters': 2}, {})\n"
         "big = build_model({'levels': 3, 'initial_filters': 24}, {})\n"
@@ -585,7 +585,7 @@ def test_each_epoch_records_its_training_and_validation_time(tmp_path, cache, mo
     t0 = time.perf_counter()
     Solver(compose("train", overrides(cache, "trainer.max_epochs=2")), tmp_path).train()
     wall = time.perf_counter() - t0
-    epochs = [r for r in records(tmp_path) if r["kind"] == "epoch"]
+    epochs = [r for r in read_metrics(tmp_path) if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [0, 1] and [r["step"] for r in epochs] == [6, 12]
     for r in epochs:
         assert r["valid_seconds"] >= 0.6 and 0 < r["train_seconds"] < 0.6
@@ -593,6 +593,6 @@ def test_each_epoch_records_its_training_and_validation_time(tmp_path, cache, mo
         assert r["examples_per_s"] == pytest.approx(r["examples"] / r["train_seconds"])
     assert sum(r["train_seconds"] + r["valid_seconds"] for r in epochs) < wall
     # the examples/s in the log never spans a validation
-    for r in records(tmp_path):
+    for r in read_metrics(tmp_path):
         if r["kind"] == "health":
             assert 2 * 4 / r["train/examples_per_s"] < 0.6

@@ -31,7 +31,7 @@ _WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3"}
 # The sample rates an MP3 (MPEG-1/2/2.5 layer III) stores.
 MP3_RATES_HZ = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
-# torchaudio's windowed-sinc resampler (and :class:`waveunet.streaming.BlockResampler`)
+# torchaudio's windowed-sinc resampler (and :class:`waveunet.separation.streaming.BlockResampler`)
 # builds ``new`` filters of ``2 * width + orig`` taps for the gcd-reduced ratio orig/new: for
 # 44,101 -> 44,100 Hz that is 44,100 x 44,115 taps (7.8 GB) and as many multiply-adds per
 # input sample. A ratio whose filter bank has more taps than this is not computed as is (see
@@ -98,9 +98,9 @@ def decode_with_ffmpeg(path: Path, folder: str | os.PathLike) -> Path:
     """Decode the first audio stream of ``path`` to a float WAV in ``folder`` (m4a, mp4, ...).
 
     The fallback of both read paths (:func:`read_audio`, and the block reader of
-    :mod:`waveunet.streaming`) for containers libsndfile cannot open. A decoding error stops
-    ffmpeg (``-xerror``): without it ffmpeg prints the error, writes the audio it decoded up to
-    there (half of a truncated FLAC) and exits 0.
+    :mod:`waveunet.separation.streaming`) for containers libsndfile cannot open. A decoding error
+    stops ffmpeg (``-xerror``): without it ffmpeg prints the error, writes the audio it decoded up
+    to there (half of a truncated FLAC) and exits 0.
     """
     if shutil.which("ffmpeg") is None:
         raise DataError("ffmpeg not installed")

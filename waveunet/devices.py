@@ -1,16 +1,32 @@
-"""Which torch device a command runs on: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or any other
-device this torch build and machine can use, checked once with one-line errors naming the
-option it came from. Training (the builder), separation, evaluation and compare resolve
-their device here.
+"""Where a command computes: which torch device (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or any
+other device this torch build and machine can use, checked once with one-line errors naming the
+option it came from), and how many CPU threads torch uses meanwhile (:func:`thread_scope`).
+Training (the builder), separation, evaluation and the experiments resolve their device and
+set their threads here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "thread_scope"]
+
+
+@contextmanager
+def thread_scope(threads: int | None) -> Iterator[None]:
+    """``threads`` torch CPU threads inside (None: leave them), the caller's number after."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str | torch.device = "auto", *, local_rank: int = 0,

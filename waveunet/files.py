@@ -16,15 +16,24 @@ another machine's live temporary as stale.
 
 :func:`safe_path_component` makes a file or folder name of a track's name;
 :func:`safe_filename` is the same rule made stricter for names other systems must take too.
+
+Every JSON file the project writes is strict JSON (NaN and inf become null, tensors and arrays
+plain lists): :func:`dumps_json`, written atomically by :func:`write_json`.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 
 
 def _umask() -> int:
@@ -177,3 +186,43 @@ def safe_filename(name: str) -> str:
     portable = "".join("_" if c in UNSAFE_FILENAME_CHARACTERS or not c.isprintable() else c
                        for c in name).strip(". ")
     return safe_path_component(portable).rstrip(". ") if portable else "track"
+
+
+# --------------------------------------------------------------------------------------------
+# Strict JSON
+# --------------------------------------------------------------------------------------------
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Numbers, arrays and tensors as plain JSON values; NaN/inf become None (strict JSON)."""
+    if isinstance(obj, torch.Tensor):
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
+
+
+def dumps_json(obj: Any) -> str:
+    """Strict JSON (no NaN tokens) of :func:`to_jsonable` (obj)."""
+    return json.dumps(to_jsonable(obj), indent=2, allow_nan=False)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Strict JSON (:func:`dumps_json`), atomically."""
+    return atomic_write_text(path, dumps_json(obj))
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """A JSON file written earlier, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 from ..errors import ConfigError, DataError
+from ..settings.schema import SAMPLINGS
 from .cache import Track
-from .spec import SAMPLINGS
 
 log = logging.getLogger(__name__)
 

@@ -100,10 +100,10 @@ def _ensure_synthetic(root: Path, spec: DatasetSpec) -> None:
     """Generate the configured synthetic dataset the first time it is used.
 
     An existing one must match the configuration: its ``synth.json`` (written by
-    :func:`waveunet.synth.generate_dataset`) is compared with the settings, so a
+    :func:`waveunet.data.synth.generate_dataset`) is compared with the settings, so a
     changed setting is never silently ignored.
     """
-    from ..synth import MARKER, default_test_tracks, generate_dataset
+    from .synth import MARKER, default_test_tracks, generate_dataset
 
     given = {**{"tracks": 8, "seconds": 12.0, "seed": 0},
              **{k: v for k, v in spec.synthetic.items() if v is not None}}

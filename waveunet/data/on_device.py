@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..settings.schema import ON_DEVICE_DTYPES
 from .cache import Track
 from .examples import TrainingExamples
 
 # data.on_device_dtype -> how the samples are stored on the device
-STORAGE_DTYPES = {"float32": torch.float32, "int16": torch.int16, "bfloat16": torch.bfloat16}
+STORAGE_DTYPES = {name: getattr(torch, name) for name in ON_DEVICE_DTYPES}
 _INT16_MAX = 32767
 
 

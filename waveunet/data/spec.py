@@ -10,17 +10,22 @@ which model sources a dataset's stems can provide (:func:`source_plan`).
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..settings.schema import (
+    SPLITS,
+    DataLoadingConfig,
+    DatasetConfig,
+    SyntheticConfig,
+    picked,
+)
 
 FORMATS = ("musdb", "musdb_hq", "folder", "preview", "synthetic")
-SPLITS = ("train", "valid", "test")
-SAMPLINGS = ("per_second", "per_track")
 MUSDB_STEMS = ("vocals", "drums", "bass", "other")
 # Formats whose validation split defaults to MUSDB18's official track names.
 MUSDB_FORMATS = ("musdb", "musdb_hq", "preview")
@@ -36,11 +41,6 @@ _ENTRY_KEYS = frozenset({
 # An entry's value taken from the data config's top level by a preset's interpolation
 # (``root: ${...root}`` under ``datasets.<name>``): errors name that key, the one a user sets.
 _FROM_TOP_LEVEL = re.compile(r"\$\{\.\.\.([A-Za-z_]\w*)\}")
-# The shortest generated track, checked before anything is generated: it stops a slip such as
-# data.seconds=0.001 from writing a dataset first. Whether the tracks are as long as the model's
-# input (the tiny preset's: 0.23 s; M1: 0.74 s; M4: 6.7 s) is checked once the model is known
-# (:func:`waveunet.data.check_track_lengths`).
-MIN_SYNTHETIC_SECONDS = 1.0
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -117,10 +117,7 @@ class DataSpec:
 
 def data_spec(cfg: Any) -> DataSpec:
     """Read and check a data config (DictConfig or mapping)."""
-    sampling = str(_get(cfg, "sampling", "per_second"))
-    if sampling not in SAMPLINGS:  # settings.check's wording for a choice
-        raise ConfigError(f"data.sampling: unknown {sampling!r} "
-                          f"(choose from {', '.join(SAMPLINGS)})")
+    sampling = picked(DataLoadingConfig, cfg, "data.").sampling
     entries = _get(cfg, "datasets")
     if entries is None:
         fmt = str(_get(cfg, "format", ""))
@@ -201,34 +198,23 @@ def dataset_spec(cfg: Any, name: str, setting: str,
     if bad or not splits:
         raise ConfigError(f"{named('splits')}={list(splits)} must list some of "
                           f"{', '.join(SPLITS)}")
+    numbers = picked(DatasetConfig, cfg, f"{setting}.", keys)
+    # A generated dataset's settings, checked before anything is generated
+    # (waveunet.data.synth.generate_dataset; the defaults are `waveunet synth`'s).
+    synthetic = (dataclasses.asdict(picked(SyntheticConfig, cfg, f"{setting}.", keys))
+                 if fmt == "synthetic" else {})
+    valid_tracks = numbers.valid_tracks
     return DatasetSpec(
         name=name, format=fmt, setting=setting,
         root=_text(cfg, "root"), cache_dir=_text(cfg, "cache_dir"),
         stems=_stems(cfg, fmt, files, setting), files=files, subsets=subsets, splits=splits,
-        weight=_number(cfg, "weight", 1.0, named("weight"), minimum=0.0),
+        weight=numbers.weight,
         required=bool(_get(cfg, "required", True)), hint=str(_get(cfg, "hint", "")).strip(),
-        valid_tracks=_valid_tracks(_get(cfg, "valid_tracks"), named("valid_tracks")),
-        valid_fraction=_number(cfg, "valid_fraction", 0.0, named("valid_fraction"), minimum=0.0,
-                               below=1.0),
-        valid_seed=_integer(cfg, "valid_seed", 0, named("valid_seed"), minimum=0),
-        synthetic=_synthetic(cfg, named) if fmt == "synthetic" else {},
-        keys=keys,
+        valid_tracks=(valid_tracks if valid_tracks is None or isinstance(valid_tracks, int)
+                      else _as_list(valid_tracks)),
+        valid_fraction=numbers.valid_fraction, valid_seed=numbers.valid_seed,
+        synthetic=synthetic, keys=keys,
     )
-
-
-def _synthetic(cfg: Any, named: Any) -> dict[str, Any]:
-    """A generated dataset's settings, checked before anything is generated
-    (:func:`waveunet.synth.generate_dataset`; the defaults are its ``waveunet synth``'s)."""
-    test_tracks = _get(cfg, "test_tracks")
-    return {
-        "tracks": _integer(cfg, "tracks", 8, named("tracks"), minimum=1),
-        "test_tracks": None if test_tracks is None else _integer(cfg, "test_tracks", 0,
-                                                                 named("test_tracks"), minimum=0),
-        "seconds": _number(cfg, "seconds", 12.0, named("seconds"), minimum=MIN_SYNTHETIC_SECONDS,
-                           why="a generated track must be at least 1 s long, and as long as "
-                               "the model's input"),
-        "seed": _integer(cfg, "seed", 0, named("seed"), minimum=0),
-    }
 
 
 def _text(cfg: Any, key: str) -> str | None:
@@ -258,47 +244,6 @@ def _stems(cfg: Any, fmt: str, files: dict[str, str], setting: str) -> tuple[str
         raise ConfigError(f"{setting}.files maps {', '.join(extra)}, which {setting}.stems "
                           f"({', '.join(stems)}) does not list")
     return tuple(stems)
-
-
-def _number(cfg: Any, key: str, default: float, name: str, *, minimum: float,
-            below: float | None = None, why: str = "") -> float:
-    """``cfg[key]`` as a finite float in ``[minimum, below)``; ``name`` is the setting's path
-    in messages, ``why`` says what the minimum is for."""
-    raw = _get(cfg, key, default)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    limit = f"in [{minimum:g}, {below:g})" if below is not None else f">= {minimum:g}"
-    # written so that NaN fails too (every comparison with it is false)
-    if not (math.isfinite(value) and value >= minimum and (below is None or value < below)):
-        because = f" ({why})" if why else ""
-        raise ConfigError(f"{name} must be a finite number {limit}{because}, got {value:g}")
-    return value
-
-
-def _integer(cfg: Any, key: str, default: int, name: str, *, minimum: int) -> int:
-    """``cfg[key]`` as an int ``>= minimum`` (a whole float such as 3.0 counts)."""
-    raw = _get(cfg, key, default)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if isinstance(raw, bool) or not (math.isfinite(value) and value == int(value)
-                                     and value >= minimum):
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {raw!r}")
-    return int(value)
-
-
-def _valid_tracks(value: Any, name: str) -> list[str] | int | None:
-    """Names of held-out tracks, or a count of tracks drawn at random (``valid_seed``)."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        if value < 0:
-            raise ConfigError(f"{name}={value} must be >= 0 (a count) or a list")
-        return value
-    return _as_list(value)
 
 
 def missing_sources(sources: Sequence[str], stems: Sequence[str]) -> list[str]:

@@ -96,7 +96,8 @@ def same_tracks_at_new_root(saved_data: Any, now_data: Any, setting: str, *,
     """Whether the dataset at ``setting`` (``data`` or ``data.datasets.<name>``), whose root
     differs between two data configs, holds the same training songs at its new root as the old
     root's cache records (:func:`~waveunet.data.cache.cached_tracks_match`): a dataset that was
-    moved. Generated and downloaded datasets (their root follows from other settings) never do.
+    moved. A generated or downloaded dataset (its root follows from the cache folder) is the
+    same at any root when its settings are: its tracks follow from them.
     """
     def entry(cfg: Any) -> DatasetSpec | None:
         return next((d for d in data_spec(cfg).datasets if d.setting == setting), None)
@@ -106,7 +107,7 @@ def same_tracks_at_new_root(saved_data: Any, now_data: Any, setting: str, *,
         if old is None or new is None or not old.root_is_set or old.format != new.format:
             return False
         if new.format in ("synthetic", "preview"):
-            return False
+            return old.synthetic == new.synthetic
         new_root = dataset_root(new)
         found = list_tracks(new, new_root, "train")
     except (ConfigError, DataError):

@@ -22,11 +22,11 @@ bounded output does to the estimate: how often it hits the bound, by how much a 
 overshoots before the test-time clip, and how much a tanh output attenuates loud passages.
 
 Modules: :mod:`.sdr` (framewise SDR, museval, aggregation), :mod:`.clipping` (bounds and
-clipping statistics), :mod:`.arrays` (checked array inputs, strict JSON out). Everything public
+clipping statistics), :mod:`.arrays` (checked array inputs). Everything public
 is importable from ``waveunet.metrics``.
 """
 
-from .arrays import ArrayLike, dumps_json, to_jsonable
+from .arrays import ArrayLike
 from .clipping import (
     BOUND_KEYS,
     at_bounds,
@@ -52,6 +52,6 @@ from .sdr import (
 __all__ = [
     "BOUND_KEYS", "BSS_METRICS", "ArrayLike", "BssJob", "aggregate_pooled", "aggregate_tracks",
     "at_bounds", "beyond_bounds", "bound_hits", "bound_stats", "bss_eval", "clipping_stats",
-    "difference_error_share", "dumps_json", "evaluate_tracks", "framewise_sdr",
-    "museval_track_json", "num_frames", "silent_sources", "to_jsonable",
+    "difference_error_share", "evaluate_tracks", "framewise_sdr",
+    "museval_track_json", "num_frames", "silent_sources",
 ]

@@ -2,15 +2,12 @@
 
 Every measurement takes numpy arrays or torch tensors (CPU or GPU) of shape (sources, channels,
 samples) and computes in float64; the helpers here convert and check them (errors name the
-argument). :func:`to_jsonable` / :func:`dumps_json` turn results into strict JSON (NaN and inf
-become null), for every JSON file the project writes.
+argument). Results become JSON through :func:`waveunet.files.dumps_json`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from typing import Any
 
 import numpy as np
 import torch
@@ -89,25 +86,3 @@ def db(ratio: float, power: bool = False) -> float | None:
     if not (math.isfinite(ratio) and ratio > 0):
         return None
     return (10.0 if power else 20.0) * math.log10(ratio)
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Numbers, arrays and tensors as plain JSON values; NaN/inf become None (strict JSON)."""
-    if isinstance(obj, torch.Tensor):
-        obj = obj.detach().cpu().numpy()
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    return obj
-
-
-def dumps_json(obj: Any) -> str:
-    """Strict JSON (no NaN tokens) of :func:`to_jsonable` (obj)."""
-    return json.dumps(to_jsonable(obj), indent=2, allow_nan=False)

@@ -9,7 +9,6 @@ nothing else draws. (Log and status lines of other modules format their own numb
   waveform passages with samples at the bounds marked, training curves, SDR by mode,
   saturation panels.
 * :mod:`.evaluation` -- an evaluation's ``summary.json``, ``report.md`` and figures.
-* :mod:`.out_dir` -- the one output-folder guard (evaluate's and the experiments' policies).
 * :mod:`.comparison` -- the output-mode comparison's ``results.md``.
 * :mod:`.saturation` -- the saturation experiment's ``saturation.md``.
 

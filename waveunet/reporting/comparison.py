@@ -1,8 +1,8 @@
 """The output-mode comparison's ``results.md``, rendered from what ``comparison.json`` holds.
 
-:func:`results_markdown` takes the results dict of :mod:`waveunet.compare` (modes, seeds, the
-settings that differ between runs, SDR and clipping statistics aggregated over seeds, paired
-differences, every run's scores, the waveform passage) and writes prose, tables and figure
+:func:`results_markdown` takes the results dict of :mod:`waveunet.experiments.compare` (modes,
+seeds, the settings that differ between runs, SDR and clipping statistics aggregated over seeds,
+paired differences, every run's scores, the waveform passage) and writes prose, tables and figure
 links. The column lists below say which statistics the comparison aggregates and shows.
 """
 

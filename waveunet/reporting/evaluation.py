@@ -3,8 +3,8 @@
 ``waveunet evaluate`` separates tracks, measures them with :mod:`waveunet.metrics`, and hands a
 list of :class:`TrackResult` to :func:`write_report`. Files are written atomically and only under
 fixed names; a directory already holding a report is written into only with ``overwrite=True``
-(:func:`prepare_out_dir`, on the one guard of :mod:`.out_dir`). Numbers and tables go through
-:mod:`.format`, figures through :mod:`.figures`.
+(:func:`prepare_out_dir`, on the one guard of :mod:`waveunet.folders`). Numbers and tables go
+through :mod:`.format`, figures through :mod:`.figures`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import space_checked
-from ..files import atomic_write_text, safe_filename
-from ..metrics import ArrayLike, aggregate_pooled, aggregate_tracks, dumps_json, to_jsonable
+from ..files import atomic_write_text, dumps_json, safe_filename, to_jsonable
+from ..folders import OVERWRITE_CLEARS, guard_out_dir
+from ..metrics import ArrayLike, aggregate_pooled, aggregate_tracks
 from . import figures
 from .format import number, plural, table
-from .out_dir import OVERWRITE_CLEARS, guard_out_dir
 
 GENERATOR = "waveunet.report"
 SUMMARY_NAME = "summary.json"
@@ -323,8 +323,8 @@ def _is_figure(name: str) -> bool:
 
 def prepare_out_dir(out_dir: str | os.PathLike[str], overwrite: bool, *,
                     subdirs: Sequence[str] = ()) -> None:
-    """The output-directory guard (:func:`.out_dir.guard_out_dir`, policy
-    :data:`~.out_dir.OVERWRITE_CLEARS`); call it before any work is done.
+    """The output-directory guard (:func:`waveunet.folders.guard_out_dir`, policy
+    :data:`~waveunet.folders.OVERWRITE_CLEARS`); call it before any work is done.
 
     Refuses (:class:`FileExistsError`) to write into a directory that already holds a report
     (summary.json, report.md, figures) or a non-empty ``subdirs`` entry (e.g. ``museval``),

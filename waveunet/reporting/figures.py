@@ -274,8 +274,8 @@ def spectrogram_figure(passage: Passage) -> Any:
 def comparison_waveform(path: str | os.PathLike, passage: dict[str, Any]) -> None:
     """The input mixture, then each mode's estimate of one source, on one passage.
 
-    ``passage``: what :func:`waveunet.compare.waveform_passage` measured: ``track``, ``source``,
-    ``rate_hz``, ``start`` (sample), ``other_sources_energy_ratio``, ``mixture`` and
+    ``passage``: what :func:`waveunet.experiments.compare.waveform_passage` measured: ``track``,
+    ``source``, ``rate_hz``, ``start`` (sample), ``other_sources_energy_ratio``, ``mixture`` and
     ``reference`` (C, n) arrays, and ``rows`` (per mode: ``mode``, ``seed``, ``est`` and ``raw``
     channel-0 arrays, ``low``, ``high``, ``peak_ratio``, ``sdr_db``, ``clipped``).
     """

@@ -45,7 +45,7 @@ def plural(count: int, word: str, many: str | None = None) -> str:
 def seed_spread(entry: dict[str, Any], digits: int = 2, scale: float = 1.0) -> str:
     """A value over seeds: ``mean ± SD [min, max]``, the mean alone for one seed, "-" for none.
 
-    ``entry`` is what :func:`waveunet.compare.spread` returns.
+    ``entry`` is what :func:`waveunet.experiments.compare.spread` returns.
     """
     if entry["mean"] is None:
         return "-"
@@ -58,7 +58,7 @@ def seed_spread(entry: dict[str, Any], digits: int = 2, scale: float = 1.0) -> s
 
 
 def machine_text(machine: dict[str, Any]) -> str:
-    """A machine stamp (:func:`waveunet.experiment.machine_stamp`) as one phrase."""
+    """A machine stamp (:func:`waveunet.experiments.base.machine_stamp`) as one phrase."""
     gpu = f"GPU {machine['cuda']}" if machine.get("cuda") else "no GPU"
     return (f"{machine['platform']}, {plural(machine['cpu_count'], 'CPU core')} "
             f"({plural(machine['torch_threads'], 'torch thread')}), {gpu}, "
