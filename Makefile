@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install ffmpeg test demo lint bench compare gpu-wheels gpu-check gpu-check-smoke clean-venv
+.PHONY: install ffmpeg test coverage demo lint bench compare gpu-wheels gpu-check gpu-check-smoke clean-venv
 
 install: $(STAMP) ffmpeg
 
@@ -23,6 +23,13 @@ ffmpeg:
 
 test: install
 	$(PY) -m pytest -q
+
+# Line coverage of waveunet/, subprocesses included ([tool.coverage.run] in pyproject.toml).
+coverage: install
+	rm -rf .coverage-data && mkdir -p .coverage-data
+	COVERAGE_FILE=$(abspath .coverage-data/coverage) $(PY) -m coverage run -m pytest -q
+	cd .coverage-data && COVERAGE_FILE=coverage $(PY) -m coverage combine -q \
+		&& COVERAGE_FILE=coverage $(PY) -m coverage report --rcfile=../pyproject.toml
 
 demo: install
 	$(VENV)/bin/waveunet train experiment=demo

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import waveunet
 from omegaconf import DictConfig, OmegaConf
 
 from waveunet.data.synth import generate_dataset
@@ -52,23 +52,16 @@ def make_data_cfg(tmp_path: Path):
     return make
 
 
-def tiny_training_overrides(cache: Path) -> list[str]:
-    """Model and data overrides that make a training run take seconds (train and compare tests)."""
-    return [
-        "model.levels=3",
-        "model.initial_filters=6",
-        "model.output_samples=1024",
-        "data.tracks=3",
-        "data.test_tracks=1",
-        "data.seconds=3",
-        "data.valid_fraction=0.34",
-        f"data.cache_dir={cache}",
-        "optim.batch_size=4",
-    ]
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture):
+    """``cli("train", ...)``: ``waveunet`` run in this process, returned as a finished
+    subprocess would be (``returncode``, ``stdout``, ``stderr``): the command line's behaviour
+    without the cost of starting Python, torch and Hydra again."""
 
+    def run(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        returncode = waveunet(*args)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess([str(a) for a in args], returncode, out, err)
 
-def dead_pid() -> int:
-    """The PID of a process that has ended (what a SIGKILL'd writer's temporaries carry)."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
+    return run

@@ -92,7 +92,8 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             targets = [f"{module}.{alias.name}" if f"{module}.{alias.name}" in known else module
                        for alias in node.names]
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            targets = [node.value] if node.value in known else []  # an import by name
+            # an import by name: a dotted module name ("waveunet" alone is also a word)
+            targets = [node.value] if "." in node.value and node.value in known else []
         else:
             continue
         for target in targets:

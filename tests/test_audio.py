@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import write_stem_mp4
 
 from waveunet.audio import convert_channels, read_audio, resample, write_audio
 from waveunet.errors import DataError
@@ -179,12 +180,11 @@ def test_check_writable_gives_the_format_and_refuses(tmp_path: Path) -> None:
 def test_audio_format_reads_headers_and_needs_ffprobe_for_mp4_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import stempeg
-    from test_data import _write_stem_mp4
 
     from waveunet.audio import audio_format
 
     stem = tmp_path / "Artist - Song.stem.mp4"
-    _write_stem_mp4(stem, seconds=0.2)
+    write_stem_mp4(stem, seconds=0.2)
     assert audio_format(stem) == (44100, 2)  # the mixture stream, through ffprobe
     write_audio(tmp_path / "a.wav", _noise(1, 100), 22050)
     write_audio(tmp_path / "b.flac", _noise(2, 100), 48000)

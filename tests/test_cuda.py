@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_training_overrides
+from helpers import snr_db, training_overrides
 
 from waveunet.model.network import build_model
 from waveunet.separation.inference import Separator
@@ -19,15 +19,9 @@ from waveunet.training.solver import Solver, rng_state, set_rng_state
 
 
 def overrides(cache, *extra: str) -> list[str]:
-    return ["experiment=demo", *tiny_training_overrides(cache), "data.workers=0",
-            "trainer.steps_per_epoch=6", "trainer.max_epochs=2", "trainer.log_every_steps=3",
-            "trainer.checkpoint_every_steps=3", "trainer.progress=false",
-            "trainer.validation.audio_examples=1", "trainer.validation.audio_seconds=1", *extra]
-
-
-def _snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:
-    noise = (reference - estimate).double().square().sum()
-    return 10 * math.log10(reference.double().square().sum() / max(noise.item(), 1e-30))
+    return training_overrides(cache, "trainer.max_epochs=2", "trainer.log_every_steps=3",
+                              "trainer.validation.audio_examples=1",
+                              "trainer.validation.audio_seconds=1", *extra)
 
 
 # -- CPU side ---------------------------------------------------------------------------------
@@ -99,9 +93,9 @@ def test_separation_on_cuda_matches_the_cpu():
     on_cuda = auto.separate_tensor(song).stems
     assert on_cuda.device.type == "cpu" and on_cuda.dtype == torch.float32
     assert on_cuda.shape == on_cpu.shape
-    assert _snr_db(on_cpu, on_cuda) > 25.0
+    assert snr_db(on_cpu, on_cuda) > 25.0
     fp32 = Separator(model, device="cuda", precision="fp32").separate_tensor(song).stems
-    assert _snr_db(on_cpu, fp32) > 40.0  # TF32 convolutions at most
+    assert snr_db(on_cpu, fp32) > 40.0  # TF32 convolutions at most
 
 
 @pytest.mark.cuda

@@ -108,3 +108,21 @@ def test_safe_filename_is_the_path_component_rule_made_stricter():
     # cut after a space: the path component keeps it, the file name drops it
     assert safe_path_component("a" * 199 + " b") == "a" * 199 + " "
     assert safe_filename("a" * 199 + " b") == "a" * 199
+
+
+def test_strict_json_of_arrays_tensors_and_versions():
+    """dumps_json: numpy and torch values as plain JSON, NaN and inf as null, torch's version
+    string as a string (it is a str of torch's own type, not a tensor)."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from waveunet.files import dumps_json
+
+    value = {"a": np.float32(1.5), "b": np.array([1.0, np.nan]), "c": torch.tensor([2.0, np.inf]),
+             "d": np.int64(3), "e": (1, float("-inf")), "f": np.bool_(True),
+             "torch": torch.__version__}
+    assert json.loads(dumps_json(value)) == {"a": 1.5, "b": [1.0, None], "c": [2.0, None],
+                                             "d": 3, "e": [1, None], "f": True,
+                                             "torch": str(torch.__version__)}

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model
 
 from waveunet import precision as precision_module
 from waveunet.errors import ConfigError, DataError
-from waveunet.model.network import build_model
 from waveunet.precision import PRECISIONS, cpu_has_native_bf16, resolve_precision
 from waveunet.separation.inference import Separator
 
@@ -71,19 +71,11 @@ def test_the_separator_follows_what_proc_cpuinfo_says(monkeypatch, flags, expect
         return io.StringIO(cpuinfo(flags))
 
     monkeypatch.setattr(precision_module, "open", fake_open, raising=False)
-    assert Separator(tiny(), device="cpu").precision == expected
+    model = tiny_model(levels=4, filters=6)
+    assert Separator(model, device="cpu").precision == expected
     assert read == ["/proc/cpuinfo"]
-    assert Separator(tiny(), device="cpu", precision="fp16").precision == "fp16"
+    assert Separator(model, device="cpu", precision="fp16").precision == "fp16"
     assert read == ["/proc/cpuinfo"]  # an explicit precision reads nothing
-
-
-def tiny(upsampling="linear", levels=4):
-    torch.manual_seed(0)
-    return build_model(
-        {"levels": levels, "initial_filters": 6, "output_samples": 256, "channels": 2,
-         "sample_rate_hz": 22050, "upsampling": upsampling},
-        {"type": "difference", "activation": "tanh"},
-    ).eval()
 
 
 def noise(samples, seed=1):
@@ -94,7 +86,7 @@ def noise(samples, seed=1):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 @pytest.mark.parametrize("upsampling", ["linear", "learned"])
 def test_tiling_is_exact_in_reduced_precision(precision, upsampling):
-    model = tiny(upsampling)
+    model = tiny_model(upsampling=upsampling, levels=4, filters=6)
     song = noise(30_000)
     results = [Separator(model, device="cpu", precision=precision, chunk_output_samples=chunk,
                          batch_size=batch).separate_tensor(song)
@@ -111,7 +103,7 @@ def test_tiling_is_exact_in_reduced_precision(precision, upsampling):
 def trained_tiny_model() -> torch.nn.Module:
     """A tiny model trained for 80 Adam steps to pull a 440 Hz tone out of noise: weights that
     moved away from their initialisation, in a few seconds."""
-    model = tiny(levels=3)
+    model = tiny_model(levels=3, filters=6)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     n_out = model.output_samples
     n_in = model.input_samples_for(n_out)
@@ -157,7 +149,7 @@ def test_reduced_precision_stems_are_within_45_db_of_fp32():
 
 
 def test_a_soundfile_layout_array_is_refused_with_the_fix():
-    sep = Separator(tiny(), device="cpu")
+    sep = Separator(tiny_model(levels=4, filters=6), device="cpu")
     song = noise(4000).numpy()
     with pytest.raises(DataError, match=r"\(frames, channels\) layout; pass audio\.T"):
         sep.separate(song.T, 22050)  # what soundfile.read returns

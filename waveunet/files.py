@@ -32,9 +32,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 
 def _umask() -> int:
     umask = os.umask(0)
@@ -194,17 +191,19 @@ def safe_filename(name: str) -> str:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Numbers, arrays and tensors as plain JSON values; NaN/inf become None (strict JSON)."""
-    if isinstance(obj, torch.Tensor):
-        obj = obj.detach().cpu().numpy()
-    if isinstance(obj, np.ndarray):
+    """Numbers, arrays and tensors as plain JSON values; NaN/inf become None (strict JSON).
+
+    Arrays and tensors are told by their type's module, so this module imports neither numpy
+    nor torch (a process that only takes a folder lock or writes a file stays light)."""
+    library = type(obj).__module__.partition(".")[0]
+    if library == "torch" and hasattr(obj, "detach"):  # a tensor (not torch.__version__)
+        obj, library = obj.detach().cpu().numpy(), "numpy"
+    if library == "numpy" and hasattr(obj, "tolist"):  # arrays and numpy scalars
         return to_jsonable(obj.tolist())
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     return obj

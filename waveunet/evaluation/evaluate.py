@@ -316,7 +316,7 @@ def _evaluate(s: EvaluateConfig, held: ExitStack) -> dict[str, Any]:
             track.name, sources, sdr, dict(zip(sources, clip, strict=True)), difference=difference
         )
         est_np = np.asarray(est)
-        if track.name == waveform_name:
+        if s.figures and track.name == waveform_name:
             waveform.append(WaveformSpec(
                 track.name, refs_np, est_np, rate, raw=None if raw is None else np.asarray(raw),
                 passage_seconds=s.waveform_seconds, bounds=source.bounds))
@@ -381,7 +381,8 @@ def _evaluate(s: EvaluateConfig, held: ExitStack) -> dict[str, Any]:
         meta["museval_json"] = (f"{museval_dir.name}/<track>.json (museval's per-track format; "
                                 "museval.MethodStore().add_eval_dir(out_dir) loads it)")
     return write_report(out_dir, [results[n] for n in names], meta=meta,
-                        waveform=waveform[0] if waveform else None, checked=True)
+                        waveform=waveform[0] if waveform else None, checked=True,
+                        draw=s.figures)
 
 
 # --------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ EVAL_SETTINGS = "eval_settings.json"  # what eval/summary.json was computed with
 # Set per run by the comparison itself; a command-line override of them would be overwritten.
 PER_RUN_KEYS = ("output", "seed", "loss", "loss.name", "name")
 # Evaluation settings that cannot change the numbers: an evaluation is reused across them.
-EVAL_REUSE_ALLOWED = ("settings.workers",)
+EVAL_REUSE_ALLOWED = ("settings.workers", "settings.figures")
 
 HELP = """usage: waveunet compare [key=value overrides] [--help | --cfg job]
 

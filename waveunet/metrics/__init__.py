@@ -21,37 +21,31 @@ Clipping statistics (:func:`clipping_stats`, :func:`difference_error_share`) mea
 bounded output does to the estimate: how often it hits the bound, by how much a linear output
 overshoots before the test-time clip, and how much a tanh output attenuates loud passages.
 
-Modules: :mod:`.sdr` (framewise SDR, museval, aggregation), :mod:`.clipping` (bounds and
-clipping statistics), :mod:`.arrays` (checked array inputs). Everything public
-is importable from ``waveunet.metrics``.
+Modules: :mod:`.sdr` (framewise SDR, aggregation), :mod:`.bsseval` (museval: full BSSEval,
+its JSON, worker processes; no torch), :mod:`.clipping` (bounds and clipping statistics),
+:mod:`.arrays` (checked array inputs). Everything public is importable from
+``waveunet.metrics``; its modules are imported when a name is first used, so museval's worker
+processes, which import :mod:`.bsseval` alone, do not load torch.
 """
-
-from .arrays import ArrayLike
-from .clipping import (
-    BOUND_KEYS,
-    at_bounds,
-    beyond_bounds,
-    bound_hits,
-    bound_stats,
-    clipping_stats,
-    difference_error_share,
-)
-from .sdr import (
-    BSS_METRICS,
-    BssJob,
-    aggregate_pooled,
-    aggregate_tracks,
-    bss_eval,
-    evaluate_tracks,
-    framewise_sdr,
-    museval_track_json,
-    num_frames,
-    silent_sources,
-)
 
 __all__ = [
     "BOUND_KEYS", "BSS_METRICS", "ArrayLike", "BssJob", "aggregate_pooled", "aggregate_tracks",
     "at_bounds", "beyond_bounds", "bound_hits", "bound_stats", "bss_eval", "clipping_stats",
-    "difference_error_share", "evaluate_tracks", "framewise_sdr",
-    "museval_track_json", "num_frames", "silent_sources",
+    "difference_error_share", "evaluate_tracks", "framewise_sdr", "museval_track_json",
+    "num_frames", "silent_sources",
 ]
+
+
+def __getattr__(name: str):
+    if name == "ArrayLike":
+        from . import arrays as module
+    elif name in ("BSS_METRICS", "BssJob", "bss_eval", "evaluate_tracks", "museval_track_json",
+                  "silent_sources"):
+        from . import bsseval as module
+    elif name in ("aggregate_pooled", "aggregate_tracks", "framewise_sdr", "num_frames"):
+        from . import sdr as module
+    elif name in __all__:
+        from . import clipping as module
+    else:
+        raise AttributeError(f"module 'waveunet.metrics' has no attribute {name!r}")
+    return getattr(module, name)

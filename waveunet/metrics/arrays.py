@@ -62,12 +62,6 @@ def prepare_pair(
     return ref, pad_or_truncate(est, ref.shape[-1])
 
 
-def check_frame_params(win: int, hop: int) -> None:
-    for name, v in (("win", win), ("hop", hop)):
-        if not isinstance(v, int | np.integer) or isinstance(v, bool) or v <= 0:
-            raise ConfigError(f"{name}: must be a positive integer number of samples, got {v!r}")
-
-
 def check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
     try:
         low, high = (float(b) for b in bounds)

@@ -281,6 +281,8 @@ def _markdown(summary: dict[str, Any], files: dict[str, str]) -> str:
                                   if s in t["metrics"]["SDR"] else "-" for s in sources))
                     for t in summary["tracks"]])
     lines.append("")
+    if "sdr_boxplot" not in files:
+        return "\n".join([*lines, "No figures were drawn (figures=false).", ""])
     lines += ["## Figures", "", f"![SDR box plot](<{files['sdr_boxplot']}>)", ""]  # <>: spaces
     passage = [role for role in PASSAGE_FIGURES if role in files]
     if passage:
@@ -361,6 +363,7 @@ def write_report(
     waveform: WaveformSpec | None = None,
     overwrite: bool = False,
     checked: bool = False,
+    draw: bool = True,
 ) -> dict[str, Any]:
     """Write summary.json, report.md, sdr_boxplot.png and (optionally) the passage figures
     waveform_<track>.png and spectrogram_<track>.png (the latter needs librosa; without it the
@@ -375,6 +378,7 @@ def write_report(
             earlier one are removed); see :func:`prepare_out_dir`.
         checked: the caller already ran :func:`prepare_out_dir` before its work (``overwrite``
             is then not used).
+        draw: False: no figures (``figures=false``), summary.json and report.md only.
 
     Returns:
         The summary dict as written to summary.json (``files`` maps role -> file name).
@@ -389,7 +393,22 @@ def write_report(
         prepare_out_dir(out, overwrite)
     with space_checked(out):
         out.mkdir(parents=True, exist_ok=True)
-    files = {"summary": SUMMARY_NAME, "report": REPORT_NAME, "sdr_boxplot": BOXPLOT_NAME}
+    files = {"summary": SUMMARY_NAME, "report": REPORT_NAME}
+    if draw:
+        _draw(out, summary, files, results, waveform)
+    summary["files"] = files
+    with space_checked(out / REPORT_NAME):
+        atomic_write_text(out / REPORT_NAME, _markdown(summary, files))
+    # summary last: its file list marks the others as ours only once they all exist.
+    with space_checked(out / SUMMARY_NAME):
+        atomic_write_text(out / SUMMARY_NAME, dumps_json(summary))
+    return summary
+
+
+def _draw(out: Path, summary: dict[str, Any], files: dict[str, str],
+          results: Sequence[TrackResult], waveform: WaveformSpec | None) -> None:
+    """The SDR box plot and the passage figures, into ``out``; ``files`` gets their names."""
+    files["sdr_boxplot"] = BOXPLOT_NAME
     sources = summary["sources"]
     frames = [np.concatenate([r.frames("SDR")[list(r.source_names).index(s)]
                               for r in results if s in r.source_names]) for s in sources]
@@ -418,10 +437,3 @@ def write_report(
                                     out / files["spectrogram"])
         else:
             summary["meta"]["spectrogram_skipped"] = missing
-    summary["files"] = files
-    with space_checked(out / REPORT_NAME):
-        atomic_write_text(out / REPORT_NAME, _markdown(summary, files))
-    # summary last: its file list marks the others as ours only once they all exist.
-    with space_checked(out / SUMMARY_NAME):
-        atomic_write_text(out / SUMMARY_NAME, dumps_json(summary))
-    return summary

@@ -448,6 +448,7 @@ class EvalConfig:
     max_tracks: int | None = setting(ge=1)
     waveform_track: str | None = MISSING
     waveform_seconds: float = setting(gt=0)
+    figures: bool = MISSING
     precision: str = setting(choices=SEPARATION_PRECISIONS)
     nonfinite: str = setting(choices=NONFINITE)
 

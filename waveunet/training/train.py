@@ -85,12 +85,12 @@ def main(argv: list[str]) -> int:
 
 def _single_run(cfg: DictConfig, overrides: list[str]) -> int:
     info = DistInfo.from_env()
-    handlers = _console_logging() if info.is_main else []
+    log_lines = _RunLog() if info.is_main else None
     solver = None
     try:
         solver = _build(cfg, overrides, info)
-        if info.is_main:
-            _open_log_file(solver.run_dir, handlers)
+        if log_lines is not None:
+            log_lines.into_file(solver.run_dir / "train.log")
         train(solver, info)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (cli turns it into one)
         last = None if solver is None else solver.run_dir / "last.pt"
@@ -99,9 +99,8 @@ def _single_run(cfg: DictConfig, overrides: list[str]) -> int:
         return report_stop("train", exc, resume)
     finally:
         destroy_distributed()
-        for handler in handlers:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+        if log_lines is not None:
+            log_lines.close()
     return 0
 
 
@@ -146,35 +145,44 @@ def _given_run_dir(overrides: list[str]) -> str | None:
     return None
 
 
-def _console_logging() -> list[logging.Handler]:
-    """Log INFO lines to the console in Hydra's format, and keep them for the run's log file
-    until it exists; returns the handlers added (none where logging was configured already,
-    by a test or an embedding program)."""
-    root = logging.getLogger()
-    if root.handlers:
-        return []
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(logging.Formatter(_LOG_FORMAT))
-    kept = logging.handlers.MemoryHandler(capacity=10**6, flushLevel=logging.CRITICAL + 1)
-    root.addHandler(console)
-    root.addHandler(kept)
-    root.setLevel(logging.INFO)
-    return [console, kept]
+class _RunLog:
+    """waveunet's log lines of a run: on the console in Hydra's format (where nothing else
+    configured logging: the command line), and in the run's ``train.log`` once its folder
+    exists, the lines logged while the run was built included (kept until then)."""
 
+    def __init__(self):
+        self.logger = logging.getLogger("waveunet")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.INFO)
+        self.added: list[tuple[logging.Logger, logging.Handler]] = []
+        root = logging.getLogger()
+        if not root.handlers:
+            console = logging.StreamHandler(sys.stdout)
+            console.setFormatter(logging.Formatter(_LOG_FORMAT))
+            self._add(root, console)
+        self.kept = logging.handlers.MemoryHandler(capacity=10**6,
+                                                   flushLevel=logging.CRITICAL + 1)
+        self._add(self.logger, self.kept)
 
-def _open_log_file(run_dir: Path, handlers: list[logging.Handler]) -> None:
-    """``<run>/train.log`` from now on, with the lines logged while the run was built."""
-    kept = [h for h in handlers if isinstance(h, logging.handlers.MemoryHandler)]
-    if not kept:
-        return
-    with space_checked(run_dir / "train.log"):
-        file = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
-    file.setFormatter(logging.Formatter(_LOG_FORMAT))
-    kept[0].setTarget(file)
-    kept[0].flush()
-    logging.getLogger().removeHandler(kept[0])
-    logging.getLogger().addHandler(file)
-    handlers.append(file)
+    def _add(self, logger: logging.Logger, handler: logging.Handler) -> None:
+        logger.addHandler(handler)
+        self.added.append((logger, handler))
+
+    def into_file(self, path: Path) -> None:
+        """``path`` from now on, with the lines kept so far."""
+        with space_checked(path):
+            file = logging.FileHandler(path, encoding="utf-8")
+        file.setFormatter(logging.Formatter(_LOG_FORMAT))
+        self.kept.setTarget(file)
+        self.kept.flush()
+        self.logger.removeHandler(self.kept)
+        self._add(self.logger, file)
+
+    def close(self) -> None:
+        for logger, handler in self.added:
+            logger.removeHandler(handler)
+            handler.close()
+        self.logger.setLevel(self.level)
 
 
 def train(solver: Solver, info: DistInfo) -> dict:

@@ -4,11 +4,10 @@ validation, the fixed audio once) and an evaluate command that works exactly as 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import tiny_training_overrides
+from helpers import run_python, training_overrides, waveunet
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -27,34 +26,28 @@ from waveunet.separation.inference import Separator
 from waveunet.settings.compose import flatten
 from waveunet.training.run_log import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 AUDIO_SECONDS = 1.0
-
-
-def waveunet(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "waveunet", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A demo-like tiny run of two epochs (two validations), through the command line."""
     tmp = tmp_path_factory.mktemp("run_outputs")
-    proc = waveunet("train", "experiment=demo", *tiny_training_overrides(tmp / "cache"),
-                    "data.workers=0", "trainer.steps_per_epoch=4", "trainer.max_epochs=2",
-                    "trainer.log_every_steps=2", "trainer.progress=false",
-                    "trainer.validation.audio_examples=1",
-                    f"trainer.validation.audio_seconds={AUDIO_SECONDS}",
-                    "trainer.validation.figure_seconds=0.5", f"runs_root={tmp / 'runs'}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert waveunet("train", *training_overrides(
+            tmp / "cache", "trainer.steps_per_epoch=4", "trainer.max_epochs=2",
+            "trainer.validation.audio_examples=1",
+            f"trainer.validation.audio_seconds={AUDIO_SECONDS}",
+            "trainer.validation.figure_seconds=0.5"), f"runs_root={tmp / 'runs'}") == 0
     (run_dir,) = [p.parent for p in (tmp / "runs").glob("*/*/summary.json")]
     events = EventAccumulator(str(run_dir / "tensorboard"),
                               size_guidance={"audio": 0, "images": 0, "scalars": 0,
                                              "tensors": 0})
     events.Reload()
     records = read_metrics(run_dir)
-    return {"dir": run_dir, "stdout": proc.stdout, "events": events, "tmp": tmp,
+    return {"dir": run_dir, "stdout": printed.getvalue(), "events": events, "tmp": tmp,
             "summary": json.loads((run_dir / "summary.json").read_text()),
             "valid_steps": [r["step"] for r in records if r["kind"] == "valid"]}
 
@@ -141,15 +134,16 @@ def test_figures_are_drawn_at_every_validation(run) -> None:
             assert pixels.shape[0] > 200 and pixels.shape[1] > 400 and pixels.std() > 0.05
 
 
-def test_the_printed_evaluate_command_works_as_printed(run) -> None:
+def test_the_printed_evaluate_command_works_as_printed(run, cli, monkeypatch, caplog) -> None:
     """The command at the end of training names only the checkpoint: evaluate scores it on the
     dataset it was trained on (the demo's generated one), not on MUSDB18 with no root."""
     (line,) = [x for x in run["stdout"].splitlines() if x.strip().startswith("evaluate:")]
     command = shlex.split(line.split(":", 1)[1])
     assert command[:2] == ["waveunet", "evaluate"] and len(command) == 3
-    proc = waveunet(*command[1:], "progress=false", cwd=run["tmp"])
+    monkeypatch.chdir(run["tmp"])
+    proc = cli(*command[1:], "progress=false")
     assert proc.returncode == 0, proc.stderr
-    assert "scoring on the checkpoint's training dataset (synthetic" in proc.stderr
+    assert "scoring on the checkpoint's training dataset (synthetic" in caplog.text
     out = run["dir"] / "eval-best-test-synthetic-sdr"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["meta"]["data"] == "synthetic" and summary["meta"]["tracks"] == 1
@@ -159,41 +153,30 @@ def test_the_printed_evaluate_command_works_as_printed(run) -> None:
     assert "1 track of synthetic/test" in proc.stdout
 
 
-BLOCK_LIBROSA = ("import sys; sys.modules['librosa'] = None; from waveunet.cli import main; "
-                 "sys.exit(main(sys.argv[1:]))")
-
-
-def test_nothing_needs_librosa_but_the_spectrogram(tmp_path: Path) -> None:
+def test_nothing_needs_librosa_but_the_spectrogram(tmp_path: Path, cli, monkeypatch) -> None:
     """The GPU machines have no librosa: training and evaluating work without it, with the
     waveform figures and a note instead of the spectrograms; importing the commands does not
     import it."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-    def blocked(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", BLOCK_LIBROSA, *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600, check=False)
-
-    proc = blocked("train", "experiment=demo", *tiny_training_overrides(tmp_path / "cache"),
-                   "data.workers=0", "trainer.steps_per_epoch=2", "trainer.max_epochs=1",
-                   "trainer.progress=false", "trainer.validation.audio_examples=1",
-                   "trainer.validation.audio_seconds=1", f"runs_root={tmp_path / 'runs'}")
+    monkeypatch.setitem(sys.modules, "librosa", None)  # `import librosa` fails, as there
+    proc = cli("train", *training_overrides(tmp_path / "cache", "trainer.steps_per_epoch=2",
+                                            "trainer.validation.audio_examples=1",
+                                            "trainer.validation.audio_seconds=1"),
+               f"runs_root={tmp_path / 'runs'}")
     assert proc.returncode == 0, proc.stderr
-    assert "librosa is not installed" in proc.stdout + proc.stderr
     (run_dir,) = [p.parent for p in (tmp_path / "runs").glob("*/*/summary.json")]
+    assert "librosa is not installed" in (run_dir / "train.log").read_text()
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     kinds = {tag.rsplit("/", 1)[1] for tag in events.Tags()["images"]}
     assert kinds == {"waveform"}
-    proc = blocked("evaluate", f"checkpoint={run_dir / 'best.pt'}", "progress=false",
-                   f"out_dir={tmp_path / 'eval'}")
+    proc = cli("evaluate", f"checkpoint={run_dir / 'best.pt'}", "progress=false",
+               f"out_dir={tmp_path / 'eval'}")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert "spectrogram" not in summary["files"] and "waveform" in summary["files"]
     assert "No spectrogram figure: librosa is not installed" in (
         tmp_path / "eval" / "report.md").read_text()
-    imports = subprocess.run(
-        [sys.executable, "-c", "import sys, waveunet.training.train, "
-         "waveunet.evaluation.evaluate, waveunet.experiments.compare; "
-         "print('librosa' in sys.modules)"],
-        env=env, capture_output=True, text=True, timeout=300, check=True)
+    imports = run_python("import sys, waveunet.training.train, waveunet.evaluation.evaluate, "
+                         "waveunet.experiments.compare; print('librosa' in sys.modules)")
+    assert imports.returncode == 0, imports.stderr
     assert imports.stdout.strip() == "False"

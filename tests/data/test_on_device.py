@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_training_overrides
+from helpers import training_overrides
 
 from waveunet.data import Track, TrainingExamples, collate_batch
 from waveunet.data.on_device import DeviceTracks, storage_bytes
@@ -77,11 +77,9 @@ def test_the_settings_are_checked(value, dtype, problem):
 
 
 def overrides(cache, *extra: str) -> list[str]:
-    return ["experiment=demo", *tiny_training_overrides(cache), "data.workers=0",
-            "trainer.steps_per_epoch=5", "trainer.max_epochs=2", "trainer.log_every_steps=5",
-            "trainer.checkpoint_every_steps=5", "trainer.progress=false",
-            "trainer.validation.audio_examples=0",
-            "data.augmentations=[gain,channelswap,signflip]", *extra]
+    return training_overrides(cache, "trainer.steps_per_epoch=5", "trainer.max_epochs=2",
+                              "trainer.log_every_steps=5", "trainer.checkpoint_every_steps=5",
+                              "data.augmentations=[gain,channelswap,signflip]", *extra)
 
 
 def train_losses(solver: Solver) -> list[float]:

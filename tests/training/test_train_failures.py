@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
-from conftest import dead_pid, tiny_training_overrides
+from helpers import dead_pid, run_waveunet, start_waveunet, training_overrides, waveunet
 
 from waveunet.data.synth import generate_dataset
 from waveunet.errors import ConfigError, DataError
@@ -30,32 +30,12 @@ from waveunet.training.run_folder import claim_new_run_dir
 from waveunet.training.run_log import read_metrics, truncate_metrics
 from waveunet.training.solver import Solver
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("failures-cache")
-
-
-def overrides(cache: Path, *extra: str) -> list[str]:
-    return ["experiment=demo", *tiny_training_overrides(cache), "data.workers=0",
-            "trainer.steps_per_epoch=6", "trainer.max_epochs=1", "trainer.log_every_steps=2",
-            "trainer.checkpoint_every_steps=3", "trainer.progress=false",
-            "trainer.validation.audio_examples=0", *extra]
-
-
-def train_cli(*args: str, preexec_fn=None, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "waveunet.cli", "train", *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=preexec_fn)
-
-
-def start_cli(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "waveunet.cli", "train", *args], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def the_run(runs_root: Path) -> Path:
@@ -81,10 +61,10 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     ("data.on_device=maybe", "data.on_device"),
 ])
 def test_a_bad_setting_is_one_line_with_exit_2_and_creates_no_run_folder(tmp_path, cache, bad,
-                                                                          named):
-    args = overrides(cache, bad) if not bad.startswith("data=") else [
+                                                                          named, cli):
+    args = training_overrides(cache, bad) if not bad.startswith("data=") else [
         "experiment=demo", bad, f"data.cache_dir={cache}"]  # the synthetic keys would be unknown
-    proc = train_cli(*args, f"runs_root={tmp_path / 'runs'}")
+    proc = cli("train", *args, f"runs_root={tmp_path / 'runs'}")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = error_lines(proc)
     assert len(lines) == 1 and lines[0].startswith("waveunet train: error:"), proc.stderr
@@ -92,8 +72,8 @@ def test_a_bad_setting_is_one_line_with_exit_2_and_creates_no_run_folder(tmp_pat
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_multirun_checks_every_job_before_the_first(tmp_path, cache):
-    proc = train_cli("-m", *overrides(cache, "output=tanh_difference,no_such_head"),
+def test_a_multirun_checks_every_job_before_the_first(tmp_path, cache, cli):
+    proc = cli("train", "-m", *training_overrides(cache, "output=tanh_difference,no_such_head"),
                      f"runs_root={tmp_path / 'runs'}")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert error_lines(proc) == [line for line in error_lines(proc) if "no_such_head" in line]
@@ -102,9 +82,9 @@ def test_a_multirun_checks_every_job_before_the_first(tmp_path, cache):
 
 
 @pytest.mark.parametrize("resume", ["trainer.resume=true", "trainer.resume=false,true"])
-def test_a_multirun_refuses_to_resume(tmp_path, cache, resume):
+def test_a_multirun_refuses_to_resume(tmp_path, cache, resume, cli):
     """trainer.resume with -m would start fresh runs in Hydra's sweep folders: refused."""
-    proc = train_cli("-m", *overrides(cache, resume), f"runs_root={tmp_path / 'runs'}",
+    proc = cli("train", "-m", *training_overrides(cache, resume), f"runs_root={tmp_path / 'runs'}",
                      f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     (line,) = error_lines(proc)
@@ -112,21 +92,21 @@ def test_a_multirun_refuses_to_resume(tmp_path, cache, resume):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "sweep").exists()
 
 
-def test_resuming_a_missing_folder_creates_nothing(tmp_path, cache):
+def test_resuming_a_missing_folder_creates_nothing(tmp_path, cache, cli):
     missing = tmp_path / "runs" / "demo" / "never"
-    proc = train_cli(*overrides(cache, f"trainer.resume={missing}"),
+    proc = cli("train", *training_overrides(cache, f"trainer.resume={missing}"),
                      f"runs_root={tmp_path / 'runs'}")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(error_lines(proc)) == 1 and str(missing) in proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_new_run_into_a_given_folder_that_holds_a_run_is_refused(finished_run, tmp_path):
+def test_a_new_run_into_a_given_folder_that_holds_a_run_is_refused(finished_run, tmp_path, cli):
     """hydra.run.dir=X names a new run's folder: one holding a run is left as it is."""
     run_dir, args = finished_run
     run = copy_of(run_dir, tmp_path)
     before = snapshot(run)
-    proc = train_cli(*args, f"hydra.run.dir={run}")
+    proc = cli("train", *args, f"hydra.run.dir={run}")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     (line,) = error_lines(proc)
     assert f"hydra.run.dir={run} already holds a run (last.pt, best.pt, metrics.jsonl, .hydra)" \
@@ -135,14 +115,14 @@ def test_a_new_run_into_a_given_folder_that_holds_a_run_is_refused(finished_run,
     # trainer.resume=true with nothing to continue there (no last.pt) starts a new run: refused
     (run / "last.pt").unlink()
     before = snapshot(run)
-    proc = train_cli(*args, "trainer.resume=true", f"hydra.run.dir={run}")
+    proc = cli("train", *args, "trainer.resume=true", f"hydra.run.dir={run}")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     (line,) = error_lines(proc)
     assert "already holds a run (best.pt, metrics.jsonl, .hydra)" in line, line
     assert snapshot(run) == before
     # A new (or empty) folder is the new run's.
     (tmp_path / "new").mkdir()
-    proc = train_cli(*args, f"hydra.run.dir={tmp_path / 'new'}")
+    proc = cli("train", *args, f"hydra.run.dir={tmp_path / 'new'}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "new" / "best.pt").is_file()
 
@@ -156,9 +136,8 @@ def test_a_new_run_into_a_given_folder_that_holds_a_run_is_refused(finished_run,
 def finished_run(tmp_path_factory, cache) -> tuple[Path, list[str]]:
     """One finished one-epoch run (read-only: tests that change it copy it)."""
     root = tmp_path_factory.mktemp("finished")
-    args = [*overrides(cache), f"runs_root={root}"]
-    proc = train_cli(*args)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    args = [*training_overrides(cache), f"runs_root={root}"]
+    assert waveunet("train", *args) == 0
     return the_run(root), args
 
 
@@ -180,11 +159,11 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
     (["optim.lr=0.1", "trainer.patience=7"], "optim.lr"),
 ])
 def test_a_resume_that_changes_the_run_is_refused_and_leaves_it_as_it_was(
-        finished_run, tmp_path, changed, named):
+        finished_run, tmp_path, changed, named, cli):
     run_dir, args = finished_run
     run = copy_of(run_dir, tmp_path)
     before = snapshot(run)
-    proc = train_cli(*args, "trainer.max_epochs=2", *changed, f"trainer.resume={run}")
+    proc = cli("train", *args, "trainer.max_epochs=2", *changed, f"trainer.resume={run}")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     (line,) = error_lines(proc)
     assert named in line and "other settings" in line, line
@@ -192,11 +171,11 @@ def test_a_resume_that_changes_the_run_is_refused_and_leaves_it_as_it_was(
     assert snapshot(run) == before
 
 
-def test_a_resume_may_change_the_listed_settings_and_records_them(finished_run, tmp_path):
+def test_a_resume_may_change_the_listed_settings_and_records_them(finished_run, tmp_path, cli):
     run_dir, args = finished_run
     run = copy_of(run_dir, tmp_path)
     hydra_config = (run / ".hydra" / "config.yaml").read_bytes()
-    proc = train_cli(*args, "trainer.max_epochs=2", "trainer.log_every_steps=3",
+    proc = cli("train", *args, "trainer.max_epochs=2", "trainer.log_every_steps=3",
                      "trainer.threads=2", f"trainer.resume={run}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (run / ".hydra" / "config.yaml").read_bytes() == hydra_config  # the original stays
@@ -242,17 +221,17 @@ def test_a_moved_dataset_may_be_resumed_from_its_new_root_another_one_not(tmp_pa
 # --------------------------------------------------------------------------------------------
 
 
-def test_a_second_process_cannot_train_into_a_run_in_use(tmp_path, cache):
-    args = [*overrides(cache, "trainer.max_epochs=1000", "trainer.steps_per_epoch=50"),
+def test_a_second_process_cannot_train_into_a_run_in_use(tmp_path, cache, cli):
+    args = [*training_overrides(cache, "trainer.max_epochs=1000", "trainer.steps_per_epoch=50"),
             f"runs_root={tmp_path}"]
-    first = start_cli(*args)
+    first = start_waveunet("train", *args)
     try:
         deadline = time.time() + 120
         while not list(tmp_path.glob("*/*/last.pt")):
             assert first.poll() is None and time.time() < deadline, first.stdout.read()
             time.sleep(0.1)
         run_dir = the_run(tmp_path)
-        second = train_cli(*args, f"trainer.resume={run_dir}")
+        second = cli("train", *args, f"trainer.resume={run_dir}")
         assert second.returncode == 2, second.stdout + second.stderr
         (line,) = error_lines(second)
         assert f"in use by process {first.pid}" in line, line
@@ -311,9 +290,9 @@ def test_a_lock_file_removed_by_its_holder_is_not_the_one_locked(tmp_path, monke
 ])
 def test_ctrl_c_or_sigterm_stops_with_one_line_that_says_how_to_continue(
         tmp_path, cache, signum, rc, stopped):
-    args = [*overrides(cache, "trainer.max_epochs=1000", "trainer.steps_per_epoch=50"),
+    args = [*training_overrides(cache, "trainer.max_epochs=1000", "trainer.steps_per_epoch=50"),
             f"runs_root={tmp_path}"]
-    proc = start_cli(*args)
+    proc = start_waveunet("train", *args)
     deadline = time.time() + 120
     while not list(tmp_path.glob("*/*/last.pt")):
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
@@ -348,12 +327,12 @@ def test_temporaries_carry_the_writer_pid_and_stale_ones_are_removed(tmp_path):
     assert tmp.exists() and other.exists() and not stale.exists()  # a live writer's stays
 
 
-def test_training_removes_the_temporaries_a_killed_run_left(finished_run, tmp_path):
+def test_training_removes_the_temporaries_a_killed_run_left(finished_run, tmp_path, cli):
     run_dir, args = finished_run
     run = copy_of(run_dir, tmp_path)
     stale = run / f".last.pid{dead_pid()}.x8a1.tmp.pt"
     stale.write_bytes(b"x" * 1000)
-    proc = train_cli(*args, "trainer.max_epochs=2", f"trainer.resume={run}")
+    proc = cli("train", *args, "trainer.max_epochs=2", f"trainer.resume={run}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not stale.exists()
     assert not [p.name for p in run.iterdir() if ".tmp" in p.name]
@@ -380,7 +359,7 @@ def interrupted_at(monkeypatch, step: int):
 @pytest.mark.parametrize("on_device", ["false", "true"])
 def test_a_resumed_run_repeats_no_step_in_metrics_and_equals_an_uninterrupted_one(
         tmp_path, cache, monkeypatch, on_device):
-    args = overrides(cache, "trainer.max_epochs=2", f"data.on_device={on_device}",
+    args = training_overrides(cache, "trainer.max_epochs=2", f"data.on_device={on_device}",
                      "data.augmentations=[gain,channelswap,signflip]")
     reference = tmp_path / "reference"
     Solver(compose("train", args), reference).train()
@@ -472,14 +451,16 @@ def check_stopped_on_a_full_disk(proc: subprocess.CompletedProcess, runs_root: P
     assert not [p for p in run_dir.rglob("*") if ".tmp" in p.name]
 
 
+# Each validation adds its audio to the TensorBoard file (no figures: they take time to draw).
 FILLS_THE_DISK = ("trainer.max_epochs=1000", "trainer.steps_per_epoch=2",
-                  "trainer.validation.audio_examples=1", "trainer.validation.audio_seconds=2")
+                  "trainer.validation.audio_examples=1", "trainer.validation.audio_seconds=3",
+                  "trainer.validation.figures=false")
 
 
 def test_training_on_a_full_disk_stops_with_one_line_and_keeps_last_pt(tmp_path, cache):
     # The audio logged at each validation grows the TensorBoard file past the limit.
-    proc = train_cli(*overrides(cache, *FILLS_THE_DISK), f"runs_root={tmp_path}",
-                     preexec_fn=file_size_limit(1_500_000))
+    proc = run_waveunet("train", *training_overrides(cache, *FILLS_THE_DISK),
+                        f"runs_root={tmp_path}", preexec_fn=file_size_limit(1_500_000))
     check_stopped_on_a_full_disk(proc, tmp_path, "the file-size limit is reached")
 
 
@@ -495,7 +476,7 @@ def test_training_on_a_full_tmpfs_stops_with_one_line_and_keeps_last_pt(tmp_path
     full, kept = tmp_path / "full", tmp_path / "kept"
     full.mkdir()
     train = " ".join([sys.executable, "-m", "waveunet.cli", "train",
-                      *overrides(cache, *FILLS_THE_DISK), f"runs_root={full}"])
+                      *training_overrides(cache, *FILLS_THE_DISK), f"runs_root={full}"])
     # The tmpfs lives as long as the namespace: copy the run out before it goes.
     script = (f"mount -t tmpfs -o size=3m tmpfs {full} || exit 99; {train}; rc=$?; "
               f"cp -a {full} {kept}; exit $rc")
@@ -535,8 +516,9 @@ def test_a_track_shorter_than_the_input_is_named_and_a_split_of_them_refused(tmp
         Solver(compose("train", musdb_hq_overrides(tmp_path / "cache", root)), None)
 
 
-def test_data_seconds_too_short_for_the_model_is_an_error(tmp_path, cache):
-    proc = train_cli(*overrides(cache, "data.seconds=0.001"), f"runs_root={tmp_path / 'runs'}")
+def test_data_seconds_too_short_for_the_model_is_an_error(tmp_path, cache, cli):
+    proc = cli("train", *training_overrides(cache, "data.seconds=0.001"),
+               f"runs_root={tmp_path / 'runs'}")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     (line,) = error_lines(proc)
     assert "as long as the model's input" in line and "data.seconds" in line
@@ -554,17 +536,18 @@ def test_trainer_threads_sets_torch_threads_while_training(tmp_path, cache, monk
     monkeypatch.setattr(Solver, "train_step", train_step)
     before = torch.get_num_threads()
     target = 2 if before == 1 else 1
-    Solver(compose("train", overrides(cache, f"trainer.threads={target}")), tmp_path).train()
+    cfg = compose("train", training_overrides(cache, f"trainer.threads={target}"))
+    Solver(cfg, tmp_path).train()
     assert set(seen) == {target}
     assert torch.get_num_threads() == before
 
 
 def test_progress_false_hides_the_decoding_bars(tmp_path, capfd):
-    cfg = compose("train", overrides(tmp_path / "fresh-cache", "trainer.progress=false"))
+    cfg = compose("train", training_overrides(tmp_path / "fresh-cache", "trainer.progress=false"))
     Solver(cfg, None)
     err = capfd.readouterr().err
     assert "decoding" not in err
-    cfg = compose("train", overrides(tmp_path / "fresh-cache-2", "trainer.progress=true"))
+    cfg = compose("train", training_overrides(tmp_path / "fresh-cache-2", "trainer.progress=true"))
     Solver(cfg, None)
     assert "decoding synthetic train" in capfd.readouterr().err  # the bar does exist
 
@@ -583,7 +566,7 @@ def test_each_epoch_records_its_training_and_validation_time(tmp_path, cache, mo
 
     monkeypatch.setattr(Solver, "validate", slow_validate)
     t0 = time.perf_counter()
-    Solver(compose("train", overrides(cache, "trainer.max_epochs=2")), tmp_path).train()
+    Solver(compose("train", training_overrides(cache, "trainer.max_epochs=2")), tmp_path).train()
     wall = time.perf_counter() - t0
     epochs = [r for r in read_metrics(tmp_path) if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [0, 1] and [r["step"] for r in epochs] == [6, 12]

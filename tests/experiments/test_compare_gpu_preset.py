@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import tiny_training_overrides
+from helpers import tiny_training_overrides
 
 from waveunet.experiments.compare import JSON_NAME, compare
 from waveunet.settings.compose import compose
@@ -38,6 +38,7 @@ def test_compare_gpu_preset_runs_with_tiny_overrides(tmp_path):
         "compare.figure.passage_seconds=0.5",
         "compare.progress=false",
         "compare.threads=1",
+        "compare.eval.figures=false",
         f"compare.out_dir={tmp_path / 'out'}",
     ]
     compare(compose("compare", args), args)

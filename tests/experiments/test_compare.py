@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest
-from conftest import tiny_training_overrides
+from helpers import tiny_training_overrides
 from omegaconf import OmegaConf
 
 from waveunet.cli import main as cli_main
@@ -22,6 +23,7 @@ from waveunet.experiments.compare import (
     Settings,
     compare,
     config_differences,
+    evaluate_run,
     run_config,
     spread,
 )
@@ -43,6 +45,7 @@ def shrunken(cache: Path, out: Path, *extra: str) -> list[str]:
         f"compare.out_dir={out}",
         "compare.figure.passage_seconds=0.5",
         "compare.progress=false",
+        "compare.eval.figures=false",  # each run's report figures: evaluate's tests draw them
         *extra,
     ]
 
@@ -148,17 +151,24 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(own_copy):
 
 
 def test_changed_eval_settings_are_evaluated_again_not_reused(own_copy):
+    """One run's evaluation (what compare does for each run): settings that change the numbers
+    evaluate it again, the same settings reuse it, and so do workers and figures."""
     args, out = own_copy
     run = out / "runs/tanh_difference/seed0"
-    stamp = (run / "eval/summary.json").stat().st_mtime_ns
-    changed = [*args, "compare.eval.max_tracks=1"]
-    compare(compose("compare", changed), changed)
-    assert (run / "eval/summary.json").stat().st_mtime_ns != stamp
+    settings = Settings.from_config(compose("compare", args)).eval
+    data = OmegaConf.to_container(OmegaConf.load(run / "config.yaml").data, resolve=True)
+
+    def evaluated(eval_settings) -> bool:
+        stamp = (run / "eval/summary.json").stat().st_mtime_ns
+        evaluate_run(run, data, eval_settings)
+        return (run / "eval/summary.json").stat().st_mtime_ns != stamp
+
+    changed = dataclasses.replace(settings, max_tracks=1)
+    assert evaluated(changed)
     assert json.loads((run / "eval_settings.json").read_text())["settings"]["max_tracks"] == 1
-    stamp = (run / "eval/summary.json").stat().st_mtime_ns
-    compare(compose("compare", changed), changed)  # the same settings again: reused
-    assert (run / "eval/summary.json").stat().st_mtime_ns == stamp
-    compare(compose("compare", args), args)  # and back
+    assert not evaluated(changed)  # the same settings again: reused
+    assert not evaluated(dataclasses.replace(changed, workers=3, figures=True))
+    assert evaluated(settings)  # and back
     assert (
         json.loads((run / "eval_settings.json").read_text())["settings"].get("max_tracks") is None
     )
@@ -196,7 +206,7 @@ def test_more_epochs_continue_finished_runs_and_evaluate_them_again(own_copy):
     args, out = own_copy
     run = out / "runs/linear_direct/seed0"
     evaluated = (run / "eval/summary.json").stat().st_mtime_ns
-    longer = [*args, "trainer.max_epochs=3"]
+    longer = [*args, "trainer.max_epochs=3", "compare.seeds=[0]"]  # seed 1's runs left out
     again = compare(compose("compare", longer), longer)
     assert {(r["reused"], r["global_step"]) for r in again["runs"]} == {(False, 9)}
     assert (run / "eval/summary.json").stat().st_mtime_ns != evaluated

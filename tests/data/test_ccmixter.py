@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import write_stem_mp4
 
 from waveunet.audio import read_audio, write_audio
 from waveunet.data import TrainingExamples, load_split, make_loader
@@ -27,7 +25,7 @@ from waveunet.data.synth import generate_track
 from waveunet.errors import ConfigError, DataError
 from waveunet.settings.compose import compose
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VOICE = ["accompaniment", "vocals"]
 FOUR = ["bass", "drums", "other", "vocals"]
 SONGS = (
@@ -169,11 +167,10 @@ def test_combined_validation_is_musdbs_official_split(tmp_path: Path, synth_root
 
 def test_musdb_stem_files_with_ccmixter(tmp_path: Path, ccmixter) -> None:
     """The compare_paper preset's datasets: MUSDB18 .stem.mp4 files (AAC) and CCMixter WAVs."""
-    from test_data import _write_stem_mp4
 
     musdb = tmp_path / "musdb18"
-    _write_stem_mp4(musdb / "train" / "Actions - One Minute Smile.stem.mp4", seconds=0.5)
-    _write_stem_mp4(musdb / "train" / "Some - Song.stem.mp4", seconds=0.5, seed=1)
+    write_stem_mp4(musdb / "train" / "Actions - One Minute Smile.stem.mp4", seconds=0.5)
+    write_stem_mp4(musdb / "train" / "Some - Song.stem.mp4", seconds=0.5, seed=1)
     cfg = data_cfg(tmp_path, "musdb_ccmixter", f"data.root={musdb}",
                    f"data.ccmixter_root={ccmixter[0]}")
     train = _load(cfg, "train")
@@ -402,7 +399,8 @@ def test_presets_say_what_they_train_on() -> None:
 # --------------------------------------------------------------------------- training end to end
 
 
-def test_a_combined_config_trains_end_to_end(tmp_path: Path, synth_root: Path, ccmixter) -> None:
+def test_a_combined_config_trains_end_to_end(tmp_path: Path, synth_root: Path, ccmixter,
+                                             cli) -> None:
     """`waveunet train experiment=demo data=musdb_hq_ccmixter ...` with a tiny model."""
     from waveunet.model.checkpoint import load_checkpoint
 
@@ -414,11 +412,10 @@ def test_a_combined_config_trains_end_to_end(tmp_path: Path, synth_root: Path, c
             "optim.batch_size=4", "trainer.steps_per_epoch=4", "trainer.max_epochs=1",
             "trainer.progress=false", "trainer.validation.audio_examples=0",
             f"runs_root={runs}", "name=combined"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "waveunet.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
+    done = cli(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (log,) = runs.glob("combined/*/train.log")
+    output = log.read_text()
     assert "train: musdb 2 tracks 4.0 s, ccmixter 4 tracks 2.0 s; examples drawn per track: " \
            "musdb 33%, ccmixter 67%" in output
     assert "valid: musdb 1 track 2.0 s" in output
@@ -453,14 +450,15 @@ def test_a_combined_data_checkpoint_is_evaluated_on_musdbs_test_split(
 
     best = _tiny_combined_checkpoint(tmp_path, synth_root, ccmixter[0])
     summary = evaluate(compose_evaluate([f"checkpoint={best}", f"out_dir={tmp_path / 'r1'}",
-                                         "progress=false"]))
+                                         "progress=false", "figures=false"]))
     assert [t["name"] for t in summary["tracks"]] == ["track_000"]  # MUSDB18's test track
     meta = summary["meta"]
     assert (meta["data"], meta["data_format"], meta["data_root"]) == (
         "musdb_hq_ccmixter", "musdb_hq", str(synth_root))
     assert meta["sources"] == VOICE
     # The default report folder is named after the data config.
-    default = evaluate(compose_evaluate([f"checkpoint={best}", "progress=false"]))
+    default = evaluate(compose_evaluate([f"checkpoint={best}", "progress=false",
+                                         "figures=false"]))
     assert Path(default["meta"]["out_dir"]).name == "eval-best-test-musdb_hq_ccmixter-sdr"
     # Estimates on disk, scored on the combined preset: its test dataset's stems.
     est = tmp_path / "est" / "track_000"
@@ -470,7 +468,7 @@ def test_a_combined_data_checkpoint_is_evaluated_on_musdbs_test_split(
     on_disk = evaluate(compose("evaluate", [
         f"estimates={est.parent}", "data=musdb_hq_ccmixter", f"data.root={synth_root}",
         f"data.ccmixter_root={ccmixter[0]}", f"data.cache_dir={tmp_path / 'cache'}",
-        f"out_dir={tmp_path / 'r2'}", "progress=false"]))
+        f"out_dir={tmp_path / 'r2'}", "progress=false", "figures=false"]))
     assert on_disk["meta"]["sources"] == VOICE and on_disk["meta"]["data_format"] == "musdb_hq"
 
 
@@ -487,7 +485,7 @@ def test_a_combined_preset_compares_end_to_end(tmp_path: Path, synth_root: Path,
             "model.output_samples=1024", "optim.batch_size=4", "trainer.steps_per_epoch=2",
             "trainer.max_epochs=1", "trainer.log_every_steps=1", "compare.seeds=[0]",
             f"compare.out_dir={out}", "compare.figure.passage_seconds=0.5",
-            "compare.progress=false"]
+            "compare.progress=false", "compare.eval.figures=false"]
     result = compare(compose("compare", args), args)
     assert result["data"] == "musdb_hq_ccmixter"
     assert [(r["mode"], r["status"], r["evaluated"]) for r in result["runs"]] == [

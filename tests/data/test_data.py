@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import snr_db, write_stem_mp4
 
 from waveunet.audio import convert_channels, read_audio, resample, write_audio
 from waveunet.data import Track, TrainingExamples, data_spec, load_split, make_loader, split_batch
 from waveunet.data import cache as data_module
 from waveunet.errors import ConfigError, DataError, DiskFullError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 FOUR = ["bass", "drums", "other", "vocals"]
 VOICE = ["accompaniment", "vocals"]
@@ -103,35 +104,13 @@ def test_folder_dataset_with_vocals_and_accompaniment_only(tmp_path: Path, make_
         load_split(cfg, "test", sample_rate_hz=44100, channels=2, sources=VOICE)
 
 
-def _write_stem_mp4(path: Path, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
-    """A MUSDB18-style .stem.mp4 (mixture, drums, bass, other, vocals); returns what was
-    written (5, T, 2)."""
-    import stempeg
-
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 44100)) / 44100
-    stems = [0.15 * np.sin(2 * np.pi * f * t + rng.uniform(0, 6))
-             * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
-             for f in (200.0, 110.0, 660.0, 440.0)]
-    stems = np.stack([np.stack([s, 0.8 * s], axis=-1) for s in stems])  # (4, T, 2)
-    data = np.concatenate([stems.sum(0, keepdims=True), stems]).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stempeg.write_stems(str(path), data, sample_rate=44100,
-                        writer=stempeg.StreamsWriter(codec="aac", bitrate=256000))
-    return data
-
-
-def _snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(reference**2) / np.sum((reference - estimate) ** 2)))
-
-
 @pytest.fixture(scope="module")
 def stem_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
     root = tmp_path_factory.mktemp("musdb")
     written = {}
     for subset, name, seed in (("train", "Actions - One Minute Smile", 0),
                                ("train", "Some - Song", 1), ("test", "Other - Song", 2)):
-        written[name] = _write_stem_mp4(root / subset / f"{name}.stem.mp4", seed=seed)
+        written[name] = write_stem_mp4(root / subset / f"{name}.stem.mp4", seed=seed)
     return root, written
 
 
@@ -163,11 +142,11 @@ def test_musdb_stem_mp4_with_official_validation(stem_root, make_data_cfg) -> No
         data = written[track.name]
         n = data.shape[1]
         assert track.samples >= n  # AAC pads the end
-        assert _snr_db(data[0].T, track.mixture[:, :n]) > 15  # lossy, but aligned sample-exactly
+        assert snr_db(data[0].T, track.mixture[:, :n]) > 15  # lossy, but aligned sample-exactly
         for i, name in enumerate(FOUR):
-            assert _snr_db(data[stream[name]].T, track.sources[i, :, :n]) > 15, name
+            assert snr_db(data[stream[name]].T, track.sources[i, :, :n]) > 15, name
     acc = written["Actions - One Minute Smile"][1:4].sum(0).T
-    assert _snr_db(acc, valid[0].sources[0, :, : acc.shape[1]]) > 15
+    assert snr_db(acc, valid[0].sources[0, :, : acc.shape[1]]) > 15
 
 
 def test_preview_downloads_once_through_musdb(tmp_path: Path, make_data_cfg,
@@ -179,9 +158,9 @@ def test_preview_downloads_once_through_musdb(tmp_path: Path, make_data_cfg,
     def fake_download(self, progress: bool = True, suffix: str = ".zip") -> None:
         # Stands in for the network: what musdb's download leaves in its root.
         calls.append(self.root)
-        _write_stem_mp4(Path(self.root) / "train" / "Leaf - Summerghost.stem.mp4", seconds=0.5)
-        _write_stem_mp4(Path(self.root) / "train" / "A - B.stem.mp4", seconds=0.5, seed=3)
-        _write_stem_mp4(Path(self.root) / "test" / "C - D.stem.mp4", seconds=0.5, seed=4)
+        write_stem_mp4(Path(self.root) / "train" / "Leaf - Summerghost.stem.mp4", seconds=0.5)
+        write_stem_mp4(Path(self.root) / "train" / "A - B.stem.mp4", seconds=0.5, seed=3)
+        write_stem_mp4(Path(self.root) / "test" / "C - D.stem.mp4", seconds=0.5, seed=4)
 
     monkeypatch.setattr(musdb.DB, "download", fake_download)
     root = tmp_path / "MUSDB18-7"
@@ -220,7 +199,7 @@ def test_synthetic_dataset_with_other_settings_is_refused(tmp_path: Path, make_d
 def test_synthetic_root_name_holds_every_setting() -> None:
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(Path(__file__).parent.parent / "configs" / "data" / "synthetic.yaml")
+    cfg = OmegaConf.load(REPO / "configs" / "data" / "synthetic.yaml")
     cfg.cache_dir = "/cache"
     settings = f"{cfg.tracks}+{cfg.test_tracks}x{cfg.seconds}s-seed{cfg.seed}"
     assert cfg.root == f"/cache/synthetic-{settings}"

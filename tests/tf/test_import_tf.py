@@ -34,7 +34,7 @@ from waveunet.tf.import_tf import (
 )
 from waveunet.tf.reader import TFCheckpoint, TFCheckpointError, crc32c, mask_crc, unmask_crc
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tf"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 MODELS = ["m4_small", "m5_small", "m1_small", "m6_small", "multi_direct_linear_small"]
 ALL = [*MODELS, "not_waveunet"]
 

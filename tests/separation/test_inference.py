@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model
 
 from waveunet.audio import resample
 from waveunet.devices import resolve_device
 from waveunet.errors import ConfigError, DataError
 from waveunet.model.checkpoint import save_checkpoint
-from waveunet.model.network import build_model
 from waveunet.separation.inference import (
     SeparationResult,
     Separator,
@@ -20,20 +20,9 @@ from waveunet.separation.inference import (
 )
 
 
-def tiny(channels=2, output="difference", activation="tanh", context=True, levels=3,
-         upsampling="linear", rate=22050, sources=("accompaniment", "vocals")):
-    torch.manual_seed(0)
-    return build_model(
-        {"levels": levels, "initial_filters": 4, "output_samples": 256, "channels": channels,
-         "sample_rate_hz": rate, "context": context, "upsampling": upsampling,
-         "sources": list(sources)},
-        {"type": output, "activation": activation},
-    ).eval()
-
-
 def overshooting_model():
     """A linear direct head whose outputs are 3x the input: many clipped samples, real overshoot."""
-    model = tiny(output="direct", activation="linear")
+    model = tiny_model(output="direct", activation="linear")
     with torch.no_grad():
         for conv in model.head.convs:
             conv.weight.zero_()
@@ -64,7 +53,7 @@ def whole_padded_forward(model, mixture):
     (2, "linear", "difference"), (1, "learned", "direct"),
 ])
 def test_tiling_equals_one_forward_for_any_chunk_size(channels, upsampling, output):
-    model = tiny(channels=channels, upsampling=upsampling, output=output, activation="linear")
+    model = tiny_model(channels=channels, upsampling=upsampling, output=output, activation="linear")
     if upsampling == "learned":  # make the learned weights differ from 0.5
         with torch.no_grad():
             for p in model.upsample_logits:
@@ -88,7 +77,7 @@ def test_tiling_equals_one_forward_for_any_chunk_size(channels, upsampling, outp
 
 def test_unaligned_step_would_not_be_exact():
     """Why steps are aligned: shifting the input by a non-multiple of 2**L changes outputs."""
-    model = tiny(activation="linear")
+    model = tiny_model(activation="linear")
     x = noise(2, 4000)
     ctx = model.context_samples
     n_in = model.input_samples_for(1005)
@@ -104,7 +93,7 @@ def test_unaligned_step_would_not_be_exact():
 
 @pytest.mark.parametrize("samples", [1, 7, 300, 20_000])
 def test_lengths_short_and_long(samples):
-    model = tiny()
+    model = tiny_model()
     sep = Separator(model, device="cpu", chunk_output_samples=500, batch_size=3)
     result = sep.separate_tensor(noise(2, samples))
     assert result.stems.shape == result.unclipped.shape == (2, 2, samples)
@@ -115,7 +104,7 @@ def test_lengths_short_and_long(samples):
 
 
 def test_difference_stems_sum_to_the_mixture():
-    model = tiny(output="difference", activation="tanh")
+    model = tiny_model(output="difference", activation="tanh")
     mixture = noise(2, 3000, scale=0.9)
     result = Separator(model, device="cpu", chunk_output_samples=200).separate_tensor(mixture)
     torch.testing.assert_close(result.unclipped.sum(0), mixture, atol=1e-5, rtol=0)
@@ -126,7 +115,7 @@ def test_difference_stems_sum_to_the_mixture():
 @pytest.mark.parametrize("in_channels", [1, 2])
 @pytest.mark.parametrize("model_channels", [1, 2])
 def test_separate_any_rate_and_channels(rate, in_channels, model_channels):
-    model = tiny(channels=model_channels)
+    model = tiny_model(channels=model_channels)
     sep = Separator(model, device="cpu", chunk_output_samples=300)
     length = int(0.3 * rate) + 17
     audio = noise(in_channels, length).numpy()
@@ -145,7 +134,7 @@ def test_separate_any_rate_and_channels(rate, in_channels, model_channels):
 
 
 def test_separate_at_model_rate_is_separate_tensor():
-    model = tiny()
+    model = tiny_model()
     sep = Separator(model, device="cpu", chunk_output_samples=300)
     audio = noise(2, 4000)
     a = sep.separate(audio.numpy(), 22050)
@@ -155,13 +144,13 @@ def test_separate_at_model_rate_is_separate_tensor():
 
 
 def test_more_channels_than_the_model_are_mixed_down():
-    sep = Separator(tiny(channels=2), device="cpu")
+    sep = Separator(tiny_model(channels=2), device="cpu")
     result = sep.separate(noise(6, 1000).numpy(), 22050)
     assert result.stems.shape == (2, 6, 1000)
 
 
 def test_context_free_model_tiles_non_overlapping_chunks():
-    model = tiny(context=False, output="direct")
+    model = tiny_model(context=False, output="direct")
     sep = Separator(model, device="cpu", chunk_output_samples=100, batch_size=2,
                     precision="fp32")
     assert sep.step_samples == sep.chunk_output_samples == 104  # a multiple of 2**3
@@ -178,7 +167,7 @@ def test_context_free_model_tiles_non_overlapping_chunks():
 @pytest.mark.parametrize("context", (True, False))
 @pytest.mark.parametrize("passage", ((0, 300), (700, 1000), (333, 777), (500, 501)))
 def test_a_passage_separates_as_the_whole_song_cropped(context, passage):
-    model = tiny(context=context, output="direct", activation="linear")
+    model = tiny_model(context=context, output="direct", activation="linear")
     sep = Separator(model, device="cpu", chunk_output_samples=100, precision="fp32")
     mixture = noise(2, 1000, scale=0.9)
     whole = sep.separate_tensor(mixture)
@@ -192,7 +181,7 @@ def test_a_passage_separates_as_the_whole_song_cropped(context, passage):
 
 
 def test_a_training_model_is_used_in_eval_mode_and_left_training():
-    model = tiny(activation="linear").train()
+    model = tiny_model(activation="linear").train()
     mixture = noise(2, 1000, scale=0.99)
     with torch.no_grad():  # the difference source exceeds the bounds: clipped only in eval
         model.head.convs[0].bias.fill_(-0.5)
@@ -202,7 +191,7 @@ def test_a_training_model_is_used_in_eval_mode_and_left_training():
 
 
 def test_chunk_size_from_memory_budget():
-    model = tiny(levels=4)
+    model = tiny_model(levels=4)
     budget = 4 * 2**20
     sep = Separator(model, device="cpu", batch_size=2, memory_budget_bytes=budget)
     n = sep.chunk_output_samples
@@ -216,7 +205,7 @@ def test_chunk_size_from_memory_budget():
 
 
 def test_estimate_grows_with_batch_and_chunk():
-    model = tiny(levels=4)
+    model = tiny_model(levels=4)
     one = estimate_activation_bytes(model, 10_000, 1)
     assert estimate_activation_bytes(model, 10_000, 3) == pytest.approx(3 * one, rel=1e-6)
     # the skips alone: sum over levels of F(i+1) x (length at level i), float32
@@ -227,7 +216,7 @@ def test_estimate_grows_with_batch_and_chunk():
 
 
 def test_from_checkpoint_round_trip(tmp_path):
-    model = tiny(activation="linear")
+    model = tiny_model(activation="linear")
     path = save_checkpoint(tmp_path / "m.pt", model)
     sep = Separator.from_checkpoint(path, device="cpu", chunk_output_samples=300)
     assert (sep.sample_rate_hz, sep.channels, sep.sources) == (
@@ -275,7 +264,7 @@ def test_clip_report_on_known_values():
 
 
 def test_bad_inputs_are_clear_errors():
-    sep = Separator(tiny(), device="cpu")
+    sep = Separator(tiny_model(), device="cpu")
     with pytest.raises(DataError, match="zero-length"):
         sep.separate(np.zeros((2, 0), np.float32), 44100)
     with pytest.raises(DataError, match=r"channels, samples\), got \(100,\): for mono "
@@ -288,12 +277,12 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(DataError, match="shape"):
         sep.separate_tensor(torch.zeros(1, 100))  # the model is stereo
     with pytest.raises(ConfigError):
-        Separator(tiny(), device="cpu", batch_size=0)
+        Separator(tiny_model(), device="cpu", batch_size=0)
 
 
 def test_non_finite_output_is_an_error_wherever_it_appears():
     """Checked after the first batch and at the song's end: here only a later batch is NaN."""
-    sep = Separator(tiny(), device="cpu", chunk_output_samples=256, precision="fp32")
+    sep = Separator(tiny_model(), device="cpu", chunk_output_samples=256, precision="fp32")
     song = noise(2, 4000)
     forward, calls = sep.model.forward, []
 
@@ -386,7 +375,7 @@ def _assert_reports_equal(streamed, whole):
 @pytest.mark.parametrize("in_channels", [1, 2])
 @pytest.mark.parametrize("seconds,chunk", [(0.05, 300), (0.6, 200)])
 def test_streamed_file_equals_the_array_api(tmp_path, rate, in_channels, seconds, chunk):
-    sep = Separator(tiny(), device="cpu", chunk_output_samples=chunk, batch_size=2)
+    sep = Separator(tiny_model(), device="cpu", chunk_output_samples=chunk, batch_size=2)
     audio = noise(in_channels, int(seconds * rate) + 3, seed=rate, scale=0.99).numpy()
     song = _song(tmp_path, audio, rate)
     targets = [tmp_path / "out" / f"{s}.wav" for s in sep.sources]
@@ -418,7 +407,7 @@ def test_streamed_clip_report_equals_the_array_report(tmp_path):
 
 
 def test_streaming_holds_a_window_not_the_song(tmp_path, monkeypatch):
-    sep = Separator(tiny(), device="cpu", chunk_output_samples=500)
+    sep = Separator(tiny_model(), device="cpu", chunk_output_samples=500)
     song = _song(tmp_path, noise(2, 200_000).numpy(), 22050)
     held = []
     original = streaming.StreamWindow.window
@@ -436,7 +425,7 @@ def test_streaming_holds_a_window_not_the_song(tmp_path, monkeypatch):
 
 
 def test_a_failing_stream_leaves_nothing_behind(tmp_path):
-    sep = Separator(tiny(), device="cpu", chunk_output_samples=300)
+    sep = Separator(tiny_model(), device="cpu", chunk_output_samples=300)
     audio = noise(2, 20_000).numpy()
     audio[:, 15_000] = np.nan  # found only after the first stems are written
     song = _song(tmp_path, audio, 22050)
@@ -456,7 +445,7 @@ def test_default_chunk_is_capped_on_the_cpu():
     from waveunet.separation.inference import MAX_CPU_CHUNK_OUTPUT_SAMPLES
 
     # the budget would allow far more
-    sep = Separator(tiny(), device="cpu", memory_budget_bytes=2**40)
+    sep = Separator(tiny_model(), device="cpu", memory_budget_bytes=2**40)
     assert sep.step_samples <= MAX_CPU_CHUNK_OUTPUT_SAMPLES < sep.step_samples + 2**3
 
 
@@ -482,7 +471,7 @@ def test_a_failing_stream_closes_its_writers_before_removing_them(tmp_path, monk
         )
         return real_unlink(self, *args, **kwargs)
 
-    sep = Separator(tiny(), device="cpu", chunk_output_samples=300)
+    sep = Separator(tiny_model(), device="cpu", chunk_output_samples=300)
     audio = noise(2, 20_000).numpy()
     audio[:, 15_000] = np.nan
     song = _song(tmp_path, audio, 22050)
@@ -527,7 +516,7 @@ def test_a_rate_check_that_fails_closes_the_song(tmp_path, monkeypatch, decoded_
 
     monkeypatch.setattr(streaming.sf, "SoundFile", Recording)
     monkeypatch.setattr(streaming, "tractable_rates", tractable_rates)
-    sep = Separator(tiny(), device="cpu")
+    sep = Separator(tiny_model(), device="cpu")
     out = tmp_path / "out"
     with pytest.raises(DataError, match="cannot resample 22050 Hz"):
         sep.separate_file(song, [out / f"{s}.wav" for s in sep.sources])
@@ -541,7 +530,7 @@ def test_a_rate_check_that_fails_closes_the_song(tmp_path, monkeypatch, decoded_
 
 def test_iter_chunks_is_the_public_tiling_loop():
     """Chunks from any window source tile the song exactly as separate_tensor does."""
-    sep = Separator(tiny(), device="cpu", chunk_output_samples=300, batch_size=2)
+    sep = Separator(tiny_model(), device="cpu", chunk_output_samples=300, batch_size=2)
     mixture = noise(2, 2500)
 
     class Window:

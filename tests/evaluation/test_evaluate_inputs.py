@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from waveunet.separation.inference import Separator
 from waveunet.settings.compose import compose
 
 RATE = 44100
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # MUSDB18 keeps spaces, apostrophes and brackets in its track names.
 NAMES = ["Ben's Song - We'll Talk (Live)", "Zeno - Signs [Remix], Part 2"]
 
@@ -74,7 +73,7 @@ def trained_like(tmp_path_factory: pytest.TempPathFactory, named_root: Path) -> 
 
 def _folder(root: Path, cache: Path, *overrides: str) -> list[str]:
     return ["data=folder", f"data.root={root}", "data.stems=[vocals,accompaniment]",
-            f"data.cache_dir={cache}", "progress=false", *overrides]
+            f"data.cache_dir={cache}", "progress=false", "figures=false", *overrides]
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,10 +84,13 @@ def _folder(root: Path, cache: Path, *overrides: str) -> list[str]:
 def test_a_checkpoint_is_scored_on_its_own_dataset_unless_one_is_chosen(
         trained_like: Path, named_root: Path, tmp_path: Path) -> None:
     cfg = compose_evaluate([f"checkpoint={trained_like}", f"out_dir={tmp_path / 'r'}",
-                            "progress=false"])
+                            "progress=false", "figures=false"])
     assert OmegaConf.to_container(cfg.data) == _data(named_root, trained_like.parent / "cache")
     summary = evaluate(cfg)
     assert [t["name"] for t in summary["tracks"]] == NAMES
+    # figures=false: the numbers and the report, no figure
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.md", "summary.json"]
+    assert "No figures were drawn (figures=false)" in (tmp_path / "r" / "report.md").read_text()
     assert summary["meta"]["data"] == "named" and summary["meta"]["data_root"] == str(named_root)
     # data.* settings go on top of the checkpoint's dataset
     copy = tmp_path / "copy"
@@ -244,22 +246,22 @@ def test_bss_refuses_a_silent_reference_before_scoring_anything(
 
 
 def test_the_length_warning_is_one_line_without_python_source(
-        named_root: Path, separated: Path, tmp_path: Path) -> None:
+        named_root: Path, separated: Path, tmp_path: Path, cli, caplog) -> None:
     est = _estimates_copy(separated, tmp_path)
     path = est / NAMES[0] / "vocals.wav"
     audio, rate = read_audio(path)
     write_audio(path, audio[:, :-1000], rate, subtype="FLOAT", overwrite=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "waveunet", "evaluate",
-         *_folder(named_root, tmp_path / "cache", f"estimates={est}",
-                  f"out_dir={tmp_path / 'r'}")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        proc = cli("evaluate", *_folder(named_root, tmp_path / "cache", f"estimates={est}",
+                                        f"out_dir={tmp_path / 'r'}"))
     assert proc.returncode == 0, proc.stderr
-    lines = [x for x in proc.stderr.splitlines() if "zero-padded or cut" in x]
-    assert lines == [f"waveunet evaluate: estimates: {path} has 96020 samples, the reference "
+    # logged (`waveunet evaluate: <message>` on the command line's stderr), one line
+    lines = [r.getMessage() for r in caplog.records if "zero-padded or cut" in r.getMessage()]
+    assert lines == [f"estimates: {path} has 96020 samples, the reference "
                      "97020; it is zero-padded or cut at the end (as museval does)"]
-    assert "warn" not in proc.stderr.lower().replace("warning", "")  # no warnings.warn(...) line
+    # a line of its own, not warnings.warn (which prints the file and source line with it)
+    assert not [w for w in warned if "zero-padded" in str(w.message)]
 
 
 # --------------------------------------------------------------------------------------------

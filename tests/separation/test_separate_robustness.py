@@ -15,36 +15,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import dead_pid
-from separate_helpers import files_under, make_checkpoint, run, write_song
+from helpers import dead_pid, files_under, separate, tiny_checkpoint, tone, write_song
 
 from waveunet.files import remove_stale_temporaries, temporary_next_to
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("accompaniment", "vocals")
 MODEL = "model"  # the checkpoint file's stem: it has no run config
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
 
 
 @pytest.fixture(scope="module")
 def checkpoint_44k(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt44") / "model.pt", rate=44100)
-
-
-def tone(seconds=0.3, rate=22050, freqs=(220, 330), channels=2, seed=0, noise=0.02):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    audio = [0.3 * np.sin(2 * np.pi * freqs[c % len(freqs)] * t)
-             + noise * rng.standard_normal(t.size) for c in range(channels)]
-    return np.asarray(audio, dtype=np.float32)
-
-
-def write(path: Path, audio=None, rate=22050, **kwargs) -> Path:
-    return write_song(path, tone() if audio is None else audio, rate, **kwargs)
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt44") / "model.pt", rate=44100)
 
 
 def env() -> dict:
@@ -55,9 +42,9 @@ def env() -> dict:
 
 
 def test_force_never_overwrites_an_input(tmp_path, checkpoint, capsys):
-    song = write(tmp_path / "out" / MODEL / "vocals" / "vocals.wav")  # its own target
+    song = write_song(tmp_path / "out" / MODEL / "vocals" / "vocals.wav")  # its own target
     before = song.read_bytes()
-    assert run(song, "-c", checkpoint, "-o", tmp_path / "out", "--force", "-q") == 1
+    assert separate(song, "-c", checkpoint, "-o", tmp_path / "out", "--force", "-q") == 1
     assert "would overwrite an input song" in capsys.readouterr().err
     assert song.read_bytes() == before
     assert files_under(tmp_path / "out") == [f"{MODEL}/vocals/vocals.wav"]
@@ -65,9 +52,9 @@ def test_force_never_overwrites_an_input(tmp_path, checkpoint, capsys):
 
 def test_track_names_are_safe_path_components(tmp_path, checkpoint):
     names = ("...wav", "..wav", ".wav", "Mike's Song (Live) [2].wav")
-    songs = [write(tmp_path / "in" / name, format="WAV") for name in names]
+    songs = [write_song(tmp_path / "in" / name, format="WAV") for name in names]
     out = tmp_path / "in" / "out"
-    assert run(*songs, "-c", checkpoint, "-o", out, "-q") == 0
+    assert separate(*songs, "-c", checkpoint, "-o", out, "-q") == 0
     tracks = ("__", "_", "_wav", "Mike's Song (Live) [2]")  # MUSDB18's characters are kept
     assert files_under(tmp_path / "in") == sorted(
         [*names, "out/.waveunet-separate.json"]
@@ -80,11 +67,11 @@ def test_track_names_are_safe_path_components(tmp_path, checkpoint):
 def test_a_corrupt_file_is_one_line_with_the_detail_on_verbose(tmp_path, checkpoint, capsys):
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 4)
-    assert run(corrupt, "-c", checkpoint, "-o", tmp_path / "out", "-q") == 1
+    assert separate(corrupt, "-c", checkpoint, "-o", tmp_path / "out", "-q") == 1
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and str(corrupt) in lines[0] and "cannot read audio file" in lines[0]
     assert lines[1].startswith("waveunet separate: 1 of 1 song(s) failed")
-    assert run(corrupt, "-c", checkpoint, "-o", tmp_path / "out", "-q", "-v") == 1
+    assert separate(corrupt, "-c", checkpoint, "-o", tmp_path / "out", "-q", "-v") == 1
     verbose = capsys.readouterr().err.splitlines()
     assert verbose[0].startswith(f"waveunet separate: error: cannot read audio file {corrupt}")
     assert any(line.startswith("    libsndfile:") for line in verbose)
@@ -92,13 +79,13 @@ def test_a_corrupt_file_is_one_line_with_the_detail_on_verbose(tmp_path, checkpo
 
 
 def test_a_decode_error_part_way_fails_that_song_alone(tmp_path, checkpoint, capsys):
-    whole = write(tmp_path / "whole.flac", tone(seconds=6.0, rate=44100, seed=3), 44100)
+    whole = write_song(tmp_path / "whole.flac", tone(seconds=6.0, rate=44100, seed=3), 44100)
     data = whole.read_bytes()
     truncated = tmp_path / "trunc.flac"
     truncated.write_bytes(data[: len(data) // 2])
-    good = write(tmp_path / "good.wav")
+    good = write_song(tmp_path / "good.wav")
     out = tmp_path / "out"
-    assert run(truncated, good, "-c", checkpoint, "-o", out, "-q") == 1
+    assert separate(truncated, good, "-c", checkpoint, "-o", out, "-q") == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and str(truncated) in err[0] and "cannot decode it after" in err[0]
     assert "Traceback" not in "\n".join(err)
@@ -119,8 +106,8 @@ FILL_DRIVER = textwrap.dedent("""
 
 
 def test_file_size_limit_fails_the_song_in_one_line_and_leaves_nothing(tmp_path, checkpoint):
-    big = write(tmp_path / "big.wav", tone(seconds=4.0, seed=1))  # 4 s stems: 352 kB each
-    small = write(tmp_path / "small.wav", tone(seconds=0.5))  # 44 kB each
+    big = write_song(tmp_path / "big.wav", tone(seconds=4.0, seed=1))  # 4 s stems: 352 kB each
+    small = write_song(tmp_path / "small.wav", tone(seconds=0.5))  # 44 kB each
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-c", FILL_DRIVER, str(200_000), "separate", str(big), str(small),
@@ -149,9 +136,9 @@ def test_no_space_for_the_manifest_fails_each_song_in_one_line(tmp_path, checkpo
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(layout, "atomic_write_text", no_space)
-    songs = [write(tmp_path / f"{name}.wav") for name in ("a", "b")]
+    songs = [write_song(tmp_path / f"{name}.wav") for name in ("a", "b")]
     out = tmp_path / "out"
-    assert run(*songs, "-c", checkpoint, "-o", out, "-q") == 1
+    assert separate(*songs, "-c", checkpoint, "-o", out, "-q") == 1
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3, lines
     for song, line in zip(songs, lines, strict=False):
@@ -164,9 +151,9 @@ def test_no_space_for_the_manifest_fails_each_song_in_one_line(tmp_path, checkpo
 def test_a_file_size_limit_that_stops_only_the_manifest(tmp_path, checkpoint):
     """The real thing, not a mocked write: songs so short that their stems fit under the
     file-size limit and the manifest does not."""
-    songs = [write(tmp_path / f"{name}.wav", tone(seconds=0.001)) for name in ("a", "b")]
+    songs = [write_song(tmp_path / f"{name}.wav", tone(seconds=0.001)) for name in ("a", "b")]
     sizes = tmp_path / "sizes"
-    assert run(songs[0], "-c", checkpoint, "-o", sizes, "-q") == 0
+    assert separate(songs[0], "-c", checkpoint, "-o", sizes, "-q") == 0
     stem = max((sizes / MODEL / "a" / f"{s}.wav").stat().st_size for s in SOURCES)
     manifest = (sizes / ".waveunet-separate.json").stat().st_size
     assert stem < manifest, (stem, manifest)
@@ -185,9 +172,9 @@ def test_a_file_size_limit_that_stops_only_the_manifest(tmp_path, checkpoint):
 
 def test_an_earlier_stem_that_cannot_be_removed_fails_its_song_alone(tmp_path, checkpoint,
                                                                      capsys, monkeypatch):
-    songs = [write(tmp_path / f"{name}.wav") for name in ("a", "b")]
+    songs = [write_song(tmp_path / f"{name}.wav") for name in ("a", "b")]
     out = tmp_path / "out"
-    earlier = write(out / MODEL / "a" / "vocals.flac")  # an earlier run's stem, another format
+    earlier = write_song(out / MODEL / "a" / "vocals.flac")  # an earlier run's stem, another format
     real_unlink = Path.unlink
 
     def unlink(self, *args, **kwargs):
@@ -196,7 +183,7 @@ def test_an_earlier_stem_that_cannot_be_removed_fails_its_song_alone(tmp_path, c
         return real_unlink(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "unlink", unlink)
-    assert run(*songs, "-c", checkpoint, "-o", out, "-q", "--force") == 1
+    assert separate(*songs, "-c", checkpoint, "-o", out, "-q", "--force") == 1
     lines = capsys.readouterr().err.splitlines()
     assert lines == [f"waveunet separate: error: {songs[0]}: [Errno {errno.EACCES}] "
                      f"{os.strerror(errno.EACCES)}: '{earlier}'",
@@ -222,9 +209,9 @@ def small_disk(tmp_path):
 
 def test_a_full_disk_says_so_and_leaves_no_partial_files(tmp_path, checkpoint, small_disk,
                                                          capsys):
-    big = write(tmp_path / "big.wav", tone(seconds=4.0, seed=1))
-    small = write(tmp_path / "small.wav", tone(seconds=0.2))
-    assert run(big, small, "-c", checkpoint, "-o", small_disk, "-q",
+    big = write_song(tmp_path / "big.wav", tone(seconds=4.0, seed=1))
+    small = write_song(tmp_path / "small.wav", tone(seconds=0.2))
+    assert separate(big, small, "-c", checkpoint, "-o", small_disk, "-q",
                "--chunk-seconds", "0.5") == 1
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
@@ -254,7 +241,7 @@ def test_remove_stale_temporaries_keeps_those_of_live_processes(tmp_path):
 
 
 def _start_separating(tmp_path: Path, checkpoint: Path, out: Path) -> subprocess.Popen:
-    song = write(tmp_path / "long.wav", tone(seconds=30.0, seed=4))
+    song = write_song(tmp_path / "long.wav", tone(seconds=30.0, seed=4))
     return subprocess.Popen(
         [sys.executable, "-m", "waveunet", "separate", str(song), "-c", str(checkpoint),
          "-o", str(out), "-q", "--chunk-seconds", "0.05", "--threads", "1"],
@@ -286,7 +273,8 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, checkpoint):
 def test_the_sigterm_handler_is_the_commands_alone(tmp_path, checkpoint):
     """In one process (a test, a notebook) the caller's SIGTERM handler comes back after."""
     before = signal.getsignal(signal.SIGTERM)
-    assert run(write(tmp_path / "song.wav"), "-c", checkpoint, "-o", tmp_path / "out", "-q") == 0
+    assert separate(write_song(tmp_path / "song.wav"), "-c", checkpoint, "-o", tmp_path / "out",
+                    "-q") == 0
     assert signal.getsignal(signal.SIGTERM) is before
 
 
@@ -297,8 +285,8 @@ def test_the_next_run_removes_the_temporaries_of_a_killed_one(tmp_path, checkpoi
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert all(p.exists() for p in left)  # SIGKILL cannot clean up
-    song = write(tmp_path / "short.wav")
-    assert run(song, "-c", checkpoint, "-o", out, "-q", "--filename",
+    song = write_song(tmp_path / "short.wav")
+    assert separate(song, "-c", checkpoint, "-o", out, "-q", "--filename",
                "{model}/long/{track}-{stem}.{ext}") == 0
     assert not any(p.exists() for p in left)
     assert files_under(out / MODEL) == [f"long/short-{s}.wav" for s in SOURCES]
@@ -314,11 +302,11 @@ def test_a_killed_songs_temporaries_go_when_a_later_run_writes_another_track(tmp
     assert all(p.exists() for p in left)
     manifest_tmp = out / f".waveunet-separate.pid{dead_pid()}.x1y2.tmp.json"
     manifest_tmp.write_text("{")
-    kept = write(out / MODEL / "mine" / "notes.wav")  # a user's file beside a dead temporary
+    kept = write_song(out / MODEL / "mine" / "notes.wav")  # a user's file beside a dead temporary
     beside = out / MODEL / "mine" / f".vocals.pid{dead_pid()}.k3x9.tmp.wav"
     beside.write_bytes(b"x")
     (out / MODEL / "empty").mkdir()  # empty before the run: not the sweep's to remove
-    assert run(write(tmp_path / "short.wav"), "-c", checkpoint, "-o", out, "-q") == 0
+    assert separate(write_song(tmp_path / "short.wav"), "-c", checkpoint, "-o", out, "-q") == 0
     assert not any(p.exists() for p in [*left, manifest_tmp, beside])
     assert not (out / MODEL / "long").exists()  # the sweep emptied it
     assert kept.exists() and (out / MODEL / "empty").is_dir()
@@ -344,7 +332,7 @@ def test_odd_rates_resample_in_bounded_memory_and_stay_aligned(tmp_path, checkpo
     import json
 
     seconds = 2.0
-    song = write(tmp_path / f"song{rate}.wav",
+    song = write_song(tmp_path / f"song{rate}.wav",
                  tone(seconds=seconds, rate=rate, freqs=(3000, 5000), noise=0), rate,
                  subtype="FLOAT")
     out = tmp_path / "out"

@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from helpers import ctrl_c_as_in_a_terminal, environment
 
 from waveunet import files
 from waveunet.audio import write_audio
@@ -27,7 +28,7 @@ from waveunet.metrics import BssJob, evaluate_tracks
 from waveunet.reporting import figures
 
 RATE = 44100
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +62,10 @@ def estimates(voice_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def evaluate_args(voice_root: Path, estimates: Path, cache: Path, out_dir: Path,
                   *extra: str) -> list[str]:
+    """No figures unless ``extra`` asks for them (figures=true): they are most of the time."""
     return ["evaluate", f"estimates={estimates}", "data=folder", f"data.root={voice_root}",
             "data.stems=[vocals,accompaniment]", f"data.cache_dir={cache}",
-            f"out_dir={out_dir}", "progress=false", *extra]
+            f"out_dir={out_dir}", "progress=false", "figures=false", *extra]
 
 
 def error_lines(err: str) -> list[str]:
@@ -186,7 +188,7 @@ def test_no_space_for_the_report_is_one_line_naming_the_file(
         voice_root, estimates, tmp_path, capsys, monkeypatch, full_at: str, kept) -> None:
     out = tmp_path / "report"
     fill_the_disk_at(monkeypatch, full_at)
-    rc = cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache", out))
+    rc = cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache", out, "figures=true"))
     err = capsys.readouterr().err
     assert rc == 2, err
     rerun = "rerun with overwrite=true" if kept else "rerun"  # overwrite: a part stays
@@ -229,12 +231,13 @@ def test_no_room_for_a_figure_under_a_real_file_size_limit_says_to_rerun_with_ov
     ENOSPC, the same line): the boxplot fits, the waveform figure does not. What was written
     makes a plain rerun refused, so the line says overwrite=true."""
     first = tmp_path / "first"
-    assert cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache", first)) == 0
+    assert cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache", first,
+                                  "figures=true")) == 0
     limit = 64 * 1024  # bytes
     assert (first / "sdr_boxplot.png").stat().st_size < limit
     assert (first / "waveform_song_a.png").stat().st_size > limit
     out = tmp_path / "report"
-    args = evaluate_args(voice_root, estimates, tmp_path / "cache", out)
+    args = evaluate_args(voice_root, estimates, tmp_path / "cache", out, "figures=true")
     proc = subprocess.run(
         [sys.executable, "-m", "waveunet.cli", *args], capture_output=True, text=True,
         timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
@@ -293,7 +296,7 @@ except KeyboardInterrupt:
 def test_ctrl_c_while_a_museval_worker_starts_or_waits_is_reported_once(when: str) -> None:
     proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, when], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+                            preexec_fn=ctrl_c_as_in_a_terminal, env=environment())
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.3)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from separate_helpers import files_under, make_checkpoint, run, write_song
+from helpers import files_under, separate, tiny_checkpoint, tone, write_song
 
 from waveunet.separation.layout import (
     MANIFEST,
@@ -27,22 +27,10 @@ SOURCES = ("accompaniment", "vocals")
 def checkpoint(tmp_path_factory):
     """A checkpoint in a run folder whose config names the run, as `waveunet train` writes."""
     folder = tmp_path_factory.mktemp("runs") / "tiny-tanh_difference" / "2026-01-01_00-00-00"
-    return make_checkpoint(folder / "best.pt", config={"name": "tiny-tanh_difference"})
+    return tiny_checkpoint(folder / "best.pt", config={"name": "tiny-tanh_difference"})
 
 
 MODEL = "tiny-tanh_difference"
-
-
-def tone(channels=2, seconds=0.3, rate=22050, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    audio = [0.4 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.05 * rng.standard_normal(t.size)
-             for c in range(channels)]
-    return np.asarray(audio, dtype=np.float32)
-
-
-def write(path: Path, audio=None, rate=22050, **kwargs) -> Path:
-    return write_song(path, tone() if audio is None else audio, rate, **kwargs)
 
 
 def test_model_name_rule(tmp_path, checkpoint, capsys):
@@ -51,10 +39,11 @@ def test_model_name_rule(tmp_path, checkpoint, capsys):
     assert model_name(Path("runs/x/s/last.pt"), {"name": run_name}) == f"{run_name}-last"
     assert model_name(Path("m4.pt"), None) == "m4"  # e.g. an imported original model
     assert model_name(Path("a/../b.pt"), {"name": "x/../../y"}) == "x_.._.._y-b"
-    song = write(tmp_path / "song.wav")
+    song = write_song(tmp_path / "song.wav")
     out = tmp_path / "out"
-    assert run(song, "-c", checkpoint, "-o", out, "-q") == 0
-    assert run(song, "-c", checkpoint.parent, "-o", out, "-q", "-n", "mine") == 0  # a run folder
+    assert separate(song, "-c", checkpoint, "-o", out, "-q") == 0
+    assert separate(song, "-c", checkpoint.parent, "-o", out, "-q", "-n",
+                    "mine") == 0  # a run folder
     assert files_under(out) == sorted([MANIFEST] + [f"{m}/song/{s}.wav" for m in (MODEL, "mine")
                                                     for s in SOURCES])
     manifest = json.loads((out / MANIFEST).read_text())["models"]
@@ -68,38 +57,38 @@ def replace(source: Path, target: Path) -> None:
 
 
 def test_another_checkpoint_under_the_same_name_is_refused_without_force(tmp_path, capsys):
-    first = make_checkpoint(tmp_path / "a" / "best.pt", seed=0, config={"name": "run"})
-    second = make_checkpoint(tmp_path / "b" / "best.pt", seed=1, config={"name": "run"})
-    one, two = write(tmp_path / "one.wav"), write(tmp_path / "two.wav", tone(seed=1))
+    first = tiny_checkpoint(tmp_path / "a" / "best.pt", seed=0, config={"name": "run"})
+    second = tiny_checkpoint(tmp_path / "b" / "best.pt", seed=1, config={"name": "run"})
+    one, two = write_song(tmp_path / "one.wav"), write_song(tmp_path / "two.wav", tone(seed=1))
     out = tmp_path / "out"
-    assert run(one, "-c", first, "-o", out, "-q") == 0
+    assert separate(one, "-c", first, "-o", out, "-q") == 0
     before = files_under(out)
-    assert run(two, "-c", second, "-o", out, "-q") == 2  # a different song, the same name
+    assert separate(two, "-c", second, "-o", out, "-q") == 2  # a different song, the same name
     err = capsys.readouterr().err
     assert "another checkpoint" in err and "-n/--name" in err and len(err.splitlines()) == 1
     assert files_under(out) == before
-    assert run(two, "-c", first, "-o", out, "-q") == 0  # the same checkpoint may add songs
+    assert separate(two, "-c", first, "-o", out, "-q") == 0  # the same checkpoint may add songs
     copy = tmp_path / "c" / "best.pt"
     copy.parent.mkdir()
     shutil.copy(first, copy)  # the same weights elsewhere: the same checkpoint
-    assert run(one, "-c", copy, "-o", out, "-q", "--force") == 0
+    assert separate(one, "-c", copy, "-o", out, "-q", "--force") == 0
     replace(second, copy)  # saved again, as the trainer saves: the same path, other weights
-    assert run(one, "-c", copy, "-o", out, "-q", "--force", "--stems", "vocals") == 0
-    assert run(two, "-c", copy, "-o", out, "-q", "-f") == 0
+    assert separate(one, "-c", copy, "-o", out, "-q", "--force", "--stems", "vocals") == 0
+    assert separate(two, "-c", copy, "-o", out, "-q", "-f") == 0
     replace(first, copy)
-    assert run(two, "-c", copy, "-o", out, "-q") == 2
+    assert separate(two, "-c", copy, "-o", out, "-q") == 2
     assert "another checkpoint" in capsys.readouterr().err
-    assert run(one, "-c", second, "-o", out, "-q", "--force") == 0
+    assert separate(one, "-c", second, "-o", out, "-q", "--force") == 0
     manifest = json.loads((out / MANIFEST).read_text())["models"]
     assert manifest["run"]["checkpoint"] == str(second.resolve())
     assert manifest["run"]["sha256"] == checkpoint_identity(second)
 
 
 def test_filename_template(tmp_path, checkpoint, capsys):
-    a = write(tmp_path / "albumA" / "song.wav")
-    b = write(tmp_path / "albumB" / "song.wav", tone(seed=2))
+    a = write_song(tmp_path / "albumA" / "song.wav")
+    b = write_song(tmp_path / "albumB" / "song.wav", tone(seed=2))
     out = tmp_path / "out"
-    assert run(a, b, "-c", checkpoint, "-o", out, "-q", "--filename",
+    assert separate(a, b, "-c", checkpoint, "-o", out, "-q", "--filename",
                "{model}/{parent}/{track}_{stem}.{ext}") == 0
     assert files_under(out) == sorted(
         [MANIFEST] + [f"{MODEL}/{p}/song_{s}.wav" for p in ("albumA", "albumB") for s in SOURCES])
@@ -107,21 +96,22 @@ def test_filename_template(tmp_path, checkpoint, capsys):
                               ("../{track}/{stem}.{ext}", "relative path inside"),
                               ("/abs/{stem}.{ext}", "relative path inside"),
                               ("{track!r}/{stem}.{ext}", "unknown field")]:
-        assert run(a, "-c", checkpoint, "-o", out, "--filename", template) == 2
+        assert separate(a, "-c", checkpoint, "-o", out, "--filename", template) == 2
         assert message in capsys.readouterr().err
     # without {parent}, the two songs would collide: the second is refused, the first written
     fresh = tmp_path / "fresh"
-    assert run(a, b, "-c", checkpoint, "-o", fresh, "-q") == 1
+    assert separate(a, b, "-c", checkpoint, "-o", fresh, "-q") == 1
     assert "same output file" in capsys.readouterr().err
     # without {stem}, two stems of one song would be one file: refused before anything is written
     shut = tmp_path / "one_file"
-    assert run(a, "-c", checkpoint, "-o", shut, "-q", "--filename", "{model}/{track}.{ext}") == 2
+    assert separate(a, "-c", checkpoint, "-o", shut, "-q", "--filename",
+                    "{model}/{track}.{ext}") == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [
         "waveunet separate: error: --filename '{model}/{track}.{ext}': the stems accompaniment "
         f"and vocals of {a} would both be {shut / MODEL / 'song.wav'} (use {{stem}})"], err
     assert not shut.exists()
-    assert run(a, "-c", checkpoint, "-o", shut, "-q", "--filename", "{model}/{track}.{ext}",
+    assert separate(a, "-c", checkpoint, "-o", shut, "-q", "--filename", "{model}/{track}.{ext}",
                "--stems", "vocals") == 0  # one stem needs no {stem}
     assert files_under(shut) == sorted([MANIFEST, f"{MODEL}/song.wav"])
 
@@ -130,19 +120,19 @@ def test_folders_as_input_dataset_layout_and_mixture_names(tmp_path, checkpoint,
     data = tmp_path / "data"
     shutil.copytree(synth_root, data)
     plain = tmp_path / "plain"
-    write(plain / "b.flac")
-    write(plain / "sub" / "a.wav")
-    write(plain / "sub" / ".hidden.wav")
+    write_song(plain / "b.flac")
+    write_song(plain / "sub" / "a.wav")
+    write_song(plain / "sub" / ".hidden.wav")
     (plain / "notes.txt").write_text("not audio")
     out = plain / "separated"  # the output folder inside an input folder: never taken
-    write(out / MODEL / "old" / "vocals.wav")
+    write_song(out / MODEL / "old" / "vocals.wav")
     assert songs_in_folder(plain, out.resolve()) == [plain / "b.flac", plain / "sub" / "a.wav"]
     mixtures = songs_in_folder(data, (tmp_path / "x").resolve())
     assert mixtures == sorted(data.glob("*/*/mixture.wav"))  # no stems taken
     assert track_name(mixtures[0]) == mixtures[0].parent.name
     assert track_name(Path("musdb/test/Al James - Schoolboy Facination.stem.mp4")) == \
         "Al James - Schoolboy Facination"
-    assert run(plain, data / "test", "-c", checkpoint, "-o", out, "-q") == 0
+    assert separate(plain, data / "test", "-c", checkpoint, "-o", out, "-q") == 0
     tracks = [p.parent.name for p in sorted((data / "test").glob("*/mixture.wav"))]
     assert files_under(out) == sorted(
         [MANIFEST, f"{MODEL}/old/vocals.wav"]
@@ -150,31 +140,31 @@ def test_folders_as_input_dataset_layout_and_mixture_names(tmp_path, checkpoint,
 
 
 def test_formats_never_mix_silently(tmp_path, checkpoint, capsys):
-    song = write(tmp_path / "song.wav")
+    song = write_song(tmp_path / "song.wav")
     out = tmp_path / "out"
-    assert run(song, "-c", checkpoint, "-o", out, "-q") == 0
-    assert run(song, "-c", checkpoint, "-o", out, "-q", "--format", "flac") == 1
+    assert separate(song, "-c", checkpoint, "-o", out, "-q") == 0
+    assert separate(song, "-c", checkpoint, "-o", out, "-q", "--format", "flac") == 1
     assert "accompaniment.wav is there from an earlier run" in capsys.readouterr().err
     assert files_under(out / MODEL) == [f"song/{s}.wav" for s in SOURCES]
-    assert run(song, "-c", checkpoint, "-o", out, "-q", "--format", "flac", "--force") == 0
+    assert separate(song, "-c", checkpoint, "-o", out, "-q", "--format", "flac", "--force") == 0
     assert files_under(out / MODEL) == [f"song/{s}.flac" for s in SOURCES]
     # --stems picks a subset: the other stem of the earlier format counts too
     mixed = tmp_path / "mixed"
-    assert run(song, "-c", checkpoint, "-o", mixed, "-q", "--stems", "vocals",
+    assert separate(song, "-c", checkpoint, "-o", mixed, "-q", "--stems", "vocals",
                "--format", "flac") == 0
-    assert run(song, "-c", checkpoint, "-o", mixed, "-q", "--stems", "accompaniment") == 1
+    assert separate(song, "-c", checkpoint, "-o", mixed, "-q", "--stems", "accompaniment") == 1
     assert "vocals.flac is there from an earlier run" in capsys.readouterr().err
     assert files_under(mixed / MODEL) == ["song/vocals.flac"]
-    assert run(song, "-c", checkpoint, "-o", mixed, "-q", "--stems", "accompaniment",
+    assert separate(song, "-c", checkpoint, "-o", mixed, "-q", "--stems", "accompaniment",
                "--force") == 0
     assert files_under(mixed / MODEL) == ["song/accompaniment.wav"]
 
 
 def test_mp3_output_and_the_48_khz_limit(tmp_path, checkpoint, capsys):
-    song = write(tmp_path / "song.wav", tone(rate=44100, seconds=1.0), 44100)
-    fast = write(tmp_path / "fast.wav", tone(rate=96000, seconds=0.2), 96000)
+    song = write_song(tmp_path / "song.wav", tone(rate=44100, seconds=1.0), 44100)
+    fast = write_song(tmp_path / "fast.wav", tone(rate=96000, seconds=0.2), 96000)
     out = tmp_path / "out"
-    assert run(fast, song, "-c", checkpoint, "-o", out, "-q", "--format", "mp3",
+    assert separate(fast, song, "-c", checkpoint, "-o", out, "-q", "--format", "mp3",
                "--mp3-quality", "0") == 1
     err = capsys.readouterr().err
     assert "96000 Hz cannot be stored as MP3" in err and "song.wav" not in err.splitlines()[0]
@@ -186,17 +176,18 @@ def test_mp3_output_and_the_48_khz_limit(tmp_path, checkpoint, capsys):
     stem, _ = sf.read(str(out / MODEL / "song" / "accompaniment.mp3"), dtype="float32")
     assert np.abs(stem).max() > 0.05  # real audio, not silence
     worse = tmp_path / "worse"
-    assert run(song, "-c", checkpoint, "-o", worse, "-q", "--format", "mp3",
+    assert separate(song, "-c", checkpoint, "-o", worse, "-q", "--format", "mp3",
                "--mp3-quality", "9") == 0
     assert (worse / MODEL / "song" / "vocals.mp3").stat().st_size < \
         (out / MODEL / "song" / "vocals.mp3").stat().st_size
-    assert run(song, "-c", checkpoint, "-o", out, "--format", "mp3", "--mp3-quality", "10") == 2
+    assert separate(song, "-c", checkpoint, "-o", out, "--format", "mp3", "--mp3-quality",
+                    "10") == 2
 
 
 def test_stems_device_threads_and_number_options(tmp_path, checkpoint, capsys, monkeypatch):
     from waveunet.separation import pipeline
 
-    song = write(tmp_path / "song.wav")
+    song = write_song(tmp_path / "song.wav")
     out = tmp_path / "out"
     threads, seen = torch.get_num_threads(), []
     real = pipeline.separate_files
@@ -208,7 +199,7 @@ def test_stems_device_threads_and_number_options(tmp_path, checkpoint, capsys, m
     monkeypatch.setattr(pipeline, "separate_files", separate_files)
     torch.set_num_threads(2)
     try:
-        assert run(song, "-c", checkpoint, "-o", out, "-q", "--stems", "vocals", "-d", "cpu",
+        assert separate(song, "-c", checkpoint, "-o", out, "-q", "--stems", "vocals", "-d", "cpu",
                    "--threads", "1") == 0
         assert seen == [1] and torch.get_num_threads() == 2  # the caller's count restored
     finally:
@@ -224,7 +215,7 @@ def test_stems_device_threads_and_number_options(tmp_path, checkpoint, capsys, m
            (["--memory-gib", "inf"], "--memory-gib must be a finite number > 0, got inf"),
            (["--chunk-seconds", "-1"], "--chunk-seconds must be")]
     for options, message in bad:
-        assert run(song, "-c", checkpoint, "-o", tmp_path / "x", *options) == 2, options
+        assert separate(song, "-c", checkpoint, "-o", tmp_path / "x", *options) == 2, options
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x").exists()
@@ -232,6 +223,6 @@ def test_stems_device_threads_and_number_options(tmp_path, checkpoint, capsys, m
 
 def test_help_shows_examples(capsys):
     with pytest.raises(SystemExit):
-        run("--help")
+        separate("--help")
     text = capsys.readouterr().out
     assert "examples:" in text and "--precision" in text and "{model}/{track}/{stem}.{ext}" in text
