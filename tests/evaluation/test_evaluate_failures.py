@@ -230,12 +230,9 @@ def test_no_room_for_a_figure_under_a_real_file_size_limit_says_to_rerun_with_ov
     """A real failed write of the report (EFBIG from a file-size limit, where a full disk gives
     ENOSPC, the same line): the boxplot fits, the waveform figure does not. What was written
     makes a plain rerun refused, so the line says overwrite=true."""
-    first = tmp_path / "first"
-    assert cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache", first,
-                                  "figures=true")) == 0
-    limit = 64 * 1024  # bytes
-    assert (first / "sdr_boxplot.png").stat().st_size < limit
-    assert (first / "waveform_song_a.png").stat().st_size > limit
+    assert cli_main(evaluate_args(voice_root, estimates, tmp_path / "cache",
+                                  tmp_path / "first")) == 0  # the cache decoded beforehand
+    limit = 64 * 1024  # bytes: the box plot is smaller, the waveform figure larger
     out = tmp_path / "report"
     args = evaluate_args(voice_root, estimates, tmp_path / "cache", out, "figures=true")
     proc = subprocess.run(
